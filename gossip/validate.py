@@ -1,0 +1,62 @@
+"""Checks a decoded weights message must pass before its numbers touch a local model.
+
+No peer trusts a neighbour's numbers blindly: the model id, tensor names, shapes and
+dtypes must match the local model, every value must be finite, and the values must
+stay within a magnitude bound. A failure raises ``RejectedMessage`` naming the sender.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from gossip.codec import WeightsMessage
+from gossip.errors import RejectedMessage
+
+
+def validate_weights(
+    msg: WeightsMessage,
+    *,
+    link_peer: str,
+    model_id: str,
+    reference: Mapping[str, np.ndarray],
+    max_abs: float = 1e4,
+) -> None:
+    """Raise ``RejectedMessage`` unless ``msg`` can be mixed into a model like ``reference``.
+
+    Parameters
+    ----------
+    link_peer:
+        The authenticated id of the link the bytes came over; the message's own
+        ``sender`` field must equal it (a peer cannot speak for another).
+    model_id:
+        The local architecture id; a different one is refused.
+    reference:
+        The local weights: names, shapes and dtypes must match exactly.
+    max_abs:
+        Largest absolute value accepted in any tensor; bigger means a broken or hostile peer.
+    """
+    if msg.sender != link_peer:
+        raise RejectedMessage(link_peer, "sender-mismatch", f"message claims sender {msg.sender!r}")
+    if msg.model_id != model_id:
+        raise RejectedMessage(link_peer, "model-mismatch", f"{msg.model_id!r} != {model_id!r}")
+    if msg.sample_count <= 0:
+        raise RejectedMessage(link_peer, "no-samples", f"sample count {msg.sample_count}")
+    if list(msg.tensors) != list(reference):
+        missing = sorted(set(reference) - set(msg.tensors))
+        extra = sorted(set(msg.tensors) - set(reference))
+        raise RejectedMessage(link_peer, "tensor-names", f"missing {missing}, extra {extra}")
+    for name, ref in reference.items():
+        arr = msg.tensors[name]
+        if arr.shape != ref.shape or arr.dtype != ref.dtype:
+            raise RejectedMessage(
+                link_peer,
+                "tensor-shape",
+                f"{name}: got {arr.dtype}{list(arr.shape)}, expected {ref.dtype}{list(ref.shape)}",
+            )
+        if arr.dtype.kind == "f":
+            if not np.isfinite(arr).all():
+                raise RejectedMessage(link_peer, "non-finite", f"{name} holds NaN or Inf")
+        if arr.size and float(np.max(np.abs(arr))) > max_abs:
+            raise RejectedMessage(link_peer, "out-of-range", f"{name} exceeds |x| <= {max_abs:g}")

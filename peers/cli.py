@@ -1,0 +1,110 @@
+"""The ``medswarm`` command line.
+
+Every expected failure (bad option, missing or corrupt data, impossible topology) ends
+with one line on stderr and exit code 2; nothing expected ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that keeps its one-line error but exits with our usage code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"medswarm: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _arms(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``medswarm`` parser with its subcommands."""
+    parser = _Parser(prog="medswarm", description="Peer-to-peer swarm learning for hospitals.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every event")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="run many peers on this host and compare swarm, fedavg, local, central and cwt",
+        description="Simulate N hospitals on one host with the same per-peer logic as real peers.",
+    )
+    sim.add_argument("--peers", type=_positive_int, default=8, help="number of peers (default 8)")
+    sim.add_argument("--topology", default="ring",
+                     help="ring | full | kregular[:K] | smallworld[:K[:P]] | exponential (default ring)")
+    sim.add_argument("--rounds", type=_positive_int, default=30, help="rounds (default 30)")
+    sim.add_argument("--local-epochs", type=_positive_int, default=1, help="local epochs per round (default 1)")
+    sim.add_argument("--gossip-steps", type=_positive_int, default=1,
+                     help="gossip exchanges per round in the swarm arm (default 1)")
+    sim.add_argument("--data", default="breastmnist",
+                     help="breastmnist | pneumoniamnist | heart | PATH.npz (default breastmnist, shipped)")
+    sim.add_argument("--partition", default=None,
+                     help="iid | dirichlet:ALPHA | quantity:ALPHA | sites "
+                          "(default dirichlet:0.5; sites for heart)")
+    sim.add_argument("--site-shift", type=float, default=0.0,
+                     help="per-site scanner shift strength for images, 0 = none (default 0)")
+    sim.add_argument("--arms", type=_arms, default=None,
+                     help="comma-separated arms (default swarm,fedavg,local,central,cwt)")
+    sim.add_argument("--seed", type=int, default=0, help="seed for splits, init and training (default 0)")
+    sim.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    sim.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default 32)")
+    sim.add_argument("--optimizer", default="sgd", help="sgd | adam (default sgd)")
+    sim.add_argument("--float16", action="store_true", help="send float32 weights as float16")
+    sim.add_argument("--out", type=Path, default=Path("runs/simulate"),
+                     help="output directory (default runs/simulate)")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    sim.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from peers.simulate_cmd import run_simulate
+
+    return run_simulate(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medswarm`` console script; returns the exit code."""
+    from gossip.errors import MedswarmError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed on one line
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except MedswarmError as err:
+        print(f"medswarm: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:
+        print(f"medswarm: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("medswarm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

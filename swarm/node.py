@@ -1,0 +1,199 @@
+"""One swarm peer's learning logic, independent of how its bytes travel.
+
+A ``SwarmNode`` trains on its own site, encodes its weights once per gossip step, sends
+them to every neighbour over whatever ``Transport`` it was given, then decodes,
+validates and mixes what arrived using Metropolis-Hastings weights computed from its own
+neighbourhood only. The simulation builds nodes on the in-memory network; a real peer
+builds the same node on libp2p. Rejected messages are counted and logged, never mixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
+
+import numpy as np
+
+from gossip.codec import CodecError, WeightsMessage, decode, encode
+from gossip.errors import RejectedMessage
+from gossip.transport import Transport
+from gossip.validate import validate_weights
+from swarm.averaging import Contribution, mixing_row, weighted_average
+from swarm.datasets import ArrayDataset
+from swarm.errors import AveragingError
+
+log = logging.getLogger("medswarm.node")
+
+
+class TrainResultLike(Protocol):
+    """What a trainer returns: new weights, the mean loss and the samples per epoch."""
+
+    weights: dict[str, np.ndarray]
+    loss: float
+    samples: int
+
+
+class TrainFn(Protocol):
+    """``train(weights, data, seed) -> TrainResult``: swap in a fake one in tests."""
+
+    def __call__(self, weights: Mapping[str, np.ndarray], data: ArrayDataset, seed: int) -> TrainResultLike:
+        ...
+
+
+@dataclass
+class NodeStats:
+    """Counters and timers a node keeps for reports and the status endpoint."""
+
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    stale: int = 0
+    duplicates: int = 0
+    train_s: float = 0.0
+    codec_s: float = 0.0
+    exchange_s: float = 0.0
+    averaging_s: float = 0.0
+
+
+class SwarmNode:
+    """A peer's learning state machine: train, share, receive and mix.
+
+    Parameters
+    ----------
+    transport:
+        Any ``gossip.transport.Transport``; its ``peer_id`` is this node's id.
+    train_fn:
+        Local training callable (``swarm.training.Trainer.train`` in practice).
+    data:
+        This site's local training set.
+    model_id:
+        Architecture id put into and checked on every message.
+    weights:
+        Starting weights (every peer of a swarm starts from the same seeded ones).
+    neighbour_degrees:
+        ``{neighbour: degree}``: what Metropolis-Hastings weights need from the neighbourhood.
+    float16:
+        Send float32 weights as float16 on the wire (half the bytes).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        train_fn: TrainFn,
+        data: ArrayDataset,
+        model_id: str,
+        weights: Mapping[str, np.ndarray],
+        neighbour_degrees: Mapping[str, int],
+        *,
+        float16: bool = False,
+        max_abs: float = 1e4,
+    ) -> None:
+        self.transport = transport
+        self.peer_id = transport.peer_id
+        self.train_fn = train_fn
+        self.data = data
+        self.model_id = model_id
+        self.weights: dict[str, np.ndarray] = {k: np.array(v, copy=True) for k, v in weights.items()}
+        self.neighbour_degrees = dict(neighbour_degrees)
+        self.float16 = float16
+        self.max_abs = max_abs
+        self.stats = NodeStats()
+        self.last_loss = float("nan")
+
+    def train(self, seed: int) -> float:
+        """Train one round on the local data from the current weights; return the mean loss."""
+        start = time.perf_counter()
+        result = self.train_fn(self.weights, self.data, seed)
+        self.weights = dict(result.weights)
+        self.last_loss = float(result.loss)
+        self.stats.train_s += time.perf_counter() - start
+        return self.last_loss
+
+    def share(self, round_: int) -> int:
+        """Encode the current weights once and send them to every neighbour; return bytes per copy."""
+        start = time.perf_counter()
+        payload = encode(
+            WeightsMessage(self.model_id, round_, self.peer_id, len(self.data), self.weights),
+            float16=self.float16,
+        )
+        mid = time.perf_counter()
+        for peer in self.transport.neighbours():
+            self.transport.send(peer, payload)
+        self.stats.codec_s += mid - start
+        self.stats.exchange_s += time.perf_counter() - mid
+        return len(payload)
+
+    def receive(self, round_: int) -> dict[str, WeightsMessage]:
+        """Drain the transport and keep one valid round-``round_`` model per neighbour.
+
+        Malformed or invalid messages are counted by reason and logged; messages from an
+        older round are counted as stale; a second model from the same sender in one
+        drain replaces nothing (the first valid one is kept) and is counted as duplicate.
+        """
+        start = time.perf_counter()
+        envelopes = self.transport.drain()
+        self.stats.exchange_s += time.perf_counter() - start
+        start = time.perf_counter()
+        accepted: dict[str, WeightsMessage] = {}
+        for env in envelopes:
+            try:
+                msg = decode(env.data)
+                validate_weights(
+                    msg,
+                    link_peer=env.sender,
+                    model_id=self.model_id,
+                    reference=self.weights,
+                    max_abs=self.max_abs,
+                )
+            except CodecError as err:
+                self._reject(env.sender, f"codec:{err.reason}", str(err), round_)
+                continue
+            except RejectedMessage as err:
+                self._reject(env.sender, err.reason, str(err), round_)
+                continue
+            if msg.round != round_:
+                self.stats.stale += 1
+                continue
+            if env.sender in accepted:
+                self.stats.duplicates += 1
+                continue
+            accepted[env.sender] = msg
+            self.stats.accepted += 1
+        self.stats.codec_s += time.perf_counter() - start
+        return accepted
+
+    def mix(self, received: Mapping[str, WeightsMessage]) -> None:
+        """Replace the weights by their Metropolis-Hastings mix with the received models.
+
+        A neighbour whose model did not arrive keeps its share on this node (its weight
+        goes to the self weight), so the mix stays a convex combination.
+        """
+        start = time.perf_counter()
+        self_w, neigh_w = mixing_row(len(self.neighbour_degrees), self.neighbour_degrees)
+        contributions = [Contribution(self.peer_id, self.weights, 1.0)]
+        missing = 0.0
+        for peer, w in neigh_w.items():
+            if peer in received:
+                contributions.append(Contribution(peer, received[peer].tensors, w))
+            else:
+                missing += w
+        contributions[0] = Contribution(self.peer_id, self.weights, self_w + missing)
+        try:
+            self.weights = weighted_average(contributions)
+        except AveragingError as err:
+            # validation should make this unreachable; keep the local model if not
+            self._reject(err.peer or "?", "averaging", str(err), -1)
+        self.stats.averaging_s += time.perf_counter() - start
+
+    def gossip_step(self, round_: int) -> None:
+        """Receive and mix (the caller has made every neighbour ``share`` first)."""
+        self.mix(self.receive(round_))
+
+    def _reject(self, sender: str, reason: str, detail: str, round_: int) -> None:
+        self.stats.rejected[reason] += 1
+        log.warning(
+            "event=rejected peer=%s round=%d from=%s reason=%s detail=%s",
+            self.peer_id, round_, sender, reason, detail,
+        )

@@ -1,0 +1,139 @@
+"""Run outputs: ``metrics.jsonl``, ``report.json``, ``report.md`` and ``curves.png``.
+
+The same writer serves the simulation and, later, collected reports of real peers, so
+both produce files people can compare side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file, fsync and rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_metrics(path: Path, rows: Iterable[dict]) -> None:
+    """One JSON object per line: arm, round, peer, loss, accuracy, auroc, consensus, bytes."""
+    atomic_write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(report: dict) -> str:
+    """A human-readable summary of ``report.json``: arms table, per-site table, config."""
+    arms = report["arms"]
+    lines = ["# medswarm simulation report", ""]
+    cfg = report["config"]
+    lines.append(
+        f"{cfg['peers']} peers, data `{cfg['data']}`, partition `{cfg['partition']}`, "
+        f"topology `{cfg['topology']}`, {cfg['rounds']} rounds x {cfg['local_epochs']} local epoch(s), "
+        f"{cfg['gossip_steps']} gossip step(s)/round, seed {cfg['seed']}; wall time {report['wall_s']:.1f} s."
+    )
+    lines += [
+        "",
+        "Figures are on the held-out global test set, averaged over the last "
+        f"{next(iter(arms.values()))['rounds_averaged']} rounds; `worst` is the worst peer.",
+        "",
+        "| arm | AUROC | worst-peer AUROC | accuracy | MB sent |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, arm in arms.items():
+        lines.append(
+            f"| {name} | {_fmt(arm['auroc'])} | {_fmt(arm['worst_auroc'])} | "
+            f"{_fmt(arm['accuracy'])} | {arm['bytes_sent'] / 1e6:.1f} |"
+        )
+    if "swarm" in arms and "mean_model" in arms["swarm"]:
+        lines += ["", f"Swarm: the average of all peers' final models scores AUROC "
+                      f"{_fmt(arms['swarm']['mean_model']['auroc'])}; "
+                      f"{arms['swarm'].get('rejected', 0)} message(s) rejected."]
+    lines += ["", "## Per site (final models, global test)", "",
+              "| site | train n | " + " | ".join(arms) + " |",
+              "|---|---:|" + "---:|" * len(arms)]
+    first = next(iter(arms.values()))["per_site"]
+    for i, site in enumerate(first):
+        cells = [_fmt(arms[a]["per_site"][i]["auroc"]) if i < len(arms[a]["per_site"]) else "–" for a in arms]
+        lines.append(f"| {site['name']} | {site['train_samples']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Config", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+def plot_curves(path: Path, rows: list[dict]) -> None:
+    """Global-test AUROC per round for each arm (mean over peers, worst peer dashed),
+    and the swarm's consensus distance per round."""
+    arms = sorted({row["arm"] for row in rows}, key=lambda a: ["swarm", "fedavg", "local", "central", "cwt"].index(a)
+                  if a in ("swarm", "fedavg", "local", "central", "cwt") else 99)
+    has_consensus = any(row["arm"] == "swarm" for row in rows)
+    fig, axes = plt.subplots(1, 2 if has_consensus else 1, figsize=(12 if has_consensus else 7, 4.5))
+    ax = axes[0] if has_consensus else axes
+    for arm in arms:
+        by_round: dict[int, list[float]] = {}
+        for row in rows:
+            if row["arm"] == arm and row["auroc"] is not None:
+                by_round.setdefault(row["round"], []).append(row["auroc"])
+        rounds = sorted(by_round)
+        line, = ax.plot(rounds, [sum(by_round[r]) / len(by_round[r]) for r in rounds], label=arm)
+        if arm in ("swarm", "local"):
+            ax.plot(rounds, [min(by_round[r]) for r in rounds], linestyle="--", color=line.get_color(),
+                    alpha=0.6, label=f"{arm} (worst peer)")
+    ax.set_xlabel("round")
+    ax.set_ylabel("global test AUROC")
+    ax.set_title("Global test AUROC per round")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if has_consensus:
+        by_round = {}
+        for row in rows:
+            if row["arm"] == "swarm" and row["consensus_distance"] is not None:
+                by_round.setdefault(row["round"], []).append(row["consensus_distance"])
+        rounds = sorted(by_round)
+        axes[1].plot(rounds, [sum(by_round[r]) / len(by_round[r]) for r in rounds], color="C0")
+        axes[1].set_yscale("log")
+        axes[1].set_xlabel("round")
+        axes[1].set_ylabel("mean L2 distance to the peers' average")
+        axes[1].set_title("Swarm consensus distance")
+        axes[1].grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(out_dir: Path, report: dict, rows: list[dict]) -> dict[str, Path]:
+    """Write all four outputs into ``out_dir`` and return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out_dir / "metrics.jsonl",
+        "report_json": out_dir / "report.json",
+        "report_md": out_dir / "report.md",
+        "curves": out_dir / "curves.png",
+    }
+    write_metrics(paths["metrics"], rows)
+    atomic_write_text(paths["report_json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(paths["report_md"], render_markdown(report))
+    plot_curves(paths["curves"], rows)
+    return paths

@@ -1,0 +1,370 @@
+"""Many peers on one host: the swarm and its reference arms on the same splits and seeds.
+
+Arms
+----
+``swarm``   every site is a ``SwarmNode`` on an in-memory network shaped by the topology:
+            train, encode, send to neighbours, decode, validate, mix. No server.
+``fedavg``  the classical server: sites train from the global model, the server takes the
+            sample-weighted average of their encoded updates (the reference).
+``local``   each site trains alone.
+``central`` all sites' training data pooled into one model (the upper reference).
+``cwt``     cyclical weight transfer: one model visits the sites in ring order each round.
+
+Every arm starts from the same seeded weights and uses the same per-site, per-round
+training seeds, so arms are paired and a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from gossip.codec import WeightsMessage, decode, encode
+from gossip.memory import MemoryNetwork
+from swarm.averaging import Contribution, weighted_average
+from swarm.errors import ConfigError
+from swarm.node import SwarmNode
+from swarm.partition import Federation, build_federation, parse_partition
+from swarm.topology import TOPOLOGIES, build_topology, parse_topology
+from swarm.training import Metrics, TrainConfig, Trainer
+
+ARMS = ("swarm", "fedavg", "local", "central", "cwt")
+
+#: the pseudo site index that seeds the pooled (central) model
+CENTRAL_SITE = 1_000_000
+
+#: called as progress(arm, round_done, rounds_total)
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything that defines a simulation run; validated on construction."""
+
+    peers: int = 8
+    topology: str = "ring"
+    rounds: int = 30
+    local_epochs: int = 1
+    gossip_steps: int = 1
+    data: str = "breastmnist"
+    partition: str = "dirichlet:0.5"
+    site_shift: float = 0.0
+    arms: tuple[str, ...] = ARMS
+    seed: int = 0
+    float16: bool = False
+    lr: float = 0.05
+    batch_size: int = 32
+    optimizer: str = "sgd"
+
+    def __post_init__(self) -> None:
+        if self.peers < 1:
+            raise ConfigError("peers", f"must be >= 1, got {self.peers}")
+        if self.rounds < 1:
+            raise ConfigError("rounds", f"must be >= 1, got {self.rounds}")
+        if self.gossip_steps < 1:
+            raise ConfigError("gossip_steps", f"must be >= 1, got {self.gossip_steps}")
+        if self.site_shift < 0:
+            raise ConfigError("site_shift", f"must be >= 0, got {self.site_shift}")
+        if not self.arms:
+            raise ConfigError("arms", "name at least one arm")
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise ConfigError("arms", f"unknown {unknown}; expected some of {', '.join(ARMS)}")
+        name, _ = parse_topology(self.topology)
+        if name not in TOPOLOGIES:
+            raise ConfigError("topology", f"unknown {name!r}; expected one of {', '.join(TOPOLOGIES)}")
+        parse_partition(self.partition)
+        self.train_config()
+
+    def train_config(self) -> TrainConfig:
+        """The per-round local training settings of this run."""
+        return TrainConfig(
+            local_epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer
+        )
+
+
+@dataclass
+class ArmResult:
+    """What one arm produced: per-round rows, final per-site figures and timings."""
+
+    arm: str
+    rows: list[dict] = field(default_factory=list)
+    per_site: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+def train_seed(seed: int, site: int, round_: int) -> int:
+    """The training seed of one site in one round, shared by every arm (paired arms)."""
+    return int(np.random.SeedSequence([seed, site, round_]).generate_state(1)[0])
+
+
+def _flat(weights: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in weights.values()])
+
+
+def consensus_distances(models: list[dict[str, np.ndarray]]) -> list[float]:
+    """Each model's L2 distance to the plain mean of all models (0 when they agree)."""
+    flats = [_flat(m) for m in models]
+    mean = np.mean(flats, axis=0)
+    return [float(np.linalg.norm(f - mean)) for f in flats]
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _row(arm: str, round_: int, peer: int, loss: float, glob: Metrics, loc: Metrics | None,
+         consensus: float | None, bytes_sent: int) -> dict:
+    return {
+        "arm": arm,
+        "round": round_,
+        "peer": peer,
+        "loss": _nan_to_none(loss),
+        "accuracy": _nan_to_none(glob.accuracy),
+        "auroc": _nan_to_none(glob.auroc),
+        "local_accuracy": _nan_to_none(loc.accuracy) if loc else None,
+        "local_auroc": _nan_to_none(loc.auroc) if loc else None,
+        "consensus_distance": consensus,
+        "bytes_sent": bytes_sent,
+    }
+
+
+class Simulation:
+    """Runs the configured arms on one federation built from the config."""
+
+    def __init__(self, config: SimConfig, federation: Federation | None = None) -> None:
+        self.config = config
+        self.federation = federation or build_federation(
+            config.data,
+            config.peers,
+            parse_partition(config.partition),
+            seed=config.seed,
+            site_shift=config.site_shift,
+        )
+        self.n = len(self.federation.sites)
+        self.trainer = Trainer(self.federation.input_shape, self.federation.num_classes, config.train_config())
+        self.initial = self.trainer.initial_weights(config.seed)
+        name, params = parse_topology(config.topology)
+        self.topology = build_topology(name, self.n, seed=config.seed, **params)
+
+    def run(self, progress: ProgressFn | None = None) -> list[ArmResult]:
+        """Run every configured arm in order and return their results."""
+        runners = {
+            "swarm": self.run_swarm,
+            "fedavg": self.run_fedavg,
+            "local": self.run_local,
+            "central": self.run_central,
+            "cwt": self.run_cwt,
+        }
+        return [runners[arm](progress) for arm in self.config.arms]
+
+    # -- helpers -----------------------------------------------------------------
+    def _eval(self, weights: dict[str, np.ndarray], site: int | None) -> tuple[Metrics, Metrics | None]:
+        glob = self.trainer.evaluate(weights, self.federation.global_test)
+        loc = self.trainer.evaluate(weights, self.federation.sites[site].test) if site is not None else None
+        return glob, loc
+
+    def _per_site(self, models: list[dict[str, np.ndarray]]) -> list[dict]:
+        out = []
+        for i, weights in enumerate(models):
+            glob, loc = self._eval(weights, i)
+            out.append({
+                "site": i,
+                "name": self.federation.sites[i].name,
+                "train_samples": len(self.federation.sites[i].train),
+                "accuracy": _nan_to_none(glob.accuracy),
+                "auroc": _nan_to_none(glob.auroc),
+                "local_accuracy": _nan_to_none(loc.accuracy) if loc else None,
+                "local_auroc": _nan_to_none(loc.auroc) if loc else None,
+            })
+        return out
+
+    @staticmethod
+    def _tick(progress: ProgressFn | None, arm: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(arm, done, total)
+
+    # -- arms --------------------------------------------------------------------
+    def run_swarm(self, progress: ProgressFn | None = None) -> ArmResult:
+        """Gossip averaging: every site is a SwarmNode on an in-memory network."""
+        cfg, fed = self.config, self.federation
+        ids = [f"peer-{i}" for i in range(self.n)]
+        network = MemoryNetwork({ids[i]: [ids[j] for j in nb] for i, nb in self.topology.items()})
+        nodes = [
+            SwarmNode(
+                network.endpoint(ids[i]),
+                self.trainer.train,
+                fed.sites[i].train,
+                self.trainer.model_id,
+                self.initial,
+                {ids[j]: len(self.topology[j]) for j in self.topology[i]},
+                float16=cfg.float16,
+            )
+            for i in range(self.n)
+        ]
+        result = ArmResult("swarm")
+        eval_s = 0.0
+        for r in range(cfg.rounds):
+            for i, node in enumerate(nodes):
+                node.train(train_seed(cfg.seed, i, r))
+            for _ in range(cfg.gossip_steps):
+                for node in nodes:
+                    node.share(r)
+                for node in nodes:
+                    node.gossip_step(r)
+            start = time.perf_counter()
+            models = [node.weights for node in nodes]
+            dists = consensus_distances(models)
+            for i, node in enumerate(nodes):
+                glob, loc = self._eval(node.weights, i)
+                result.rows.append(_row("swarm", r, i, node.last_loss, glob, loc, dists[i],
+                                        network.bytes_sent[ids[i]]))
+            eval_s += time.perf_counter() - start
+            self._tick(progress, "swarm", r + 1, cfg.rounds)
+        result.per_site = self._per_site([node.weights for node in nodes])
+        mean_model = weighted_average([Contribution(n.peer_id, n.weights, 1.0) for n in nodes])
+        glob, _ = self._eval(mean_model, None)
+        result.extra = {
+            "mean_model": {"accuracy": _nan_to_none(glob.accuracy), "auroc": _nan_to_none(glob.auroc)},
+            "rejected": sum(sum(n.stats.rejected.values()) for n in nodes),
+            "stale": sum(n.stats.stale for n in nodes),
+            "accepted": sum(n.stats.accepted for n in nodes),
+        }
+        result.timings = {
+            "train_s": sum(n.stats.train_s for n in nodes),
+            "codec_s": sum(n.stats.codec_s for n in nodes),
+            "exchange_s": sum(n.stats.exchange_s for n in nodes),
+            "averaging_s": sum(n.stats.averaging_s for n in nodes),
+            "eval_s": eval_s,
+        }
+        return result
+
+    def run_fedavg(self, progress: ProgressFn | None = None) -> ArmResult:
+        """Server-based FedAvg: sample-weighted mean of the sites' encoded updates."""
+        cfg, fed = self.config, self.federation
+        result = ArmResult("fedavg")
+        global_w = dict(self.initial)
+        sent = [0] * self.n
+        train_s = other_s = 0.0
+        for r in range(cfg.rounds):
+            contributions, losses = [], []
+            for i, site in enumerate(fed.sites):
+                start = time.perf_counter()
+                res = self.trainer.train(global_w, site.train, train_seed(cfg.seed, i, r))
+                mid = time.perf_counter()
+                payload = encode(WeightsMessage(self.trainer.model_id, r, f"site-{i}", res.samples, res.weights),
+                                 float16=cfg.float16)
+                sent[i] += len(payload)
+                msg = decode(payload)
+                contributions.append(Contribution(msg.sender, msg.tensors, float(msg.sample_count)))
+                losses.append(res.loss)
+                train_s += mid - start
+                other_s += time.perf_counter() - mid
+            start = time.perf_counter()
+            global_w = weighted_average(contributions)
+            other_s += time.perf_counter() - start
+            glob, _ = self._eval(global_w, None)
+            for i in range(self.n):
+                _, loc = self._eval(global_w, i)
+                result.rows.append(_row("fedavg", r, i, losses[i], glob, loc, 0.0, sent[i]))
+            self._tick(progress, "fedavg", r + 1, cfg.rounds)
+        result.per_site = self._per_site([global_w] * self.n)
+        result.timings = {"train_s": train_s, "codec_and_averaging_s": other_s}
+        return result
+
+    def run_local(self, progress: ProgressFn | None = None) -> ArmResult:
+        """Each site alone: no exchange at all."""
+        cfg, fed = self.config, self.federation
+        result = ArmResult("local")
+        models = [dict(self.initial) for _ in range(self.n)]
+        for r in range(cfg.rounds):
+            for i, site in enumerate(fed.sites):
+                res = self.trainer.train(models[i], site.train, train_seed(cfg.seed, i, r))
+                models[i] = res.weights
+                glob, loc = self._eval(models[i], i)
+                result.rows.append(_row("local", r, i, res.loss, glob, loc, None, 0))
+            self._tick(progress, "local", r + 1, cfg.rounds)
+        result.per_site = self._per_site(models)
+        return result
+
+    def run_central(self, progress: ProgressFn | None = None) -> ArmResult:
+        """All training data pooled in one place: the upper reference (peer 0 holds it)."""
+        cfg, fed = self.config, self.federation
+        result = ArmResult("central")
+        weights = dict(self.initial)
+        for r in range(cfg.rounds):
+            res = self.trainer.train(weights, fed.central_train, train_seed(cfg.seed, CENTRAL_SITE, r))
+            weights = res.weights
+            glob, _ = self._eval(weights, None)
+            result.rows.append(_row("central", r, 0, res.loss, glob, None, None, 0))
+            self._tick(progress, "central", r + 1, cfg.rounds)
+        result.per_site = self._per_site([weights] * self.n)
+        return result
+
+    def run_cwt(self, progress: ProgressFn | None = None) -> ArmResult:
+        """Cyclical weight transfer: one model trains at each site in turn, every round."""
+        cfg, fed = self.config, self.federation
+        result = ArmResult("cwt")
+        weights = dict(self.initial)
+        sent = [0] * self.n
+        for r in range(cfg.rounds):
+            losses = []
+            for i, site in enumerate(fed.sites):
+                res = self.trainer.train(weights, site.train, train_seed(cfg.seed, i, r))
+                payload = encode(WeightsMessage(self.trainer.model_id, r, f"site-{i}", res.samples, res.weights),
+                                 float16=cfg.float16)
+                sent[i] += len(payload)
+                weights = dict(decode(payload).tensors)
+                losses.append(res.loss)
+            glob, _ = self._eval(weights, None)
+            for i in range(self.n):
+                _, loc = self._eval(weights, i)
+                result.rows.append(_row("cwt", r, i, losses[i], glob, loc, None, sent[i]))
+            self._tick(progress, "cwt", r + 1, cfg.rounds)
+        result.per_site = self._per_site([weights] * self.n)
+        return result
+
+
+def summarize(results: Iterable[ArmResult], last: int = 5) -> dict[str, dict]:
+    """Per-arm headline figures: mean over the last ``last`` rounds of the global-test metrics.
+
+    ``accuracy``/``auroc`` average over peers (for ``local``: each site's own model on the
+    global test set); ``worst_auroc`` is the worst peer's mean over those rounds.
+    """
+    out: dict[str, dict] = {}
+    for res in results:
+        rounds = sorted({row["round"] for row in res.rows})
+        tail = set(rounds[-last:])
+        rows = [row for row in res.rows if row["round"] in tail]
+
+        def mean(key: str, rs: list[dict]) -> float | None:
+            vals = [row[key] for row in rs if row[key] is not None]
+            return float(np.mean(vals)) if vals else None
+
+        peers = sorted({row["peer"] for row in rows})
+        peer_auroc = [mean("auroc", [row for row in rows if row["peer"] == p]) for p in peers]
+        peer_auroc = [v for v in peer_auroc if v is not None]
+        out[res.arm] = {
+            "accuracy": mean("accuracy", rows),
+            "auroc": mean("auroc", rows),
+            "worst_auroc": min(peer_auroc) if peer_auroc else None,
+            "rounds_averaged": len(tail),
+            "per_site": res.per_site,
+            "bytes_sent": int(sum(max((row["bytes_sent"] for row in res.rows if row["peer"] == p), default=0)
+                                  for p in peers)),
+            "timings": res.timings,
+            **res.extra,
+        }
+    return out
+
+
+def config_dict(config: SimConfig) -> dict:
+    """The config as plain JSON-friendly data."""
+    data = asdict(config)
+    data["arms"] = list(config.arms)
+    return data

@@ -1,0 +1,49 @@
+"""Bad input on the command line: one line on stderr, non-zero exit, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from peers.cli import EXIT_USAGE, main
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["simulate", "--peers", "0"], "peers"),
+        (["simulate", "--data", "nosuchset"], "unknown dataset"),
+        (["simulate", "--data", "/nonexistent/file.npz"], "file.npz"),
+        (["simulate", "--topology", "moebius"], "moebius"),
+        (["simulate", "--topology", "kregular:3", "--peers", "5"], "even"),
+        (["simulate", "--partition", "dirichlet:-1"], "partition"),
+        (["simulate", "--arms", "swarm,oracle"], "oracle"),
+        (["simulate", "--data", "heart", "--peers", "9"], "4"),
+    ],
+)
+def test_bad_simulate_input_is_one_line_and_nonzero(argv, needle, capsys, tmp_path):
+    code = main([*argv, "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE
+    assert err.startswith("medswarm: error:")
+    assert needle in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_corrupt_npz_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not really a zip file")
+    code = main(["simulate", "--data", str(bad), "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and "broken.npz" in err and len(err.splitlines()) == 1
+
+
+def test_console_script_module_exits_nonzero_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "peers.cli", "simulate", "--peers", "0", "--quiet"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == EXIT_USAGE
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1

@@ -1,0 +1,127 @@
+"""The per-peer logic with a fake trainer: sharing, validation, rejection and mixing."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from gossip.codec import WeightsMessage, encode
+from gossip.memory import MemoryNetwork
+from swarm.node import SwarmNode
+
+MODEL = "fake-model"
+
+
+@dataclass
+class FakeResult:
+    weights: dict
+    loss: float
+    samples: int
+
+
+def add_one(weights, data, seed):
+    """A trainer that adds 1 to every float tensor: easy to follow through the mixing."""
+    return FakeResult({k: v + 1 for k, v in weights.items()}, 0.5, len(data))
+
+
+def start_weights(value):
+    return {"w": np.full((2, 3), value, dtype=np.float32), "b": np.full(3, value, dtype=np.float32)}
+
+
+def make_ring(n, values):
+    ids = [f"p{i}" for i in range(n)]
+    links = {ids[i]: sorted({ids[(i - 1) % n], ids[(i + 1) % n]}) for i in range(n)}
+    net = MemoryNetwork(links)
+    nodes = [
+        SwarmNode(net.endpoint(ids[i]), add_one, list(range(10)), MODEL, start_weights(values[i]),
+                  {nb: len(links[nb]) for nb in links[ids[i]]})
+        for i in range(n)
+    ]
+    return net, nodes
+
+
+def gossip(nodes, round_):
+    for node in nodes:
+        node.share(round_)
+    for node in nodes:
+        node.gossip_step(round_)
+
+
+def test_ring_gossip_preserves_the_mean_and_contracts():
+    values = [0.0, 4.0, 8.0, 12.0]
+    _, nodes = make_ring(4, values)
+    spread_before = np.ptp(values)
+    for _ in range(5):
+        gossip(nodes, 0)
+    finals = [float(n.weights["w"][0, 0]) for n in nodes]
+    assert np.mean(finals) == pytest.approx(np.mean(values), abs=1e-5)
+    assert np.ptp(finals) < spread_before / 4
+    assert all(n.stats.accepted == 5 * 2 for n in nodes)
+
+
+def test_training_goes_through_the_injected_trainer():
+    _, nodes = make_ring(3, [0.0, 0.0, 0.0])
+    assert nodes[0].train(seed=1) == 0.5
+    assert np.all(nodes[0].weights["w"] == 1.0)
+
+
+def test_missing_neighbour_share_stays_with_self():
+    values = [0.0, 3.0, 6.0]
+    _, nodes = make_ring(3, values)
+    nodes[1].share(0)  # only p1 speaks
+    nodes[0].gossip_step(0)
+    # p0 (degree 2) mixes p1 with weight 1/3 and keeps the rest: 2/3*0 + 1/3*3
+    assert nodes[0].weights["w"][0, 0] == pytest.approx(1.0)
+
+
+def hostile_payloads(node_weights):
+    good = dict(node_weights)
+    nan = {k: v.copy() for k, v in good.items()}
+    nan["w"][0, 0] = np.nan
+    huge = {k: v.copy() for k, v in good.items()}
+    huge["b"][:] = 1e9
+    wrong_shape = {"w": np.zeros((3, 2), np.float32), "b": good["b"]}
+    return {
+        "codec:bad-magic": b"\x00garbage" * 3,
+        "codec:truncated": encode(WeightsMessage(MODEL, 0, "p1", 10, good))[:-7],
+        "non-finite": encode(WeightsMessage(MODEL, 0, "p1", 10, nan)),
+        "out-of-range": encode(WeightsMessage(MODEL, 0, "p1", 10, huge)),
+        "tensor-shape": encode(WeightsMessage(MODEL, 0, "p1", 10, wrong_shape)),
+        "model-mismatch": encode(WeightsMessage("other", 0, "p1", 10, good)),
+        "sender-mismatch": encode(WeightsMessage(MODEL, 0, "p2", 10, good)),
+    }
+
+
+@pytest.mark.parametrize("reason", list(hostile_payloads(start_weights(1.0))))
+def test_hostile_message_is_rejected_counted_and_changes_nothing(reason, caplog):
+    net, nodes = make_ring(3, [0.0, 5.0, 9.0])
+    payload = hostile_payloads(nodes[1].weights)[reason]
+    net.endpoint("p1").send("p0", payload)
+    before = {k: v.copy() for k, v in nodes[0].weights.items()}
+    with caplog.at_level("WARNING", logger="medswarm.node"):
+        nodes[0].gossip_step(0)
+    assert nodes[0].stats.rejected[reason] == 1
+    assert nodes[0].stats.accepted == 0
+    for k in before:
+        np.testing.assert_array_equal(nodes[0].weights[k], before[k])
+    assert f"reason={reason}" in caplog.text and "peer=p0" in caplog.text
+
+
+def test_stale_round_and_duplicates_are_not_mixed():
+    net, nodes = make_ring(3, [0.0, 3.0, 6.0])
+    nodes[1].share(0)  # round 0, stale when p0 is in round 1
+    nodes[1].share(1)
+    nodes[1].share(1)  # duplicate
+    nodes[0].gossip_step(1)
+    assert nodes[0].stats.stale == 1
+    assert nodes[0].stats.duplicates == 1
+    assert nodes[0].weights["w"][0, 0] == pytest.approx(1.0)
+
+
+def test_float16_transport_halves_the_bytes():
+    net, nodes = make_ring(3, [0.0, 1.0, 2.0])
+    nodes[0].weights = {"w": np.ones((64, 64), np.float32)}
+    full = nodes[0].share(0)
+    nodes[0].float16 = True
+    half = nodes[0].share(0)
+    assert half < 0.75 * full
