@@ -1,5 +1,5 @@
 """The wire: weight codec, message validation, transports and the gossip between neighbours.
 
-Layering: ``gossip`` depends on numpy and msgpack only. It never imports ``swarm``
+Layering: ``gossip`` depends on numpy, msgpack and xxhash only. It never imports ``swarm``
 (learning) or ``peers`` (process).
 """

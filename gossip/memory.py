@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Mapping, Sequence
 
 from gossip.errors import TransportError
-from gossip.transport import Envelope
+from gossip.transport import Envelope, Payload
 
 
 class MemoryNetwork:
@@ -46,7 +46,7 @@ class MemoryNetwork:
     def _neighbours(self, peer: str) -> list[str]:
         return list(self._links[peer])
 
-    def _deliver(self, sender: str, peer: str, data: bytes) -> None:
+    def _deliver(self, sender: str, peer: str, data: Payload) -> None:
         if sender in self._closed:
             raise TransportError(f"transport of {sender} is closed")
         if peer not in self._links[sender]:
@@ -87,7 +87,7 @@ class MemoryTransport:
         """Sorted neighbour ids."""
         return self._network._neighbours(self._peer)
 
-    def send(self, peer: str, data: bytes) -> None:
+    def send(self, peer: str, data: Payload) -> None:
         """Deliver ``data`` to ``peer``'s mailbox (dropped silently if that peer is closed)."""
         self._network._deliver(self._peer, peer, data)
 

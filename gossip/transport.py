@@ -9,7 +9,10 @@ simulation loop or a trio task) decides when to call them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Union, runtime_checkable
+
+#: Anything bytes-like; ``gossip.codec.encode`` returns a read-only memoryview.
+Payload = Union[bytes, bytearray, memoryview]
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,7 @@ class Envelope:
     """Bytes that arrived from ``sender`` (the authenticated peer id of the link)."""
 
     sender: str
-    data: bytes
+    data: Payload
 
 
 @runtime_checkable
@@ -38,7 +41,7 @@ class Transport(Protocol):
         """Peer ids this peer can currently send to, sorted."""
         ...
 
-    def send(self, peer: str, data: bytes) -> None:
+    def send(self, peer: str, data: Payload) -> None:
         """Queue ``data`` for ``peer``; raises TransportError if it is not a neighbour."""
         ...
 

@@ -116,6 +116,8 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(), "cpu_model": cpu_model,
         "cpu_count": os.cpu_count(), "cpus_usable": affinity,
         "env": {key: os.environ.get(key) for key in env_keys},
+        # Other processes competing for the CPUs make every figure noisier.
+        "loadavg_1_5_15_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -264,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         "codec": bench_codec(make_model(args.size_mib, seed=0), args.repeats),
         "averaging": bench_averaging(args.size_mib, args.models, args.repeats),
     }
+    if hasattr(os, "getloadavg"):
+        report["machine"]["loadavg_1_5_15_at_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)

@@ -120,7 +120,7 @@ class Trainer:
                 loss = self._loss(model(x[idx]), y[idx])
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
                 count += len(idx)
         return TrainResult(get_weights(model), total / max(count, 1), len(data))
 

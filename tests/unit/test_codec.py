@@ -203,7 +203,7 @@ def test_every_truncation_is_reported_as_truncated() -> None:
 
 
 def test_extra_bytes_after_the_body_are_rejected() -> None:
-    assert _reason(encode(_message()) + b"\x00") == "trailing-bytes"
+    assert _reason(bytes(encode(_message())) + b"\x00") == "trailing-bytes"
 
 
 def test_wrong_magic_is_rejected() -> None:
