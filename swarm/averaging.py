@@ -169,10 +169,13 @@ def _accumulator_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def _to_dtype(result: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Cast an aggregate back to the input dtype, rounding for integers and bools."""
+    """Cast an aggregate back to the input dtype, rounding for integers and bools.
+
+    Always returns an ndarray (numpy reductions turn 0-d results into scalars).
+    """
     if dtype.kind != "f":
         result = np.rint(result)
-    return result.astype(dtype, copy=False)
+    return np.asarray(result).astype(dtype, copy=False)
 
 
 def weighted_average(contributions: Sequence[Contribution]) -> dict[str, np.ndarray]:
@@ -204,7 +207,9 @@ def weighted_average(contributions: Sequence[Contribution]) -> dict[str, np.ndar
         for name in names:
             dtype = contributions[0].weights[name].dtype
             acc = _accumulator_dtype(dtype)
-            out = np.multiply(contributions[0].weights[name], acc.type(scales[0]), dtype=acc)
+            first = contributions[0].weights[name]
+            out = np.empty(first.shape, dtype=acc)  # out= keeps 0-d results arrays
+            np.multiply(first, acc.type(scales[0]), out=out, dtype=acc)
             if len(contributions) > 1:
                 tmp = np.empty_like(out)
                 for contribution, scale in zip(contributions[1:], scales[1:]):

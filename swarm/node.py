@@ -22,6 +22,7 @@ from gossip.errors import RejectedMessage
 from gossip.transport import Transport
 from gossip.validate import validate_weights
 from swarm.averaging import Contribution, mixing_row, weighted_average
+from swarm.mixing import sample_weighted_row
 from swarm.datasets import ArrayDataset
 from swarm.errors import AveragingError
 
@@ -76,6 +77,10 @@ class SwarmNode:
         ``{neighbour: degree}``: what Metropolis-Hastings weights need from the neighbourhood.
     float16:
         Send float32 weights as float16 on the wire (half the bytes).
+    sample_weighted:
+        Mix with sample-aware Metropolis-Hastings weights (``swarm.mixing``), so the swarm
+        converges to FedAvg's sample-weighted mean; plain Metropolis weights otherwise
+        (the uniform mean).
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class SwarmNode:
         neighbour_degrees: Mapping[str, int],
         *,
         float16: bool = False,
+        sample_weighted: bool = True,
         max_abs: float = 1e4,
     ) -> None:
         self.transport = transport
@@ -98,6 +104,7 @@ class SwarmNode:
         self.weights: dict[str, np.ndarray] = {k: np.array(v, copy=True) for k, v in weights.items()}
         self.neighbour_degrees = dict(neighbour_degrees)
         self.float16 = float16
+        self.sample_weighted = sample_weighted
         self.max_abs = max_abs
         self.stats = NodeStats()
         self.last_loss = float("nan")
@@ -167,23 +174,24 @@ class SwarmNode:
     def mix(self, received: Mapping[str, WeightsMessage]) -> None:
         """Replace the weights by their Metropolis-Hastings mix with the received models.
 
-        A neighbour whose model did not arrive keeps its share on this node (its weight
-        goes to the self weight), so the mix stays a convex combination.
+        Only neighbours whose model arrived get a weight; the share of a missing one
+        stays with this node, so the mix is always a convex combination.
         """
         start = time.perf_counter()
-        self_w, neigh_w = mixing_row(len(self.neighbour_degrees), self.neighbour_degrees)
-        contributions = [Contribution(self.peer_id, self.weights, 1.0)]
-        missing = 0.0
-        for peer, w in neigh_w.items():
-            if peer in received:
-                contributions.append(Contribution(peer, received[peer].tensors, w))
-            else:
-                missing += w
-        contributions[0] = Contribution(self.peer_id, self.weights, self_w + missing)
+        heard = {p: d for p, d in self.neighbour_degrees.items() if p in received}
+        degree = len(self.neighbour_degrees)
+        if self.sample_weighted:
+            self_w, neigh_w = sample_weighted_row(
+                degree, len(self.data), heard, {p: received[p].sample_count for p in heard}
+            )
+        else:
+            self_w, neigh_w = mixing_row(degree, heard)
+        contributions = [Contribution(self.peer_id, self.weights, self_w)]
+        contributions += [Contribution(p, received[p].tensors, w) for p, w in neigh_w.items()]
         try:
             self.weights = weighted_average(contributions)
         except AveragingError as err:
-            # validation should make this unreachable; keep the local model if not
+            # validation makes this unreachable in practice; keep the local model if not
             self._reject(err.peer or "?", "averaging", str(err), -1)
         self.stats.averaging_s += time.perf_counter() - start
 

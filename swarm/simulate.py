@@ -56,6 +56,7 @@ class SimConfig:
     arms: tuple[str, ...] = ARMS
     seed: int = 0
     float16: bool = False
+    sample_weighted: bool = True
     lr: float = 0.05
     batch_size: int = 32
     optimizer: str = "sgd"
@@ -204,6 +205,7 @@ class Simulation:
                 self.initial,
                 {ids[j]: len(self.topology[j]) for j in self.topology[i]},
                 float16=cfg.float16,
+                sample_weighted=cfg.sample_weighted,
             )
             for i in range(self.n)
         ]

@@ -58,11 +58,14 @@ def _exponential(n: int) -> dict[int, list[int]]:
 
 
 def _kregular(n: int, degree: int, seed: int) -> dict[int, list[int]]:
-    """Uniform-ish random connected ``degree``-regular graph.
+    """Random connected ``degree``-regular graph.
 
     Degree 2 is drawn directly as a random Hamiltonian cycle (a random 2-regular
-    graph is usually several disjoint cycles); higher degrees use networkx and
-    redraw, from one seeded generator, until the graph is connected.
+    graph is usually several disjoint cycles). Dense requests (``degree > (n-1)/2``)
+    are drawn as the complement of a random ``(n-1-degree)``-regular graph, because
+    networkx's pairing method takes minutes there (e.g. n=60, degree=58); such
+    graphs are always connected. Other degrees use networkx and redraw, from one
+    seeded generator, until the graph is connected.
     """
     if degree < 1 or degree >= n:
         raise TopologyError(f"kregular: need 1 <= degree < n (n={n}, degree={degree})")
@@ -75,6 +78,10 @@ def _kregular(n: int, degree: int, seed: int) -> dict[int, list[int]]:
         order = list(range(n))
         rng.shuffle(order)
         return _from_edges(n, ((order[i], order[(i + 1) % n]) for i in range(n)))
+    if 2 * degree > n - 1:
+        # Minimum degree >= (n-1)/2: any two nodes are adjacent or share a neighbour.
+        sparse = nx.random_regular_graph(n - 1 - degree, n, seed=rng)
+        return _from_edges(n, nx.complement(sparse).edges())
     for _ in range(_KREGULAR_TRIES):
         graph = nx.random_regular_graph(degree, n, seed=rng)
         if nx.is_connected(graph):

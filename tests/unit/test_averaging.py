@@ -82,6 +82,7 @@ def _atol(dtype: np.dtype, scale: float) -> float:
 def _assert_close(actual: dict, expected: dict, contributions: list[Contribution]) -> None:
     assert list(actual) == list(expected)
     for name, value in expected.items():
+        assert isinstance(actual[name], np.ndarray)
         assert actual[name].dtype == value.dtype
         assert actual[name].shape == value.shape
         atol = _atol(value.dtype, _scale(contributions, name))

@@ -60,7 +60,10 @@ def test_same_seed_gives_the_same_graph(args) -> None:
     assert build_topology(name, n, **kwargs) == build_topology(name, n, **kwargs)
 
 
-@pytest.mark.parametrize("name,kwargs", [("kregular", {"degree": 3}), ("smallworld", {"degree": 4})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [("kregular", {"degree": 3}), ("kregular", {"degree": 15}), ("smallworld", {"degree": 4})],
+)
 def test_random_topologies_depend_on_the_seed(name, kwargs) -> None:
     graphs = {str(build_topology(name, 20, seed=seed, **kwargs)) for seed in range(5)}
     assert len(graphs) > 1
@@ -94,6 +97,14 @@ def test_kregular_has_the_requested_degree(n, data) -> None:
     assert is_connected(graph)
 
 
+@pytest.mark.parametrize("n,degree", [(60, 58), (60, 59), (100, 90), (61, 40)])
+def test_dense_kregular_graphs_are_built(n, degree) -> None:
+    # networkx's pairing method alone takes minutes here; the builder uses the complement.
+    graph = build_topology("kregular", n, degree=degree, seed=1)
+    _assert_simple_undirected(graph, n)
+    assert all(len(adjacent) == degree for adjacent in graph.values())
+
+
 def test_kregular_degree_two_is_one_cycle_not_several() -> None:
     # A random 2-regular graph is usually several cycles; connectivity must still hold.
     for seed in range(20):
@@ -104,7 +115,8 @@ def test_kregular_degree_two_is_one_cycle_not_several() -> None:
 @given(st.integers(4, 40), st.data())
 def test_smallworld_keeps_the_lattice_edge_count(n, data) -> None:
     degree = data.draw(st.integers(1, n - 1).filter(lambda d: d + d % 2 < n))
-    graph = build_topology("smallworld", n, degree=degree, rewire=0.3, seed=data.draw(st.integers()))
+    seed = data.draw(st.integers())
+    graph = build_topology("smallworld", n, degree=degree, rewire=0.3, seed=seed)
     edges = sum(len(adjacent) for adjacent in graph.values()) // 2
     assert edges == n * (degree + degree % 2) // 2  # rewiring moves edges, never adds or drops
 
@@ -188,7 +200,8 @@ def test_parse_topology_accepts_documented_specs(spec, expected) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["", "mesh", "ring:3", "kregular:4:0.1", "kregular:four", "smallworld:4:x", "smallworld:4:0.1:9"]
+    "spec",
+    ["", "mesh", "ring:3", "kregular:4:0.1", "kregular:four", "smallworld:4:x", "smallworld:4:1:9"],
 )
 def test_parse_topology_rejects_bad_specs(spec) -> None:
     with pytest.raises(TopologyError):
