@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ring | full | kregular[:K] | smallworld[:K[:P]] | exponential (default ring)")
     sim.add_argument("--rounds", type=_positive_int, default=30, help="rounds (default 30)")
     sim.add_argument("--local-epochs", type=_positive_int, default=1, help="local epochs per round (default 1)")
-    sim.add_argument("--gossip-steps", type=_positive_int, default=1,
-                     help="gossip exchanges per round in the swarm arm (default 1)")
+    sim.add_argument("--gossip-steps", type=_positive_int, default=3,
+                     help="gossip exchanges per round in the swarm arm (default 3)")
     sim.add_argument("--data", default="breastmnist",
                      help="breastmnist | pneumoniamnist | heart | PATH.npz (default breastmnist, shipped)")
     sim.add_argument("--partition", default=None,
@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated arms (default swarm,fedavg,local,central,cwt)")
     sim.add_argument("--seed", type=int, default=0, help="seed for splits, init and training (default 0)")
     sim.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
-    sim.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default 32)")
+    sim.add_argument("--batch-size", type=_positive_int, default=16, help="batch size (default 16)")
+    sim.add_argument("--eval-every", type=_positive_int, default=1,
+                     help="evaluate every N rounds (and the last); default 1")
+    sim.add_argument("--uniform-mixing", action="store_true",
+                     help="plain Metropolis weights (uniform mean) instead of sample-aware ones")
     sim.add_argument("--optimizer", default="sgd", help="sgd | adam (default sgd)")
     sim.add_argument("--float16", action="store_true", help="send float32 weights as float16")
     sim.add_argument("--out", type=Path, default=Path("runs/simulate"),

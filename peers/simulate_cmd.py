@@ -32,6 +32,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         lr=args.lr,
         batch_size=args.batch_size,
         optimizer=args.optimizer,
+        eval_every=args.eval_every,
+        sample_weighted=not args.uniform_mixing,
     )
 
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python scripts/bench_codec.py [--out runs/bench_codec.json] [--size-mib 50]
+    .venv/bin/python scripts/bench_codec.py [--out results/bench_codec.json] [--size-mib 50]
 
 Writes a JSON report and prints a short table. Targets (reported, never asserted):
 
@@ -255,7 +255,7 @@ def print_table(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run both benchmarks, write the JSON report, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/bench_codec.json"))
+    parser.add_argument("--out", type=Path, default=Path("results/bench_codec.json"))
     parser.add_argument("--size-mib", type=int, default=50, help="model size (default 50)")
     parser.add_argument("--models", type=int, default=8, help="models to average (default 8)")
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per measure")

@@ -99,5 +99,9 @@ def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
 
 def set_weights(model: nn.Module, weights: Weights) -> None:
     """Load named numpy arrays into a model; names and shapes must match exactly."""
-    state = {name: torch.from_numpy(np.ascontiguousarray(arr)) for name, arr in weights.items()}
+    state = {
+        # decoded weights are read-only views of the message: torch needs its own copy then
+        name: torch.from_numpy(arr if arr.flags.writeable and arr.flags.c_contiguous else np.array(arr))
+        for name, arr in weights.items()
+    }
     model.load_state_dict(state, strict=True)

@@ -49,7 +49,7 @@ class SimConfig:
     topology: str = "ring"
     rounds: int = 30
     local_epochs: int = 1
-    gossip_steps: int = 1
+    gossip_steps: int = 3
     data: str = "breastmnist"
     partition: str = "dirichlet:0.5"
     site_shift: float = 0.0
@@ -58,8 +58,9 @@ class SimConfig:
     float16: bool = False
     sample_weighted: bool = True
     lr: float = 0.05
-    batch_size: int = 32
+    batch_size: int = 16
     optimizer: str = "sgd"
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         if self.peers < 1:
@@ -68,6 +69,8 @@ class SimConfig:
             raise ConfigError("rounds", f"must be >= 1, got {self.rounds}")
         if self.gossip_steps < 1:
             raise ConfigError("gossip_steps", f"must be >= 1, got {self.gossip_steps}")
+        if self.eval_every < 1:
+            raise ConfigError("eval_every", f"must be >= 1, got {self.eval_every}")
         if self.site_shift < 0:
             raise ConfigError("site_shift", f"must be >= 0, got {self.site_shift}")
         if not self.arms:
@@ -185,6 +188,11 @@ class Simulation:
             })
         return out
 
+    def _evaluating(self, round_: int) -> bool:
+        """Whether round ``round_`` is evaluated (every ``eval_every`` rounds and the last)."""
+        every = self.config.eval_every
+        return round_ % every == every - 1 or round_ == self.config.rounds - 1
+
     @staticmethod
     def _tick(progress: ProgressFn | None, arm: str, done: int, total: int) -> None:
         if progress is not None:
@@ -220,12 +228,12 @@ class Simulation:
                 for node in nodes:
                     node.gossip_step(r)
             start = time.perf_counter()
-            models = [node.weights for node in nodes]
-            dists = consensus_distances(models)
-            for i, node in enumerate(nodes):
-                glob, loc = self._eval(node.weights, i)
-                result.rows.append(_row("swarm", r, i, node.last_loss, glob, loc, dists[i],
-                                        network.bytes_sent[ids[i]]))
+            if self._evaluating(r):
+                dists = consensus_distances([node.weights for node in nodes])
+                for i, node in enumerate(nodes):
+                    glob, loc = self._eval(node.weights, i)
+                    result.rows.append(_row("swarm", r, i, node.last_loss, glob, loc, dists[i],
+                                            network.bytes_sent[ids[i]]))
             eval_s += time.perf_counter() - start
             self._tick(progress, "swarm", r + 1, cfg.rounds)
         result.per_site = self._per_site([node.weights for node in nodes])
@@ -270,10 +278,11 @@ class Simulation:
             start = time.perf_counter()
             global_w = weighted_average(contributions)
             other_s += time.perf_counter() - start
-            glob, _ = self._eval(global_w, None)
-            for i in range(self.n):
-                _, loc = self._eval(global_w, i)
-                result.rows.append(_row("fedavg", r, i, losses[i], glob, loc, 0.0, sent[i]))
+            if self._evaluating(r):
+                glob, _ = self._eval(global_w, None)
+                for i in range(self.n):
+                    _, loc = self._eval(global_w, i)
+                    result.rows.append(_row("fedavg", r, i, losses[i], glob, loc, 0.0, sent[i]))
             self._tick(progress, "fedavg", r + 1, cfg.rounds)
         result.per_site = self._per_site([global_w] * self.n)
         result.timings = {"train_s": train_s, "codec_and_averaging_s": other_s}
@@ -288,8 +297,9 @@ class Simulation:
             for i, site in enumerate(fed.sites):
                 res = self.trainer.train(models[i], site.train, train_seed(cfg.seed, i, r))
                 models[i] = res.weights
-                glob, loc = self._eval(models[i], i)
-                result.rows.append(_row("local", r, i, res.loss, glob, loc, None, 0))
+                if self._evaluating(r):
+                    glob, loc = self._eval(models[i], i)
+                    result.rows.append(_row("local", r, i, res.loss, glob, loc, None, 0))
             self._tick(progress, "local", r + 1, cfg.rounds)
         result.per_site = self._per_site(models)
         return result
@@ -302,8 +312,9 @@ class Simulation:
         for r in range(cfg.rounds):
             res = self.trainer.train(weights, fed.central_train, train_seed(cfg.seed, CENTRAL_SITE, r))
             weights = res.weights
-            glob, _ = self._eval(weights, None)
-            result.rows.append(_row("central", r, 0, res.loss, glob, None, None, 0))
+            if self._evaluating(r):
+                glob, _ = self._eval(weights, None)
+                result.rows.append(_row("central", r, 0, res.loss, glob, None, None, 0))
             self._tick(progress, "central", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
         return result
@@ -323,10 +334,11 @@ class Simulation:
                 sent[i] += len(payload)
                 weights = dict(decode(payload).tensors)
                 losses.append(res.loss)
-            glob, _ = self._eval(weights, None)
-            for i in range(self.n):
-                _, loc = self._eval(weights, i)
-                result.rows.append(_row("cwt", r, i, losses[i], glob, loc, None, sent[i]))
+            if self._evaluating(r):
+                glob, _ = self._eval(weights, None)
+                for i in range(self.n):
+                    _, loc = self._eval(weights, i)
+                    result.rows.append(_row("cwt", r, i, losses[i], glob, loc, None, sent[i]))
             self._tick(progress, "cwt", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
         return result
