@@ -294,7 +294,7 @@ def _check_header(header: dict[str, Any]) -> None:
         raise CodecError("bad-version", f"format version {version}, expected {FORMAT_VERSION}")
     if set(header) != _HEADER_KEYS:
         missing, extra = _HEADER_KEYS - set(header), set(header) - _HEADER_KEYS
-        raise CodecError("bad-header", f"missing keys {sorted(missing)}, unknown {sorted(extra)}")
+        raise CodecError("bad-header", f"missing keys {sorted(map(repr, missing))}, unknown {sorted(map(repr, extra))}")
     for key in ("names", "dtypes", "shapes"):
         if not isinstance(header[key], list):
             raise CodecError("bad-header", f"{key} must be a list")

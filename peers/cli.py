@@ -72,6 +72,31 @@ def build_parser() -> argparse.ArgumentParser:
                      help="plain Metropolis weights (uniform mean) instead of sample-aware ones")
     sim.add_argument("--optimizer", default="sgd", help="sgd | adam (default sgd)")
     sim.add_argument("--float16", action="store_true", help="send float32 weights as float16")
+    faults = sim.add_argument_group("faults (virtual clock; one local epoch = --train-time seconds)")
+    faults.add_argument("--delay", type=float, default=0.05, help="one-way link delay, s (default 0.05)")
+    faults.add_argument("--jitter", type=float, default=0.02, help="uniform +- jitter on each delay, s (default 0.02)")
+    faults.add_argument("--drop", type=float, default=0.0,
+                        help="probability that any message or transfer is lost (default 0)")
+    faults.add_argument("--train-time", type=float, default=1.0, help="virtual seconds per local epoch (default 1)")
+    faults.add_argument("--stragglers", type=int, default=0, help="number of slow peers (default 0)")
+    faults.add_argument("--slowdown", type=float, default=5.0, help="how much slower stragglers train (default 5)")
+    faults.add_argument("--crash", action="append", default=[], metavar="PEER@ROUND[:BACK_AT_ROUND]",
+                        help="peer PEER dies on reaching ROUND, optionally back when the swarm reaches "
+                             "BACK_AT_ROUND (repeatable)")
+    faults.add_argument("--late", action="append", default=[], metavar="PEER@ROUND",
+                        help="peer PEER joins only when the swarm reaches ROUND (repeatable)")
+    proto = sim.add_argument_group("protocol")
+    proto.add_argument("--quorum", type=float, default=1.0,
+                       help="share of live neighbours whose model a peer waits for (default 1.0)")
+    proto.add_argument("--no-converge", action="store_true", help="run all --rounds, never stop early")
+    proto.add_argument("--converge-window", type=_positive_int, default=5,
+                       help="rounds the validation loss must plateau before a peer votes (default 5)")
+    proto.add_argument("--metric-tol", type=float, default=0.02,
+                       help="smallest validation-loss improvement that counts (default 0.02)")
+    proto.add_argument("--distance-tol", type=float, default=0.1,
+                       help="largest relative distance to the neighbours' average when voting (default 0.1)")
+    proto.add_argument("--state-dir", type=Path, default=None,
+                       help="write every swarm peer's checkpoints here (default: in memory)")
     sim.add_argument("--out", type=Path, default=Path("runs/simulate"),
                      help="output directory (default runs/simulate)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar or table")

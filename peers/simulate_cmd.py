@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from swarm.faults import FaultConfig, parse_crash, parse_late
 from swarm.report import write_report
 from swarm.simulate import ARMS, Simulation, SimConfig, config_dict, summarize
 
@@ -34,6 +35,17 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         optimizer=args.optimizer,
         eval_every=args.eval_every,
         sample_weighted=not args.uniform_mixing,
+        faults=FaultConfig(
+            delay=args.delay, jitter=min(args.jitter, args.delay), drop=args.drop, train_time=args.train_time,
+            stragglers=args.stragglers, slowdown=args.slowdown,
+            crashes=tuple(parse_crash(c) for c in args.crash),
+            late=tuple(parse_late(lj) for lj in args.late),
+        ),
+        quorum=args.quorum,
+        converge=not args.no_converge,
+        converge_window=args.converge_window,
+        metric_tol=args.metric_tol,
+        distance_tol=args.distance_tol,
     )
 
 
@@ -45,7 +57,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    sim = Simulation(config)
+    sim = Simulation(config, state_dir=args.state_dir)
     with Progress(
         TextColumn("[bold]{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=False, disable=args.quiet,

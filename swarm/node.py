@@ -19,7 +19,7 @@ import numpy as np
 
 from gossip.codec import CodecError, WeightsMessage, decode, encode
 from gossip.errors import RejectedMessage
-from gossip.transport import Transport
+from gossip.transport import Payload, Transport
 from gossip.validate import validate_weights
 from swarm.averaging import Contribution, mixing_row, weighted_average
 from swarm.mixing import sample_weighted_row
@@ -64,7 +64,9 @@ class SwarmNode:
     Parameters
     ----------
     transport:
-        Any ``gossip.transport.Transport``; its ``peer_id`` is this node's id.
+        Any ``gossip.transport.Transport`` (its ``peer_id`` is this node's id) for the push
+        path (``share``/``receive``); or just the peer id when a protocol driver moves the
+        bytes itself (announce, then fetch).
     train_fn:
         Local training callable (``swarm.training.Trainer.train`` in practice).
     data:
@@ -85,7 +87,7 @@ class SwarmNode:
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Transport | str,
         train_fn: TrainFn,
         data: ArrayDataset,
         model_id: str,
@@ -96,8 +98,8 @@ class SwarmNode:
         sample_weighted: bool = True,
         max_abs: float = 1e4,
     ) -> None:
-        self.transport = transport
-        self.peer_id = transport.peer_id
+        self.transport = transport if not isinstance(transport, str) else None
+        self.peer_id = transport if isinstance(transport, str) else transport.peer_id
         self.train_fn = train_fn
         self.data = data
         self.model_id = model_id
@@ -118,17 +120,48 @@ class SwarmNode:
         self.stats.train_s += time.perf_counter() - start
         return self.last_loss
 
-    def share(self, round_: int) -> int:
-        """Encode the current weights once and send them to every neighbour; return bytes per copy."""
+    def encode_model(self, round_: int) -> memoryview:
+        """The current weights as a wire message of round ``round_`` (what neighbours fetch)."""
         start = time.perf_counter()
         payload = encode(
             WeightsMessage(self.model_id, round_, self.peer_id, len(self.data), self.weights),
             float16=self.float16,
         )
+        self.stats.codec_s += time.perf_counter() - start
+        return payload
+
+    def check(self, sender: str, payload: Payload, round_: int) -> WeightsMessage | None:
+        """Decode and validate a model from ``sender``; None (counted, logged) if refused.
+
+        A model of another round than ``round_`` is counted as stale and refused.
+        """
+        start = time.perf_counter()
+        try:
+            msg = decode(payload)
+            validate_weights(msg, link_peer=sender, model_id=self.model_id,
+                             reference=self.weights, max_abs=self.max_abs)
+        except CodecError as err:
+            self._reject(sender, f"codec:{err.reason}", str(err), round_)
+            return None
+        except RejectedMessage as err:
+            self._reject(sender, err.reason, str(err), round_)
+            return None
+        finally:
+            self.stats.codec_s += time.perf_counter() - start
+        if msg.round != round_:
+            self.stats.stale += 1
+            return None
+        self.stats.accepted += 1
+        return msg
+
+    def share(self, round_: int) -> int:
+        """Encode the current weights once and send them to every neighbour; return bytes per copy."""
+        if self.transport is None:
+            raise TypeError("share() needs a transport")
+        payload = self.encode_model(round_)
         mid = time.perf_counter()
         for peer in self.transport.neighbours():
             self.transport.send(peer, payload)
-        self.stats.codec_s += mid - start
         self.stats.exchange_s += time.perf_counter() - mid
         return len(payload)
 
@@ -139,46 +172,35 @@ class SwarmNode:
         older round are counted as stale; a second model from the same sender in one
         drain replaces nothing (the first valid one is kept) and is counted as duplicate.
         """
+        if self.transport is None:
+            raise TypeError("receive() needs a transport")
         start = time.perf_counter()
         envelopes = self.transport.drain()
         self.stats.exchange_s += time.perf_counter() - start
-        start = time.perf_counter()
         accepted: dict[str, WeightsMessage] = {}
         for env in envelopes:
-            try:
-                msg = decode(env.data)
-                validate_weights(
-                    msg,
-                    link_peer=env.sender,
-                    model_id=self.model_id,
-                    reference=self.weights,
-                    max_abs=self.max_abs,
-                )
-            except CodecError as err:
-                self._reject(env.sender, f"codec:{err.reason}", str(err), round_)
-                continue
-            except RejectedMessage as err:
-                self._reject(env.sender, err.reason, str(err), round_)
-                continue
-            if msg.round != round_:
-                self.stats.stale += 1
-                continue
             if env.sender in accepted:
                 self.stats.duplicates += 1
                 continue
-            accepted[env.sender] = msg
-            self.stats.accepted += 1
-        self.stats.codec_s += time.perf_counter() - start
+            msg = self.check(env.sender, env.data, round_)
+            if msg is not None:
+                accepted[env.sender] = msg
         return accepted
 
-    def mix(self, received: Mapping[str, WeightsMessage]) -> None:
+    def mix(self, received: Mapping[str, WeightsMessage],
+            degrees: Mapping[str, int] | None = None) -> float | None:
         """Replace the weights by their Metropolis-Hastings mix with the received models.
 
-        Only neighbours whose model arrived get a weight; the share of a missing one
-        stays with this node, so the mix is always a convex combination.
+        Only neighbours whose model arrived get a weight; the share of a missing one stays
+        with this node, so the mix is always a convex combination. ``degrees`` overrides
+        the neighbours' degrees (a real peer learns them from announcements). Returns the
+        local consensus-distance estimate: the distance from the weights before mixing to
+        the plain average of the received models, relative to the weights' norm (None if
+        nothing arrived).
         """
         start = time.perf_counter()
-        heard = {p: d for p, d in self.neighbour_degrees.items() if p in received}
+        known = dict(self.neighbour_degrees if degrees is None else degrees)
+        heard = {p: d for p, d in known.items() if p in received}
         degree = len(self.neighbour_degrees)
         if self.sample_weighted:
             self_w, neigh_w = sample_weighted_row(
@@ -186,6 +208,7 @@ class SwarmNode:
             )
         else:
             self_w, neigh_w = mixing_row(degree, heard)
+        distance = _relative_distance(self.weights, [received[p].tensors for p in heard])
         contributions = [Contribution(self.peer_id, self.weights, self_w)]
         contributions += [Contribution(p, received[p].tensors, w) for p, w in neigh_w.items()]
         try:
@@ -193,6 +216,19 @@ class SwarmNode:
         except AveragingError as err:
             # validation makes this unreachable in practice; keep the local model if not
             self._reject(err.peer or "?", "averaging", str(err), -1)
+        self.stats.averaging_s += time.perf_counter() - start
+        return distance
+
+    def adopt(self, msg: WeightsMessage, keep_own: float) -> None:
+        """Catch up on a neighbour far ahead: take its model, keeping ``keep_own`` of ours."""
+        start = time.perf_counter()
+        if keep_own > 0:
+            self.weights = weighted_average([
+                Contribution(self.peer_id, self.weights, keep_own),
+                Contribution(msg.sender, msg.tensors, 1.0 - keep_own),
+            ])
+        else:
+            self.weights = {k: np.array(v, copy=True) for k, v in msg.tensors.items()}
         self.stats.averaging_s += time.perf_counter() - start
 
     def gossip_step(self, round_: int) -> None:
@@ -205,3 +241,17 @@ class SwarmNode:
             "event=rejected peer=%s round=%d from=%s reason=%s detail=%s",
             self.peer_id, round_, sender, reason, detail,
         )
+
+
+def _relative_distance(own: Mapping[str, np.ndarray], others: list[Mapping[str, np.ndarray]]) -> float | None:
+    """||own - mean(others)|| / ||own||, over all floating-point tensors."""
+    if not others:
+        return None
+    diff = norm = 0.0
+    for name, arr in own.items():
+        if arr.dtype.kind != "f":
+            continue
+        mean = np.mean([np.asarray(o[name], dtype=np.float64) for o in others], axis=0)
+        diff += float(np.sum((arr.astype(np.float64) - mean) ** 2))
+        norm += float(np.sum(arr.astype(np.float64) ** 2))
+    return float(np.sqrt(diff / norm)) if norm > 0 else 0.0

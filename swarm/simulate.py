@@ -2,8 +2,9 @@
 
 Arms
 ----
-``swarm``   every site is a ``SwarmNode`` on an in-memory network shaped by the topology:
-            train, encode, send to neighbours, decode, validate, mix. No server.
+``swarm``   every site runs the leader-free ``PeerProtocol`` on a virtual clock
+            (``swarm.virtual_swarm``): train, announce, fetch from neighbours, check the
+            digest, decode, validate, mix; with the faults of ``SimConfig.faults``. No server.
 ``fedavg``  the classical server: sites train from the global model, the server takes the
             sample-weighted average of their encoded updates (the reference).
 ``local``   each site trains alone.
@@ -18,19 +19,24 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
 from gossip.codec import WeightsMessage, decode, encode
-from gossip.memory import MemoryNetwork
 from swarm.averaging import Contribution, weighted_average
+from swarm.convergence import ConvergenceConfig
 from swarm.errors import ConfigError
-from swarm.node import SwarmNode
+from swarm.faults import FaultConfig
 from swarm.partition import Federation, build_federation, parse_partition
+from swarm.protocol import ProtocolConfig
+from swarm.round_counter import DeadlineConfig
 from swarm.topology import TOPOLOGIES, build_topology, parse_topology
 from swarm.training import Metrics, TrainConfig, Trainer
+from swarm.virtual_swarm import VirtualSwarm
 
 ARMS = ("swarm", "fedavg", "local", "central", "cwt")
 
@@ -61,6 +67,12 @@ class SimConfig:
     batch_size: int = 16
     optimizer: str = "sgd"
     eval_every: int = 1
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    quorum: float = 1.0
+    converge: bool = True
+    converge_window: int = 5
+    metric_tol: float = 0.02
+    distance_tol: float = 0.1
 
     def __post_init__(self) -> None:
         if self.peers < 1:
@@ -82,7 +94,30 @@ class SimConfig:
         if name not in TOPOLOGIES:
             raise ConfigError("topology", f"unknown {name!r}; expected one of {', '.join(TOPOLOGIES)}")
         parse_partition(self.partition)
+        self.faults.validate_for(self.peers)
         self.train_config()
+        self.protocol_config()
+
+    def protocol_config(self) -> ProtocolConfig:
+        """Protocol settings in virtual seconds (one local epoch takes ``faults.train_time``)."""
+        unit = self.faults.train_time * self.local_epochs
+        return ProtocolConfig(
+            gossip_steps=self.gossip_steps,
+            quorum=self.quorum,
+            deadline=DeadlineConfig(minimum=0.25 * unit, initial=2.0 * unit, maximum=10.0 * unit,
+                                    spread_factor=5.0),
+            suspect_after=6.0 * unit * max(1.0, self.faults.slowdown / 5),
+            heartbeat=1.5 * unit,
+            fetch_timeout=2.0 * unit,
+            linger=3.0 * unit,
+            convergence=ConvergenceConfig(
+                window=self.converge_window,
+                metric_tol=self.metric_tol if self.converge else 0.0,
+                distance_tol=self.distance_tol if self.converge else 0.0,
+                min_rounds=max(self.converge_window, 5) if self.converge else self.rounds + 1,
+                max_rounds=self.rounds,
+            ),
+        )
 
     def train_config(self) -> TrainConfig:
         """The per-round local training settings of this run."""
@@ -141,8 +176,10 @@ def _row(arm: str, round_: int, peer: int, loss: float, glob: Metrics, loc: Metr
 class Simulation:
     """Runs the configured arms on one federation built from the config."""
 
-    def __init__(self, config: SimConfig, federation: Federation | None = None) -> None:
+    def __init__(self, config: SimConfig, federation: Federation | None = None,
+                 state_dir: Path | None = None) -> None:
         self.config = config
+        self.state_dir = state_dir
         self.federation = federation or build_federation(
             config.data,
             config.peers,
@@ -200,57 +237,60 @@ class Simulation:
 
     # -- arms --------------------------------------------------------------------
     def run_swarm(self, progress: ProgressFn | None = None) -> ArmResult:
-        """Gossip averaging: every site is a SwarmNode on an in-memory network."""
-        cfg, fed = self.config, self.federation
-        ids = [f"peer-{i}" for i in range(self.n)]
-        network = MemoryNetwork({ids[i]: [ids[j] for j in nb] for i, nb in self.topology.items()})
-        nodes = [
-            SwarmNode(
-                network.endpoint(ids[i]),
-                self.trainer.train,
-                fed.sites[i].train,
-                self.trainer.model_id,
-                self.initial,
-                {ids[j]: len(self.topology[j]) for j in self.topology[i]},
-                float16=cfg.float16,
-                sample_weighted=cfg.sample_weighted,
-            )
-            for i in range(self.n)
-        ]
-        result = ArmResult("swarm")
-        eval_s = 0.0
-        for r in range(cfg.rounds):
-            for i, node in enumerate(nodes):
-                node.train(train_seed(cfg.seed, i, r))
-            for _ in range(cfg.gossip_steps):
-                for node in nodes:
-                    node.share(r)
-                for node in nodes:
-                    node.gossip_step(r)
-            start = time.perf_counter()
-            if self._evaluating(r):
-                dists = consensus_distances([node.weights for node in nodes])
-                for i, node in enumerate(nodes):
-                    glob, loc = self._eval(node.weights, i)
-                    result.rows.append(_row("swarm", r, i, node.last_loss, glob, loc, dists[i],
-                                            network.bytes_sent[ids[i]]))
-            eval_s += time.perf_counter() - start
-            self._tick(progress, "swarm", r + 1, cfg.rounds)
-        result.per_site = self._per_site([node.weights for node in nodes])
-        mean_model = weighted_average([Contribution(n.peer_id, n.weights, 1.0) for n in nodes])
+        """Gossip averaging with the leader-free protocol, on a virtual clock with faults."""
+        cfg = self.config
+        swarm = VirtualSwarm(
+            self.trainer, self.federation, self.topology, self.initial, cfg.protocol_config(), cfg.faults,
+            seed=cfg.seed, train_seed=lambda site, r: train_seed(cfg.seed, site, r),
+            float16=cfg.float16, sample_weighted=cfg.sample_weighted, eval_every=cfg.eval_every,
+            state_dir=self.state_dir,
+        )
+        runs = swarm.run(None if progress is None else lambda done, total: progress("swarm", done, total))
+        result = ArmResult("swarm", rows=swarm.rows)
+        nodes = [p.node for p in swarm.peers]
+        result.per_site = self._per_site([n.weights for n in nodes])
+        live = [p for p in swarm.peers if p.alive]
+        mean_model = weighted_average([Contribution(p.node.peer_id, p.node.weights, 1.0) for p in live])
         glob, _ = self._eval(mean_model, None)
+        stop_rounds = sorted({r.stop_round for r in runs if r.stop_round is not None and r.exited})
+        reasons = sorted({r.stop_reason for r in runs if r.exited})
+        protos = {p.index: p.proto for p in swarm.peers if p.proto is not None}
         result.extra = {
             "mean_model": {"accuracy": _nan_to_none(glob.accuracy), "auroc": _nan_to_none(glob.auroc)},
             "rejected": sum(sum(n.stats.rejected.values()) for n in nodes),
+            "rejected_by_reason": dict(sum((n.stats.rejected for n in nodes), Counter())),
             "stale": sum(n.stats.stale for n in nodes),
             "accepted": sum(n.stats.accepted for n in nodes),
+            "decision": {
+                "stop_rounds": stop_rounds,
+                "same_round": len(stop_rounds) == 1,
+                "reasons": reasons,
+            },
+            "virtual_time_s": swarm.now,
+            "control_dropped": swarm.control_dropped,
+            "transfers_dropped": swarm.transfers_dropped,
+            "peers": [
+                {
+                    **asdict(run),
+                    "phases_timed_out": protos[run.peer].stats.phases_timed_out if run.peer in protos else None,
+                    "waiting_s": protos[run.peer].stats.waiting_s if run.peer in protos else None,
+                    "suspicions": protos[run.peer].stats.suspicions if run.peer in protos else None,
+                    "catch_ups": protos[run.peer].stats.catch_ups if run.peer in protos else None,
+                    "rejected": sum(nodes[run.peer].stats.rejected.values()),
+                }
+                for run in runs
+            ],
         }
+        finished = [r for r in runs if r.exited and r.finish_time is not None and r.last_round >= 0]
+        result.extra["sim_time_per_round_s"] = (
+            float(np.mean([r.finish_time / (r.last_round + 1) for r in finished])) if finished else None
+        )
         result.timings = {
-            "train_s": sum(n.stats.train_s for n in nodes),
+            "train_s": sum(n.stats.train_s for n in nodes) + 0.0,
             "codec_s": sum(n.stats.codec_s for n in nodes),
             "exchange_s": sum(n.stats.exchange_s for n in nodes),
             "averaging_s": sum(n.stats.averaging_s for n in nodes),
-            "eval_s": eval_s,
+            "eval_s": swarm.eval_s,
         }
         return result
 

@@ -468,3 +468,12 @@ def _messages(draw: st.DrawFn) -> WeightsMessage:
 @given(_messages())
 def test_property_decode_of_encode_is_identity(msg: WeightsMessage) -> None:
     assert decode(encode(msg)) == msg
+
+
+def test_header_with_mixed_str_and_bytes_unknown_keys_is_a_codec_error() -> None:
+    import msgpack
+
+    header = msgpack.packb({"version": 1, b"x": 1, "y": 2})
+    data = b"MSW1" + len(header).to_bytes(4, "big") + header
+    with pytest.raises(CodecError):
+        decode(data)

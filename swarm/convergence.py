@@ -1,0 +1,122 @@
+"""Leader-free convergence: each peer votes, and the swarm stops when every live member agrees.
+
+A peer votes *converged* when its validation loss has plateaued, i.e. its smoothed value
+has not improved on its best by more than ``metric_tol`` for ``window`` rounds (early
+stopping with patience, robust to the round-to-round noise of small local validation
+sets), and its distance to its neighbours' average stayed at most ``distance_tol``
+(relative to its weights' norm) over those rounds. The swarm stops when a peer has
+seen converged votes from every member it believes alive; that peer picks a stop round
+a few rounds ahead of every round it knows of and floods it, so all peers stop at the
+same round. ``max_rounds`` is the fallback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from swarm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ConvergenceConfig:
+    """When a peer votes converged and how the stop round is chosen."""
+
+    window: int = 5
+    metric_tol: float = 0.01
+    distance_tol: float = 0.05
+    smoothing: float = 0.5
+    min_rounds: int = 5
+    max_rounds: int = 50
+    stop_margin: int = 2
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ConfigError("window", f"must be >= 1, got {self.window}")
+        if self.max_rounds < 1:
+            raise ConfigError("max_rounds", f"must be >= 1, got {self.max_rounds}")
+        if self.metric_tol < 0 or self.distance_tol < 0:
+            raise ConfigError("tolerance", "metric_tol and distance_tol must be >= 0")
+        if not 0 < self.smoothing <= 1:
+            raise ConfigError("smoothing", f"must be in (0, 1], got {self.smoothing}")
+        if self.stop_margin < 1:
+            raise ConfigError("stop_margin", f"must be >= 1, got {self.stop_margin}")
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One peer's latest convergence record as known to this peer."""
+
+    round: int
+    converged: bool
+    streak: int
+    seen_at: float
+
+
+class ConvergenceTracker:
+    """This peer's own vote, and the latest vote of every member it has heard of."""
+
+    def __init__(self, config: ConvergenceConfig, self_id: str) -> None:
+        self.config = config
+        self.self_id = self_id
+        self._distances: deque[float] = deque(maxlen=config.window)
+        self.smoothed: float | None = None
+        self.best: float | None = None
+        self.plateau = 0
+        self.streak = 0
+        self.votes: dict[str, Vote] = {}
+
+    def record_round(self, round_: int, metric: float | None, distance: float | None, now: float) -> bool:
+        """Add this peer's validation loss (lower is better) and distance for a round; return its vote."""
+        cfg = self.config
+        if metric is not None and math.isfinite(metric):
+            value = float(metric)
+            self.smoothed = value if self.smoothed is None else (
+                cfg.smoothing * value + (1 - cfg.smoothing) * self.smoothed)
+            if self.best is None or self.smoothed < self.best - cfg.metric_tol:
+                self.best, self.plateau = self.smoothed, 0
+            else:
+                self.plateau += 1
+        if distance is not None and math.isfinite(distance):
+            self._distances.append(float(distance))
+        close = (not self._distances) or max(self._distances) <= cfg.distance_tol
+        vote = round_ + 1 >= cfg.min_rounds and self.plateau >= cfg.window and close
+        self.streak = self.streak + 1 if vote else 0
+        self.votes[self.self_id] = Vote(round_, vote, self.streak, now)
+        return vote
+
+    def record_vote(self, origin: str, round_: int, converged: bool, streak: int, now: float) -> None:
+        """Remember another member's latest vote (older rounds than known are ignored)."""
+        known = self.votes.get(origin)
+        if known is None or round_ >= known.round:
+            self.votes[origin] = Vote(round_, converged, streak, now)
+
+    def forget(self, origin: str) -> None:
+        """Drop a member's vote (used when nothing is known of it any more)."""
+        self.votes.pop(origin, None)
+
+    def all_converged(self, alive: set[str]) -> bool:
+        """True when this peer and every alive member it knows have voted converged."""
+        own = self.votes.get(self.self_id)
+        if own is None or not own.converged:
+            return False
+        return all(self.votes.get(m) is not None and self.votes[m].converged for m in alive)
+
+    def stop_round(self, alive: set[str]) -> int:
+        """A round far enough ahead of every known round that no alive peer has passed it."""
+        known = [v.round for m, v in self.votes.items() if m in alive or m == self.self_id]
+        return min(max(known, default=0) + self.config.stop_margin, self.config.max_rounds - 1)
+
+    def history(self) -> dict:
+        """What a checkpoint keeps of the tracker."""
+        return {"distances": list(self._distances), "smoothed": self.smoothed, "best": self.best,
+                "plateau": self.plateau, "streak": self.streak}
+
+    def restore(self, data: dict) -> None:
+        """Undo ``history`` after a restart."""
+        self._distances.extend(float(x) for x in data.get("distances", []))
+        self.smoothed = data.get("smoothed")
+        self.best = data.get("best")
+        self.plateau = int(data.get("plateau", 0))
+        self.streak = int(data.get("streak", 0))

@@ -1,0 +1,101 @@
+"""Fault settings for the virtual-clock swarm: link delay, jitter, drops, stragglers, crashes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from swarm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Crash:
+    """Peer ``peer`` dies when it reaches round ``at_round``; back at swarm round ``back_at`` if set."""
+
+    peer: int
+    at_round: int
+    back_at: int | None = None
+
+
+@dataclass(frozen=True)
+class LateJoin:
+    """Peer ``peer`` starts only when the swarm has reached round ``at_round``."""
+
+    peer: int
+    at_round: int
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Network and peer faults, all in virtual seconds.
+
+    ``train_time`` is the virtual duration of one local epoch at normal speed; each
+    straggler trains ``slowdown`` times slower. ``drop`` applies independently to every
+    control message and every model transfer.
+    """
+
+    delay: float = 0.05
+    jitter: float = 0.02
+    drop: float = 0.0
+    bandwidth: float = 100e6
+    train_time: float = 1.0
+    train_jitter: float = 0.1
+    stragglers: int = 0
+    slowdown: float = 5.0
+    crashes: tuple[Crash, ...] = ()
+    late: tuple[LateJoin, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.delay < 0 or self.jitter < 0 or self.jitter > self.delay + 1e-12 and self.delay > 0:
+            raise ConfigError("delay", "need delay >= 0 and 0 <= jitter <= delay")
+        if not 0 <= self.drop < 1:
+            raise ConfigError("drop", f"must be in [0, 1), got {self.drop}")
+        if self.bandwidth <= 0 or self.train_time <= 0:
+            raise ConfigError("bandwidth", "bandwidth and train_time must be > 0")
+        if not 0 <= self.train_jitter < 1:
+            raise ConfigError("train_jitter", "must be in [0, 1)")
+        if self.stragglers < 0 or self.slowdown < 1:
+            raise ConfigError("stragglers", "stragglers >= 0 and slowdown >= 1")
+        for crash in self.crashes:
+            if crash.at_round < 0 or (crash.back_at is not None and crash.back_at <= crash.at_round):
+                raise ConfigError("crash", f"{crash}: need 0 <= ROUND < BACK_AT_ROUND")
+
+    def validate_for(self, peers: int) -> None:
+        """Check peer indices against the swarm size (ConfigError naming the option)."""
+        if self.stragglers > peers:
+            raise ConfigError("stragglers", f"{self.stragglers} stragglers but only {peers} peers")
+        for crash in self.crashes:
+            if not 0 <= crash.peer < peers:
+                raise ConfigError("crash", f"peer {crash.peer} does not exist (peers 0..{peers - 1})")
+        for late in self.late:
+            if not 0 <= late.peer < peers:
+                raise ConfigError("late", f"peer {late.peer} does not exist (peers 0..{peers - 1})")
+        crashed = [c.peer for c in self.crashes]
+        if len(set(crashed)) != len(crashed):
+            raise ConfigError("crash", "a peer may crash only once")
+        if len(set(crashed)) >= peers:
+            raise ConfigError("crash", "at least one peer must stay up")
+
+
+_CRASH = re.compile(r"^(\d+)@(\d+)(?::(\d+))?$")
+_LATE = re.compile(r"^(\d+)@(\d+)$")
+
+
+def parse_crash(text: str) -> Crash:
+    """``PEER@ROUND`` or ``PEER@ROUND:BACK_AT_ROUND`` -> Crash (ConfigError otherwise)."""
+    m = _CRASH.match(text.strip())
+    if not m:
+        raise ConfigError("crash", f"expected PEER@ROUND[:BACK_AT_ROUND], got {text!r}")
+    back = int(m.group(3)) if m.group(3) else None
+    crash = Crash(int(m.group(1)), int(m.group(2)), back)
+    if back is not None and back <= crash.at_round:
+        raise ConfigError("crash", f"{text!r}: BACK_AT_ROUND must be after ROUND")
+    return crash
+
+
+def parse_late(text: str) -> LateJoin:
+    """``PEER@ROUND`` -> LateJoin (ConfigError otherwise)."""
+    m = _LATE.match(text.strip())
+    if not m:
+        raise ConfigError("late", f"expected PEER@ROUND, got {text!r}")
+    return LateJoin(int(m.group(1)), int(m.group(2)))

@@ -1,0 +1,604 @@
+"""A peer's swarm protocol as a state machine without I/O.
+
+Events go in (``handle``), actions come out; the caller performs the actions (train,
+encode, send a control message, fetch a model, mix, checkpoint) and reports back with
+more events. No ``await``, no sockets, no clock: time is an argument. The virtual-clock
+simulation and a real peer's trio driver feed the same machine.
+
+One round = local training, then ``gossip_steps`` exchanges. In each exchange (a
+*phase* ``(round, step)``) a peer announces its model by gossip, pulls the announced
+models of its neighbours over direct transfers (checked against the announced digest),
+and mixes once it has them from a quorum of its live neighbours or its adaptive
+deadline passes. A peer that sees a neighbour ``catchup_lag`` rounds ahead adopts that
+neighbour's model (keeping an explicit ``stale_weight`` share of its own) and jumps to
+the next round instead of replaying the missed ones. Progress records are flooded to
+the whole swarm; the stop decision is taken and spread as in ``swarm.convergence``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Union
+
+from gossip.control import Announce, ControlMessage, Progress, Skip, StopDecision, forwarded
+from swarm.convergence import ConvergenceConfig, ConvergenceTracker
+from swarm.errors import ConfigError
+from swarm.round_counter import AdaptiveDeadline, DeadlineConfig, Liveness, Phase
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Settings of the round counter, gossip and convergence (seconds for times)."""
+
+    gossip_steps: int = 1
+    quorum: float = 1.0
+    deadline: DeadlineConfig = field(default_factory=DeadlineConfig)
+    suspect_after: float = 60.0
+    heartbeat: float = 10.0
+    catchup_lag: int = 2
+    stale_weight: float = 0.5
+    fetch_timeout: float = 30.0
+    fetch_retries: int = 2
+    linger: float = 5.0
+    progress_ttl: int = 16
+    convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
+
+    def __post_init__(self) -> None:
+        if self.gossip_steps < 1:
+            raise ConfigError("gossip_steps", f"must be >= 1, got {self.gossip_steps}")
+        if not 0 < self.quorum <= 1:
+            raise ConfigError("quorum", f"must be in (0, 1], got {self.quorum}")
+        if self.heartbeat <= 0 or self.heartbeat >= self.suspect_after:
+            raise ConfigError("heartbeat", "must be > 0 and shorter than suspect_after")
+        if self.catchup_lag < 1:
+            raise ConfigError("catchup_lag", f"must be >= 1, got {self.catchup_lag}")
+        if not 0 <= self.stale_weight < 1:
+            raise ConfigError("stale_weight", f"must be in [0, 1), got {self.stale_weight}")
+        if self.fetch_retries < 0 or self.fetch_timeout <= 0:
+            raise ConfigError("fetch", "fetch_timeout > 0 and fetch_retries >= 0")
+
+
+# ---------------------------------------------------------------- events (in)
+@dataclass(frozen=True)
+class ModelReady:
+    """The model of phase ``(round, step)`` is encoded and servable (after Train or Offer)."""
+
+    round: int
+    step: int
+    digest: str
+    size: int
+    samples: int
+    loss: float | None = None
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """A Mix action finished; ``distance`` is the local consensus-distance estimate and
+    ``metric`` the local validation metric (given after the last step of a round)."""
+
+    round: int
+    step: int
+    distance: float | None = None
+    metric: float | None = None
+
+
+@dataclass(frozen=True)
+class ControlIn:
+    """A control message arrived over the authenticated link from ``sender``."""
+
+    sender: str
+    msg: ControlMessage
+
+
+@dataclass(frozen=True)
+class FetchDone:
+    """A Fetch finished: ``ok`` means the model arrived, matched its digest and passed validation."""
+
+    sender: str
+    round: int
+    step: int
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """The time the machine asked for in ``next_timer`` has come."""
+
+
+Event = Union[ModelReady, Mixed, ControlIn, FetchDone, TimerFired]
+
+
+# ---------------------------------------------------------------- actions (out)
+@dataclass(frozen=True)
+class Train:
+    """Train one round from the current weights, then encode and report ``ModelReady``."""
+
+    round: int
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Encode the current (mixed) weights as the model of ``(round, step)``; report ``ModelReady``."""
+
+    round: int
+    step: int
+
+
+@dataclass(frozen=True)
+class SendControl:
+    """Send a control message to one neighbour."""
+
+    peer: str
+    msg: ControlMessage
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Pull ``peer``'s model of ``(round, step)``: at most ``size`` bytes, matching ``digest``."""
+
+    peer: str
+    round: int
+    step: int
+    digest: str
+    size: int
+    timeout: float
+    catch_up: bool = False
+
+
+@dataclass(frozen=True)
+class Mix:
+    """Mix the current weights with the fetched models of ``senders``; report ``Mixed``."""
+
+    round: int
+    step: int
+    senders: tuple[str, ...]
+    final: bool
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """Catch up: weights := (1 - keep_own) * fetched model of ``peer`` + keep_own * own."""
+
+    peer: str
+    round: int
+    keep_own: float
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Round ``round`` is complete: persist the state atomically."""
+
+    round: int
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The swarm is done at ``round`` (a later, higher stop decision can still resume it)."""
+
+    round: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Exit:
+    """Stopped and nothing changed for ``linger`` seconds: the process may exit."""
+
+    round: int
+    reason: str
+
+
+Action = Union[Train, Offer, SendControl, Fetch, Mix, Adopt, Checkpoint, Stop, Exit]
+
+
+@dataclass
+class ProtocolStats:
+    """What the report shows about one peer's protocol."""
+
+    rounds_completed: int = 0
+    phases_timed_out: int = 0
+    waiting_s: float = 0.0
+    catch_ups: int = 0
+    suspicions: int = 0
+    rejoins_seen: int = 0
+    stale: int = 0
+    fetch_failures: int = 0
+    bad_control: int = 0
+
+
+class PeerProtocol:
+    """The state machine of one peer (see the module docstring).
+
+    Parameters
+    ----------
+    peer_id, neighbours:
+        This peer and the neighbours it exchanges models with.
+    config:
+        Protocol settings.
+    start_round:
+        The first round to run (the checkpointed round + 1 after a restart).
+    """
+
+    def __init__(self, peer_id: str, neighbours: list[str], config: ProtocolConfig,
+                 start_round: int = 0, deadline_history: list[float] | None = None) -> None:
+        self.peer_id = peer_id
+        self.neighbours = sorted(neighbours)
+        self.config = config
+        self.phase: Phase = (start_round, 0)
+        self.deadline = AdaptiveDeadline(config.deadline, deadline_history or [])
+        self.liveness = Liveness(config.suspect_after)
+        self.convergence = ConvergenceTracker(config.convergence, peer_id)
+        self.stats = ProtocolStats()
+        self.stop_round: int | None = None
+        self.stop_reason = ""
+        self.stopped_at: int | None = None
+        self.exited = False
+        self._seq = 0
+        self._seen: dict[str, int] = {}
+        self._member_round: dict[str, int] = {}
+        self._suspected: set[str] = set()
+        self._pending: dict[str, Announce] = {}
+        self._skips: dict[str, Skip] = {}
+        self._reset_phase()
+        self._catching_up = False
+        self._catch_up_ann: Announce | None = None
+        self._catch_up_due = math.inf
+        self._next_heartbeat = 0.0
+        self._exit_at: float | None = None
+        self._last_loss: float | None = None
+        self._last_metric: float | None = None
+        self._last_distance: float | None = None
+
+    # ------------------------------------------------------------ public API
+    @property
+    def round(self) -> int:
+        """The current round; it never decreases."""
+        return self.phase[0]
+
+    def start(self, now: float) -> list[Action]:
+        """Begin (or resume) at ``start_round``: train, and say hello with a progress record."""
+        for peer in self.neighbours:
+            self.liveness.track(peer, now)
+        self._next_heartbeat = now + self.config.heartbeat
+        return [Train(self.round), *self._progress(now)]
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Feed one event; return the actions to perform, in order."""
+        if isinstance(event, ControlIn):
+            return self._on_control(event.sender, event.msg, now)
+        if isinstance(event, ModelReady):
+            return self._on_ready(event, now)
+        if isinstance(event, FetchDone):
+            return self._on_fetch(event, now)
+        if isinstance(event, Mixed):
+            return self._on_mixed(event, now)
+        if isinstance(event, TimerFired):
+            return self._on_timer(now)
+        raise TypeError(f"unknown event {event!r}")
+
+    def next_timer(self) -> float | None:
+        """When the driver must deliver ``TimerFired`` next (None: nothing scheduled)."""
+        if self.exited:
+            return None
+        times = [self._next_heartbeat]
+        if self._ready_at is not None and not self._mixing:
+            times.append(self._deadline_at)
+        if self._exit_at is not None:
+            times.append(self._exit_at)
+        times += [t for t in self._fetch_deadline.values()]
+        if self._catching_up:
+            times.append(self._catch_up_due)
+        return min(times)
+
+    def live_neighbours(self, now: float) -> list[str]:
+        """Neighbours not currently suspected."""
+        return [p for p in self.neighbours if not self.liveness.is_suspected(p, now)]
+
+    def alive_members(self, now: float) -> set[str]:
+        """Swarm members (other than this peer) whose progress records are recent."""
+        alive = set()
+        for member in self._member_round:
+            vote = self.convergence.votes.get(member)
+            if vote is not None and now - vote.seen_at <= self.config.suspect_after:
+                alive.add(member)
+        return alive
+
+    def members(self) -> list[str]:
+        """Every member this peer has heard of, itself included."""
+        return sorted({self.peer_id, *self._member_round, *self.neighbours})
+
+    # ------------------------------------------------------------ phases
+    def _reset_phase(self) -> None:
+        self._ready_at: float | None = None
+        self._deadline_at = math.inf
+        self._fetching: set[str] = set()
+        self._fetched: set[str] = set()
+        self._retries: dict[str, int] = {}
+        self._fetch_deadline: dict[str, float] = {}
+        self._announced: dict[str, Announce] = {}
+        self._skipped: set[str] = set()
+        self._mixing = False
+
+    def _enter(self, phase: Phase, now: float) -> list[Action]:
+        """Move to ``phase`` (never backwards) and act on what was buffered for it."""
+        if phase < self.phase:
+            raise AssertionError(f"round counter would go backwards: {self.phase} -> {phase}")
+        self.phase = phase
+        self._reset_phase()
+        actions: list[Action] = []
+        for peer, skip in list(self._skips.items()):
+            if (skip.round, skip.step) == phase:
+                self._skipped.add(peer)
+            if (skip.round, skip.step) <= phase:
+                del self._skips[peer]
+        for peer, ann in list(self._pending.items()):
+            if (ann.round, ann.step) == phase:
+                del self._pending[peer]
+                actions += self._consider(peer, ann, now)
+            elif (ann.round, ann.step) < phase:
+                del self._pending[peer]
+        actions += self._check_catch_up(now)
+        return actions
+
+    def _on_ready(self, event: ModelReady, now: float) -> list[Action]:
+        if (event.round, event.step) != self.phase or self._ready_at is not None or self.stopped_at is not None:
+            return []
+        self._ready_at = now
+        self._deadline_at = now + self.deadline.current()
+        if event.step == 0:
+            self._last_loss = event.loss
+        ann = Announce(self.peer_id, event.round, event.step, event.digest, event.size, event.samples,
+                       len(self.neighbours))
+        actions: list[Action] = [SendControl(p, ann) for p in self.neighbours]
+        return actions + self._maybe_advance(now)
+
+    def _needed(self, now: float) -> tuple[set[str], int]:
+        live = {p for p in self.live_neighbours(now) if p not in self._skipped}
+        return live, math.ceil(self.config.quorum * len(live) - 1e-9)
+
+    def _maybe_advance(self, now: float, timed_out: bool = False) -> list[Action]:
+        if self._ready_at is None or self._mixing or self.stopped_at is not None:
+            return []
+        live, needed = self._needed(now)
+        have = len(self._fetched & live)
+        if have < needed and not timed_out:
+            return []
+        if timed_out and have < needed:
+            self.stats.phases_timed_out += 1
+        self.stats.waiting_s += now - self._ready_at
+        self._mixing = True
+        round_, step = self.phase
+        return [Mix(round_, step, tuple(sorted(self._fetched)), step == self.config.gossip_steps - 1)]
+
+    def _on_mixed(self, event: Mixed, now: float) -> list[Action]:
+        if (event.round, event.step) != self.phase or not self._mixing:
+            return []
+        round_, step = self.phase
+        if step + 1 < self.config.gossip_steps:
+            return [*self._enter((round_, step + 1), now), Offer(round_, step + 1)]
+        return self._finish_round(round_, event.distance, event.metric, now)
+
+    def _finish_round(self, round_: int, distance: float | None, metric: float | None,
+                      now: float) -> list[Action]:
+        self.stats.rounds_completed += 1
+        self._last_metric, self._last_distance = metric, distance
+        self.convergence.record_round(round_, metric, distance, now)
+        actions: list[Action] = [Checkpoint(round_)]
+        actions += self._maybe_decide(now)
+        actions += self._progress(now)
+        return actions + self._next_round(round_, now)
+
+    def _next_round(self, done: int, now: float) -> list[Action]:
+        """After round ``done`` (completed or adopted): stop if it is the last, else train the next."""
+        if self.stop_round is None and done >= self.config.convergence.max_rounds - 1:
+            self.stop_round, self.stop_reason = self.config.convergence.max_rounds - 1, "max-rounds"
+        if self.stop_round is not None and done >= self.stop_round:
+            self.stopped_at = done
+            self._exit_at = now + self.config.linger
+            self._reset_phase()
+            return [Stop(done, self.stop_reason)]
+        return self._enter((done + 1, 0), now) + [Train(done + 1)]
+
+    # ------------------------------------------------------------ control
+    def _on_control(self, sender: str, msg: ControlMessage, now: float) -> list[Action]:
+        if sender not in self.neighbours:
+            self.stats.bad_control += 1
+            return []
+        if self.liveness.heard(sender, now):
+            self.stats.rejoins_seen += 1
+        self._suspected.discard(sender)
+        if isinstance(msg, Announce):
+            if msg.sender != sender:
+                self.stats.bad_control += 1
+                return []
+            return self._on_announce(sender, msg, now)
+        if isinstance(msg, Skip):
+            if msg.sender != sender:
+                self.stats.bad_control += 1
+                return []
+            if (msg.round, msg.step) == self.phase:
+                self._skipped.add(sender)
+                return self._maybe_advance(now)
+            if (msg.round, msg.step) > self.phase:
+                self._skips[sender] = msg
+            return []
+        if isinstance(msg, Progress):
+            return self._on_progress(sender, msg, now)
+        if isinstance(msg, StopDecision):
+            return self._on_stop(sender, msg, now)
+        self.stats.bad_control += 1
+        return []
+
+    def _on_announce(self, sender: str, ann: Announce, now: float) -> list[Action]:
+        self._member_round[sender] = max(self._member_round.get(sender, -1), ann.round)
+        phase = (ann.round, ann.step)
+        if phase < self.phase:
+            self.stats.stale += 1
+            return []
+        if phase == self.phase and self.stopped_at is None:
+            return self._consider(sender, ann, now)
+        known = self._pending.get(sender)
+        if known is None or (known.round, known.step) < phase:
+            self._pending[sender] = ann
+        return self._check_catch_up(now)
+
+    def _consider(self, sender: str, ann: Announce, now: float) -> list[Action]:
+        if sender in self._fetched or sender in self._fetching:
+            return []
+        self._announced[sender] = ann
+        return [self._fetch(sender, ann, now)]
+
+    def _fetch(self, sender: str, ann: Announce, now: float, catch_up: bool = False) -> Fetch:
+        if catch_up:
+            self._catch_up_ann, self._catch_up_due = ann, now + self.config.fetch_timeout
+        else:
+            self._fetching.add(sender)
+            self._fetch_deadline[sender] = now + self.config.fetch_timeout
+        return Fetch(sender, ann.round, ann.step, ann.digest, ann.size, self.config.fetch_timeout, catch_up)
+
+    def _check_catch_up(self, now: float) -> list[Action]:
+        if self._catching_up or self.stopped_at is not None:
+            return []
+        ahead = [a for a in self._pending.values() if a.round >= self.round + self.config.catchup_lag]
+        if not ahead:
+            return []
+        best = max(ahead, key=lambda a: (a.round, a.step, a.sender))
+        self._catching_up = True
+        return [self._fetch(best.sender, best, now, catch_up=True)]
+
+    def _on_fetch(self, event: FetchDone, now: float) -> list[Action]:
+        ann = self._catch_up_ann
+        if self._catching_up and ann is not None and (event.sender, event.round, event.step) == (
+                ann.sender, ann.round, ann.step):
+            return self._on_catch_up_fetch(event, now)
+        if (event.round, event.step) != self.phase or event.sender not in self._fetching:
+            return []
+        self._fetch_deadline.pop(event.sender, None)
+        self._fetching.discard(event.sender)
+        if (event.round, event.step) != self.phase:
+            return []
+        if event.ok:
+            self.liveness.heard(event.sender, now)
+            self._fetched.add(event.sender)
+            if self._ready_at is not None:
+                self.deadline.observe(now - self._ready_at)
+            else:
+                self.deadline.observe(0.0)
+            return self._maybe_advance(now)
+        self.stats.fetch_failures += 1
+        ann = self._announced.get(event.sender)
+        tries = self._retries.get(event.sender, 0)
+        if ann is not None and tries < self.config.fetch_retries and now < self._deadline_at:
+            self._retries[event.sender] = tries + 1
+            return [self._fetch(event.sender, ann, now)]
+        self._skipped.add(event.sender)  # give up on it for this phase
+        return self._maybe_advance(now)
+
+    def _on_catch_up_fetch(self, event: FetchDone, now: float) -> list[Action]:
+        self._catching_up, self._catch_up_ann, self._catch_up_due = False, None, math.inf
+        if event.round < self.round + self.config.catchup_lag or self.stopped_at is not None:
+            return self._check_catch_up(now)  # the swarm came to us meanwhile
+        if not event.ok:
+            self.stats.fetch_failures += 1
+            self._pending.pop(event.sender, None)
+            return self._check_catch_up(now)
+        self.stats.catch_ups += 1
+        old_round = self.round
+        target = event.round
+        actions: list[Action] = [Adopt(event.sender, target, self.config.stale_weight)]
+        # tell neighbours not to wait for this peer in the phases it skips
+        for r in range(old_round, target + 1):
+            for step in range(self.config.gossip_steps):
+                if (r, step) >= self.phase:
+                    actions += [SendControl(p, Skip(self.peer_id, r, step)) for p in self.neighbours]
+        actions.append(Checkpoint(target))
+        self.phase = (target, self.config.gossip_steps - 1)
+        self._reset_phase()
+        return actions + self._next_round(target, now)
+
+    def _progress(self, now: float) -> list[Action]:
+        self._seq += 1
+        self._next_heartbeat = now + self.config.heartbeat
+        vote = self.convergence.votes.get(self.peer_id)
+        record = Progress(
+            self.peer_id, self._seq, self.round,
+            _finite(self._last_loss), _finite(self._last_metric), _finite(self._last_distance, low=0.0),
+            bool(vote.converged) if vote else False, self.convergence.streak, self.config.progress_ttl,
+        )
+        return [SendControl(p, record) for p in self.neighbours]
+
+    def _on_progress(self, sender: str, msg: Progress, now: float) -> list[Action]:
+        if msg.origin == self.peer_id or msg.seq <= self._seen.get(msg.origin, 0):
+            return []
+        self._seen[msg.origin] = msg.seq
+        self._member_round[msg.origin] = max(self._member_round.get(msg.origin, -1), msg.round)
+        self.convergence.record_vote(msg.origin, msg.round, msg.converged, msg.streak, now)
+        out = forwarded(msg)
+        actions: list[Action] = [SendControl(p, out) for p in self.neighbours if p != sender] if out else []
+        return actions + self._maybe_decide(now)
+
+    def _maybe_decide(self, now: float) -> list[Action]:
+        if self.stop_round is not None:
+            return []
+        alive = self.alive_members(now)
+        if not self.convergence.all_converged(alive):
+            return []
+        self.stop_round = max(self.convergence.stop_round(alive), self.round)
+        self.stop_reason = f"converged: {len(alive) + 1} live members voted converged"
+        self._seq += 1
+        self._seen[self.peer_id] = self._seq
+        decision = StopDecision(self.peer_id, self._seq, self.stop_round, self.stop_reason[:200],
+                                self.config.progress_ttl)
+        return [SendControl(p, decision) for p in self.neighbours]
+
+    def _on_stop(self, sender: str, msg: StopDecision, now: float) -> list[Action]:
+        key = f"stop:{msg.origin}"
+        if msg.seq <= self._seen.get(key, 0):
+            return []
+        self._seen[key] = msg.seq
+        out = forwarded(msg)
+        actions: list[Action] = [SendControl(p, out) for p in self.neighbours if p != sender] if out else []
+        if msg.stop_round >= self.config.convergence.max_rounds:
+            self.stats.bad_control += 1
+            return actions
+        if self.stop_round is None or msg.stop_round > self.stop_round:
+            self.stop_round, self.stop_reason = msg.stop_round, msg.reason
+            if self.stopped_at is not None and self.stopped_at < msg.stop_round:
+                # a later decision supersedes ours: resume until the agreed round
+                round_ = self.stopped_at
+                self.stopped_at, self._exit_at = None, None
+                actions += self._next_round(round_, now)
+        return actions
+
+    # ------------------------------------------------------------ time
+    def _on_timer(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for peer in self.neighbours:
+            if self.liveness.is_suspected(peer, now) and peer not in self._suspected:
+                self._suspected.add(peer)
+                self.stats.suspicions += 1
+        if self._exit_at is not None and now >= self._exit_at and self.stopped_at is not None:
+            self.exited = True
+            return [Exit(self.stopped_at, self.stop_reason)]
+        if now >= self._next_heartbeat:
+            actions += self._progress(now)
+            actions += self._maybe_decide(now)
+        for peer, due in list(self._fetch_deadline.items()):
+            if now >= due:
+                round_, step = self.phase
+                actions += self._on_fetch(FetchDone(peer, round_, step, False, "timeout"), now)
+        ann = self._catch_up_ann
+        if self._catching_up and ann is not None and now >= self._catch_up_due:
+            actions += self._on_fetch(FetchDone(ann.sender, ann.round, ann.step, False, "timeout"), now)
+        if self._ready_at is not None and not self._mixing and now >= self._deadline_at:
+            actions += self._maybe_advance(now, timed_out=True)
+        else:
+            actions += self._maybe_advance(now)
+        return actions
+
+
+def _finite(value: float | None, low: float | None = None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return max(low, value) if low is not None else float(value)
