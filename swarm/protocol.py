@@ -232,6 +232,7 @@ class PeerProtocol:
         self.stats = ProtocolStats()
         self.stop_round: int | None = None
         self.stop_reason = ""
+        self._decision: StopDecision | None = None
         self.stopped_at: int | None = None
         self.exited = False
         self._seq = 0
@@ -256,15 +257,23 @@ class PeerProtocol:
         """The current round; it never decreases."""
         return self.phase[0]
 
-    def start(self, now: float) -> list[Action]:
-        """Begin (or resume) at ``start_round``: train, and say hello with a progress record."""
+    def start(self, now: float, seq_floor: int = 0) -> list[Action]:
+        """Begin (or resume) at ``start_round``: train, and say hello with a progress record.
+
+        Flooded records are deduplicated by ``(origin, seq)``, so a restarted peer must not
+        reuse old sequence numbers: they start above ``seq_floor`` (the checkpointed value)
+        and above the clock in milliseconds.
+        """
+        self._seq = max(self._seq, seq_floor, int(now * 1000))
         for peer in self.neighbours:
             self.liveness.track(peer, now)
         self._next_heartbeat = now + self.config.heartbeat
         return [Train(self.round), *self._progress(now)]
 
     def handle(self, event: Event, now: float) -> list[Action]:
-        """Feed one event; return the actions to perform, in order."""
+        """Feed one event; return the actions to perform, in order (none once exited)."""
+        if self.exited:
+            return []
         if isinstance(event, ControlIn):
             return self._on_control(event.sender, event.msg, now)
         if isinstance(event, ModelReady):
@@ -303,6 +312,11 @@ class PeerProtocol:
             if vote is not None and now - vote.seen_at <= self.config.suspect_after:
                 alive.add(member)
         return alive
+
+    @property
+    def seq(self) -> int:
+        """The last sequence number used (saved in checkpoints, see ``start``)."""
+        return self._seq
 
     def members(self) -> list[str]:
         """Every member this peer has heard of, itself included."""
@@ -547,9 +561,10 @@ class PeerProtocol:
         self.stop_round = max(self.convergence.stop_round(alive), self.round)
         self.stop_reason = f"converged: {len(alive) + 1} live members voted converged"
         self._seq += 1
-        self._seen[self.peer_id] = self._seq
+        self._seen[f"stop:{self.peer_id}"] = self._seq
         decision = StopDecision(self.peer_id, self._seq, self.stop_round, self.stop_reason[:200],
                                 self.config.progress_ttl)
+        self._decision = decision
         return [SendControl(p, decision) for p in self.neighbours]
 
     def _on_stop(self, sender: str, msg: StopDecision, now: float) -> list[Action]:
@@ -562,8 +577,20 @@ class PeerProtocol:
         if msg.stop_round >= self.config.convergence.max_rounds:
             self.stats.bad_control += 1
             return actions
+        if self.stopped_at is None and self.round - 1 >= msg.stop_round and (
+                self.stop_round is None or self.round > self.stop_round):
+            # this peer already completed the proposed round: counter-propose its own current
+            # round; every peer adopts the highest proposal, so all still stop together
+            self.stop_round, self.stop_reason = self.round, msg.reason
+            self._seq += 1
+            self._seen[f"stop:{self.peer_id}"] = self._seq
+            self._decision = StopDecision(self.peer_id, self._seq, self.round, msg.reason,
+                                          self.config.progress_ttl)
+            return actions + [SendControl(p, self._decision) for p in self.neighbours]
         if self.stop_round is None or msg.stop_round > self.stop_round:
             self.stop_round, self.stop_reason = msg.stop_round, msg.reason
+            self._decision = StopDecision(msg.origin, msg.seq, msg.stop_round, msg.reason,
+                                          self.config.progress_ttl)
             if self.stopped_at is not None and self.stopped_at < msg.stop_round:
                 # a later decision supersedes ours: resume until the agreed round
                 round_ = self.stopped_at
@@ -579,11 +606,18 @@ class PeerProtocol:
                 self._suspected.add(peer)
                 self.stats.suspicions += 1
         if self._exit_at is not None and now >= self._exit_at and self.stopped_at is not None:
-            self.exited = True
-            return [Exit(self.stopped_at, self.stop_reason)]
+            # leave only once every live neighbour has reached the stop round too: one that is
+            # already past it counter-proposes a later round, which resumes this peer
+            if all(self._member_round.get(p, -1) >= self.stopped_at for p in self.live_neighbours(now)):
+                self.exited = True
+                return [Exit(self.stopped_at, self.stop_reason)]
+            self._exit_at = now + self.config.heartbeat
         if now >= self._next_heartbeat:
             actions += self._progress(now)
             actions += self._maybe_decide(now)
+            if self._decision is not None:
+                # gossip can lose the decision: repeat it until exit (duplicates are ignored)
+                actions += [SendControl(p, self._decision) for p in self.neighbours]
         for peer, due in list(self._fetch_deadline.items()):
             if now >= due:
                 round_, step = self.phase

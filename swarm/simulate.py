@@ -104,7 +104,7 @@ class SimConfig:
         return ProtocolConfig(
             gossip_steps=self.gossip_steps,
             quorum=self.quorum,
-            deadline=DeadlineConfig(minimum=0.25 * unit, initial=2.0 * unit, maximum=10.0 * unit,
+            deadline=DeadlineConfig(minimum=0.25 * unit, initial=1.0 * unit, maximum=10.0 * unit,
                                     spread_factor=5.0),
             suspect_after=6.0 * unit * max(1.0, self.faults.slowdown / 5),
             heartbeat=1.5 * unit,

@@ -187,9 +187,11 @@ class VirtualSwarm:
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
         peer.proto = PeerProtocol(peer.id, neighbours, self.protocol, start_round=start_round,
                                   deadline_history=history)
+        seq_floor = 0
         if state is not None:
             peer.proto.convergence.restore(state.extra.get("convergence", {}))
-        self._perform(peer, peer.proto.start(self.now))
+            seq_floor = int(state.extra.get("seq", 0))
+        self._perform(peer, peer.proto.start(self.now, seq_floor))
 
     def _crash(self, peer: _Peer) -> None:
         peer.alive = False
@@ -372,6 +374,7 @@ class VirtualSwarm:
             counters={"accepted": peer.node.stats.accepted, "rejected": sum(peer.node.stats.rejected.values())},
             model_id=peer.node.model_id,
             extra={"deadline": peer.proto.deadline.history() if peer.proto else [],
+                   "seq": peer.proto.seq if peer.proto else 0,
                    "convergence": peer.proto.convergence.history() if peer.proto else {}},
         )
         if self.stores is not None:

@@ -1,0 +1,210 @@
+"""Property tests of the leader-free protocol under random topologies and faults.
+
+Every swarm runs the real ``PeerProtocol``, codec, control codec, validation and mixing
+on a virtual clock; only training is a fast fake (``tests.fakes``). Nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from gossip.control import StopDecision
+from swarm.convergence import ConvergenceConfig
+from swarm.faults import Crash, FaultConfig, LateJoin
+from swarm.protocol import ProtocolConfig, SendControl
+from swarm.round_counter import DeadlineConfig
+from swarm.topology import build_topology, is_connected
+from swarm.virtual_swarm import VirtualSwarm
+from tests.fakes import FakeTrainer, fake_federation
+
+MAX_ROUNDS = 20
+
+
+def protocol(gossip_steps: int = 1, max_rounds: int = MAX_ROUNDS, slowdown: float = 1.0) -> ProtocolConfig:
+    return ProtocolConfig(
+        gossip_steps=gossip_steps,
+        deadline=DeadlineConfig(minimum=0.25, initial=1.0, maximum=10.0, spread_factor=5.0),
+        suspect_after=6.0 * max(1.0, slowdown / 5),
+        heartbeat=1.5,
+        fetch_timeout=2.0,
+        linger=3.0,
+        convergence=ConvergenceConfig(window=3, metric_tol=0.01, distance_tol=1.5, min_rounds=4,
+                                      max_rounds=max_rounds),
+    )
+
+
+class WatchedSwarm(VirtualSwarm):
+    """Checks the invariants after every batch of actions a peer performs."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.violations: list[str] = []
+        self.last_phase: dict[int, tuple[int, int]] = {}
+        self.max_spread = 0
+        self.decisions: list[tuple[float, str, set[str]]] = []
+        self.started_at: dict[int, float] = {}
+
+    def _start(self, peer, fresh) -> None:
+        self.started_at[peer.index] = self.now
+        self.last_phase.pop(peer.index, None)  # a restart resumes from its checkpoint
+        super()._start(peer, fresh)
+
+    def _perform(self, peer, actions) -> None:
+        for action in actions:
+            if (isinstance(action, SendControl) and isinstance(action.msg, StopDecision)
+                    and action.msg.origin == peer.id and peer.proto is not None):
+                self.decisions.append((self.now, peer.id, peer.proto.alive_members(self.now)))
+        super()._perform(peer, actions)
+        if peer.alive and peer.proto is not None:
+            before = self.last_phase.get(peer.index)
+            if before is not None and peer.proto.phase < before:
+                self.violations.append(f"{peer.id} went back from {before} to {peer.proto.phase}")
+            self.last_phase[peer.index] = peer.proto.phase
+        # a (re)started peer gets suspect_after seconds to hear the swarm and catch up
+        settle = self.protocol.suspect_after
+        active = [p.proto.round for p in self.peers
+                  if p.alive and p.proto is not None and p.proto.stopped_at is None
+                  and self.now - self.started_at.get(p.index, 0.0) > settle]
+        if active:
+            self.max_spread = max(self.max_spread, max(active) - min(active))
+
+
+def run_swarm(n, topology, seed, faults, gossip_steps=1, max_rounds=MAX_ROUNDS):
+    graph = build_topology(topology, n, seed=seed, degree=3)
+    trainer = FakeTrainer(n, seed)
+    swarm = WatchedSwarm(
+        trainer, fake_federation(n, seed), graph, trainer.initial_weights(seed),
+        protocol(gossip_steps, max_rounds, faults.slowdown if faults.stragglers else 1.0), faults,
+        seed=seed, train_seed=lambda site, r: seed * 100_003 + site * 1009 + r, max_events=400_000,
+    )
+    runs = swarm.run()
+    return swarm, runs
+
+
+def _connected(graph) -> bool:
+    """Connected once the crashed peers are gone (a partitioned swarm cannot agree)."""
+    if not graph:
+        return False
+    index = {old: new for new, old in enumerate(sorted(graph))}
+    return is_connected({index[i]: [index[j] for j in nb] for i, nb in graph.items()})
+
+
+@st.composite
+def scenarios(draw):
+    n = draw(st.integers(4, 10))
+    topology = draw(st.sampled_from(["ring", "kregular", "smallworld", "exponential", "full"]))
+    if topology == "kregular" and n % 2:
+        n += 1
+    if topology == "smallworld" and n < 6:
+        n = 6
+    delay = draw(st.sampled_from([0.0, 0.02, 0.1, 0.3]))
+    faults = FaultConfig(
+        delay=delay,
+        jitter=draw(st.sampled_from([0.0, 0.5])) * delay,
+        drop=draw(st.sampled_from([0.0, 0.05, 0.15])),
+        stragglers=draw(st.integers(0, 2)),
+        slowdown=draw(st.sampled_from([2.0, 5.0])),
+        crashes=tuple(
+            Crash(peer, draw(st.integers(1, 8)), draw(st.sampled_from([None, 10, 12])))
+            for peer in draw(st.lists(st.integers(0, n - 1), max_size=2, unique=True))
+        ),
+    )
+    return n, topology, draw(st.integers(0, 10_000)), faults, draw(st.integers(1, 2))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_invariants_hold_under_random_faults(scenario):
+    n, topology, seed, faults, steps = scenario
+    faults = FaultConfig(**{**faults.__dict__, "crashes": tuple(
+        c for c in faults.crashes if c.back_at is None or c.back_at > c.at_round)})
+    graph = build_topology(topology, n, seed=seed, degree=3)
+    down = {c.peer for c in faults.crashes}
+    assume(_connected({i: [j for j in nb if j not in down] for i, nb in graph.items() if i not in down}))
+    swarm, runs = run_swarm(n, topology, seed, faults, gossip_steps=steps)
+    cfg = swarm.protocol
+
+    # rounds never go backwards
+    assert swarm.violations == []
+
+    # every live peer stops, all at the same round, and exits
+    live = [p for p in swarm.peers if p.alive]
+    assert live, "somebody must be up"
+    assert all(runs[p.index].exited for p in live)
+    assert len({runs[p.index].stop_round for p in live}) == 1
+
+    # live peers stay within a bounded number of rounds of each other: a straggler falls
+    # behind by at most about its slowdown before it catches up; drops add a round or two
+    slow = faults.slowdown if faults.stragglers else 1.0
+    assert swarm.max_spread <= cfg.catchup_lag + math.ceil(slow) + 5
+
+    # a crashed peer is not counted in a convergence decision once it can be suspected
+    slack = cfg.suspect_after + n * (faults.delay + faults.jitter + 0.01) + cfg.heartbeat
+    for when, _, alive in swarm.decisions:
+        for member in alive:
+            peer = swarm.peers[swarm.ids.index(member)]
+            if not peer.alive or (runs[peer.index].crashed_at is not None
+                                  and runs[peer.index].restarted_at is not None
+                                  and runs[peer.index].crashed_at <= when < runs[peer.index].restarted_at):
+                assert when - runs[peer.index].crashed_at <= slack
+
+    # a returning peer caught up: it finished at the common stop round
+    for crash in faults.crashes:
+        run = runs[crash.peer]
+        if run.restarted_at is not None:
+            assert run.exited and run.stop_round == runs[live[0].index].stop_round
+
+
+def test_crashed_peers_do_not_block_the_others():
+    """Three of eight peers die for good at round 3: the rest finish every round anyway."""
+    faults = FaultConfig(crashes=(Crash(1, 3), Crash(4, 3), Crash(6, 3)))
+    swarm, runs = run_swarm(8, "smallworld", 7, faults, max_rounds=15)
+    live = [runs[p.index] for p in swarm.peers if p.alive]
+    assert len(live) == 5
+    assert all(r.exited and r.stop_round is not None and r.last_round == r.stop_round for r in live)
+    assert all(p.proto.stats.suspicions >= 1 for p in swarm.peers if p.alive
+               and any(swarm.ids[j] in p.proto.neighbours for j in (1, 4, 6)))
+
+
+def test_a_straggler_does_not_set_the_pace():
+    """Time per round with one 5x straggler stays far below 5x the fault-free time."""
+    base, base_runs = run_swarm(8, "smallworld", 3, FaultConfig(), max_rounds=12)
+    slow, slow_runs = run_swarm(8, "smallworld", 3, FaultConfig(stragglers=1, slowdown=5.0), max_rounds=12)
+
+    def per_round(swarm, runs):
+        return np.mean([r.finish_time / (r.last_round + 1) for r in runs if not r.straggler])
+
+    assert per_round(slow, slow_runs) < 1.5 * per_round(base, base_runs)
+    straggler = next(r for r in slow_runs if r.straggler)
+    assert straggler.exited and straggler.stop_round == 11
+    assert slow.peers[straggler.peer].proto.stats.catch_ups >= 1
+
+
+def test_late_joiner_catches_up_and_stops_with_the_rest():
+    faults = FaultConfig(late=(LateJoin(2, 5),))
+    swarm, runs = run_swarm(6, "ring", 1, faults, max_rounds=14)
+    joiner = runs[2]
+    assert joiner.joined_at > 0
+    assert swarm.peers[2].proto.stats.catch_ups >= 1
+    assert joiner.exited and joiner.stop_round == runs[0].stop_round
+
+
+def test_swarm_converges_before_max_rounds_when_losses_plateau():
+    swarm, runs = run_swarm(6, "full", 2, FaultConfig(), max_rounds=60)
+    stop = {r.stop_round for r in runs}
+    assert len(stop) == 1 and stop.pop() < 59
+    assert all(r.stop_reason.startswith("converged") for r in runs)
+
+
+def test_same_seed_same_story():
+    faults = FaultConfig(drop=0.1, stragglers=1, crashes=(Crash(3, 4, 9),))
+    a, runs_a = run_swarm(8, "smallworld", 11, faults)
+    b, runs_b = run_swarm(8, "smallworld", 11, faults)
+    assert runs_a == runs_b
+    assert all(np.array_equal(pa.node.weights["w"], pb.node.weights["w"]) for pa, pb in zip(a.peers, b.peers))
