@@ -239,8 +239,8 @@ class PeerProtocol:
         self._seen: dict[str, int] = {}
         self._member_round: dict[str, int] = {}
         self._suspected: set[str] = set()
-        self._pending: dict[str, Announce] = {}
-        self._skips: dict[str, Skip] = {}
+        self._pending: dict[tuple[str, int, int], Announce] = {}
+        self._skips: dict[str, set[Phase]] = {}
         self._reset_phase()
         self._catching_up = False
         self._catch_up_ann: Announce | None = None
@@ -341,17 +341,18 @@ class PeerProtocol:
         self.phase = phase
         self._reset_phase()
         actions: list[Action] = []
-        for peer, skip in list(self._skips.items()):
-            if (skip.round, skip.step) == phase:
+        for peer, phases in list(self._skips.items()):
+            if phase in phases:
                 self._skipped.add(peer)
-            if (skip.round, skip.step) <= phase:
+            phases -= {p for p in phases if p <= phase}
+            if not phases:
                 del self._skips[peer]
-        for peer, ann in list(self._pending.items()):
+        for key, ann in list(self._pending.items()):
             if (ann.round, ann.step) == phase:
-                del self._pending[peer]
-                actions += self._consider(peer, ann, now)
+                del self._pending[key]
+                actions += self._consider(key[0], ann, now)
             elif (ann.round, ann.step) < phase:
-                del self._pending[peer]
+                del self._pending[key]
         actions += self._check_catch_up(now)
         return actions
 
@@ -423,19 +424,19 @@ class PeerProtocol:
             self.stats.rejoins_seen += 1
         self._suspected.discard(sender)
         if isinstance(msg, Announce):
-            if msg.sender != sender:
+            if msg.sender != sender or msg.round >= self.config.convergence.max_rounds:
                 self.stats.bad_control += 1
                 return []
             return self._on_announce(sender, msg, now)
         if isinstance(msg, Skip):
-            if msg.sender != sender:
+            if msg.sender != sender or msg.round >= self.config.convergence.max_rounds:
                 self.stats.bad_control += 1
                 return []
             if (msg.round, msg.step) == self.phase:
                 self._skipped.add(sender)
                 return self._maybe_advance(now)
             if (msg.round, msg.step) > self.phase:
-                self._skips[sender] = msg
+                self._skips.setdefault(sender, set()).add((msg.round, msg.step))
             return []
         if isinstance(msg, Progress):
             return self._on_progress(sender, msg, now)
@@ -452,13 +453,11 @@ class PeerProtocol:
             return []
         if phase == self.phase and self.stopped_at is None:
             return self._consider(sender, ann, now)
-        known = self._pending.get(sender)
-        if known is None or (known.round, known.step) < phase:
-            self._pending[sender] = ann
+        self._pending[(sender, ann.round, ann.step)] = ann
         return self._check_catch_up(now)
 
     def _consider(self, sender: str, ann: Announce, now: float) -> list[Action]:
-        if sender in self._fetched or sender in self._fetching:
+        if sender in self._fetched or sender in self._fetching or self._mixing:
             return []
         self._announced[sender] = ann
         return [self._fetch(sender, ann, now)]
@@ -515,7 +514,7 @@ class PeerProtocol:
             return self._check_catch_up(now)  # the swarm came to us meanwhile
         if not event.ok:
             self.stats.fetch_failures += 1
-            self._pending.pop(event.sender, None)
+            self._pending.pop((event.sender, event.round, event.step), None)
             return self._check_catch_up(now)
         self.stats.catch_ups += 1
         old_round = self.round

@@ -69,6 +69,23 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"Swarm: the average of all peers' final models scores AUROC "
                       f"{_fmt(arms['swarm']['mean_model']['auroc'])}; "
                       f"{arms['swarm'].get('rejected', 0)} message(s) rejected."]
+    swarm = arms.get("swarm", {})
+    if "decision" in swarm:
+        dec = swarm["decision"]
+        lines += ["", "## Swarm protocol", "",
+                  f"Stopped at round(s) {dec['stop_rounds']} ({'all at the same round' if dec['same_round'] else 'NOT the same round'}); "
+                  f"why: {'; '.join(dec['reasons']) or '–'}. Simulated time {swarm['virtual_time_s']:.1f} s, "
+                  f"{_fmt(swarm.get('sim_time_per_round_s'), 2)} s per round; "
+                  f"{swarm['control_dropped']} control message(s) and {swarm['transfers_dropped']} transfer(s) dropped.",
+                  "", "| peer | rounds completed | stop round | phases timed out | waiting s | suspicions | "
+                  "catch-ups | rejected | crashed / back |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for p in swarm["peers"]:
+            crash = "–" if p["crashed_at"] is None else f"{p['crashed_at']:.1f} s / " + (
+                "–" if p["restarted_at"] is None else f"{p['restarted_at']:.1f} s")
+            lines.append(
+                f"| {p['peer']}{' (slow)' if p['straggler'] else ''} | {p['rounds_completed']} | "
+                f"{p['stop_round'] if p['stop_round'] is not None else '–'} | {p['phases_timed_out'] or 0} | "
+                f"{_fmt(p['waiting_s'], 1)} | {p['suspicions'] or 0} | {p['catch_ups'] or 0} | {p['rejected']} | {crash} |")
     lines += ["", "## Per site (final models, global test)", "",
               "| site | train n | " + " | ".join(arms) + " |",
               "|---|---:|" + "---:|" * len(arms)]

@@ -235,8 +235,6 @@ def test_announce_for_the_next_step_is_buffered_until_the_peer_gets_there():
     assert proto.phase == (0, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="_pending keeps one announce per sender: a newer future "
-                                       "announce overwrites a buffered one for an earlier phase")
 def test_buffered_announce_survives_a_later_announce_from_the_same_sender():
     proto = started(config(gossip_steps=2))
     proto.handle(ready(0, 0), 0.1)
@@ -379,8 +377,6 @@ def test_skip_for_a_future_phase_applies_when_the_peer_gets_there():
     assert actions == [Mix(1, 0, ("b",), True)]
 
 
-@pytest.mark.xfail(strict=True, reason="_skips keeps one Skip per sender: a neighbour that catches "
-                                       "up sends one per skipped phase and only the last survives")
 def test_skips_for_several_future_phases_from_one_neighbour_all_apply():
     proto = started()
     proto.handle(ready(0), 0.1)
@@ -467,9 +463,6 @@ def test_catch_up_fetch_arriving_after_the_peer_closed_the_gap_is_not_adopted():
     assert proto.stats.catch_ups == 0
 
 
-@pytest.mark.xfail(strict=True, reason="announced rounds are not bounded by max_rounds: catch-up "
-                                       "adopts any round, sends one Skip per skipped phase and "
-                                       "neighbour, and stops past the last round")
 def test_catch_up_never_takes_the_peer_past_the_last_round():
     proto = started()  # max_rounds=10: rounds 0..9
 
@@ -530,8 +523,6 @@ def test_heartbeat_timer_sends_a_progress_record_to_every_neighbour():
     assert proto.next_timer() == 4.0
 
 
-@pytest.mark.xfail(strict=True, reason="a restarted peer's seq restarts at 1, so neighbours "
-                                       "drop its progress records as already seen")
 def test_progress_of_a_restarted_peer_is_not_dropped_as_a_duplicate():
     receiver = PeerProtocol("b", ["a", "c"], config())
     receiver.start(0.0)
@@ -547,7 +538,7 @@ def test_progress_of_a_restarted_peer_is_not_dropped_as_a_duplicate():
         deliver(before_crash.handle(TimerFired(), now), now)
     restarted = PeerProtocol("a", ["b", "c"], config(), start_round=5)
 
-    deliver(restarted.start(8.0), 8.0)  # seq 1 again
+    deliver(restarted.start(8.0), 8.0)  # must not reuse seq 1..4
 
     assert receiver.convergence.votes["a"].round == 5
 
@@ -632,6 +623,49 @@ def test_exit_comes_only_after_lingering_stopped():
     assert not of(early, Exit)
     assert late == [Exit(2, "converged")]
     assert proto.exited and proto.next_timer() is None
+
+
+def test_exited_peer_ignores_every_later_event():
+    proto, now = _stopped_at_round_2()
+    proto.handle(TimerFired(), now + proto.config.linger)
+
+    actions = proto.handle(stop_decision(4, seq=2), now + proto.config.linger + 0.1)
+
+    assert proto.exited
+    assert actions == []
+    assert proto.stopped_at == 2
+
+
+def test_exit_waits_for_a_live_neighbour_that_has_not_reached_the_stop_round():
+    proto = started()
+    proto.handle(stop_decision(2), 0.05)
+    _, now = run_round(proto, 0, 0.1)
+    _, now = run_round(proto, 1, now)
+    proto.handle(ControlIn("b", Skip("b", 2, 0)), now)  # b last seen announcing round 1
+    _, now = run_round(proto, 2, now, senders=("c",))
+    linger_over = now + proto.config.linger
+
+    waiting = proto.handle(TimerFired(), linger_over)
+    proto.handle(progress("b", 1, round_=2, via="b"), linger_over + 0.1)
+    leaving = proto.handle(TimerFired(), proto.next_timer())
+
+    assert proto.stopped_at == 2
+    assert not of(waiting, Exit)
+    assert of(leaving, Exit) == [Exit(2, "converged")]
+
+
+def test_stop_decision_for_a_round_already_completed_is_answered_with_a_counter_proposal():
+    proto = started()
+    now = 0.1
+    for round_ in range(3):
+        _, now = run_round(proto, round_, now)
+
+    actions = proto.handle(stop_decision(1, via="b"), now)
+
+    counter = [a for a in sent(actions, StopDecision) if a.msg.origin == "a"]
+    assert sorted(a.peer for a in counter) == ["b", "c"]
+    assert counter[0].msg.stop_round == proto.round == 3
+    assert proto.stop_round == 3
 
 
 def test_peer_stops_after_round_max_rounds_minus_one():
