@@ -52,3 +52,44 @@ class Transport(Protocol):
     def close(self) -> None:
         """Stop sending and receiving; later calls raise TransportError."""
         ...
+
+
+@runtime_checkable
+class AsyncTransport(Protocol):
+    """What a real (trio-driven) peer needs: control gossip plus content-addressed fetches.
+
+    Small control messages go by ``send``/``receive`` (gossip-like: may be lost, never
+    corrupted, never forged: ``Envelope.sender`` is the authenticated link peer). Model
+    weights are *pulled*: a peer ``offer``s its encoded model under its digest and
+    neighbours ``fetch`` it with a size limit. Errors: ``TransportError`` for an unknown
+    or unreachable peer, a missing offer, a payload over the limit, or a closed transport.
+    """
+
+    @property
+    def peer_id(self) -> str:
+        """This peer's own id."""
+        ...
+
+    def neighbours(self) -> list[str]:
+        """Peer ids currently connected, sorted."""
+        ...
+
+    async def send(self, peer: str, data: bytes) -> None:
+        """Send one control message to ``peer``."""
+        ...
+
+    async def receive(self) -> Envelope:
+        """Wait for the next control message."""
+        ...
+
+    def offer(self, digest: str, payload: Payload) -> None:
+        """Serve ``payload`` to neighbours that fetch ``digest``."""
+        ...
+
+    async def fetch(self, peer: str, digest: str, max_bytes: int) -> Payload:
+        """Pull what ``peer`` offers under ``digest``, at most ``max_bytes``."""
+        ...
+
+    def close(self) -> None:
+        """Stop serving and receiving."""
+        ...

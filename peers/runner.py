@@ -1,0 +1,225 @@
+"""The thin trio driver of a real peer: feeds ``PeerProtocol`` from the network and clock.
+
+Everything the protocol decides is carried out here with real I/O: control messages over
+the transport, model fetches with deadlines and size limits, training in a worker thread
+(so heartbeats keep flowing while torch runs), atomic checkpoints. Handling an event and
+performing its actions is synchronous; only sends, fetches and training run as tasks,
+which report back with new events. The simulation drives the very same protocol and
+``SwarmNode`` on a virtual clock instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import trio
+
+from gossip.codec import digest
+from gossip.control import decode_control, encode_control
+from gossip.errors import CodecError, TransportError
+from gossip.transport import AsyncTransport
+from swarm.checkpoint import CheckpointStore, PeerState
+from swarm.node import SwarmNode
+from swarm.protocol import (
+    Adopt, Checkpoint, ControlIn, Exit, Fetch, FetchDone, Mix, Mixed, ModelReady, Offer,
+    PeerProtocol, SendControl, Stop, TimerFired, Train,
+)
+
+log = logging.getLogger("medswarm.peer")
+
+#: validation metric of the current weights (lower is better), or None
+EvaluateFn = Callable[[Mapping[str, np.ndarray]], float | None]
+#: the seed of a round's local training
+SeedFn = Callable[[int], int]
+
+
+@dataclass
+class PeerOutcome:
+    """How a peer's run ended."""
+
+    peer_id: str
+    stop_round: int | None = None
+    reason: str = ""
+    rounds_completed: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    bad_control: int = 0
+
+
+class PeerRunner:
+    """Runs one peer until the protocol says ``Exit`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        transport: AsyncTransport,
+        node: SwarmNode,
+        protocol: PeerProtocol,
+        *,
+        evaluate: EvaluateFn,
+        train_seed: SeedFn,
+        store: CheckpointStore | None = None,
+        max_model_bytes: int = 256 * 1024 * 1024,
+        on_round: Callable[[int, Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self.transport, self.node, self.protocol = transport, node, protocol
+        self.evaluate, self.train_seed, self.store = evaluate, train_seed, store
+        self.max_model_bytes = max_model_bytes
+        self.on_round = on_round
+        self.outcome = PeerOutcome(node.peer_id)
+        self._inbox: dict[tuple[str, int, int], Any] = {}
+        self._degrees: dict[str, int] = {}
+        self._nursery: trio.Nursery | None = None
+        self._wake = trio.Event()
+        self._done = trio.Event()
+
+    # ------------------------------------------------------------ running
+    async def run(self, seq_floor: int = 0) -> PeerOutcome:
+        """Start (or resume) the protocol and run until it exits."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._timer_loop)
+            self._perform(self.protocol.start(trio.current_time(), seq_floor))
+            await self._done.wait()
+            nursery.cancel_scope.cancel()
+        self.outcome.rounds_completed = self.protocol.stats.rounds_completed
+        self.outcome.rejected = dict(self.node.stats.rejected)
+        self.outcome.bad_control = self.protocol.stats.bad_control
+        return self.outcome
+
+    def _feed(self, event: Any) -> None:
+        self._perform(self.protocol.handle(event, trio.current_time()))
+
+    async def _receive_loop(self) -> None:
+        while True:
+            env = await self.transport.receive()
+            try:
+                msg = decode_control(env.data)
+            except CodecError as err:
+                self.protocol.stats.bad_control += 1
+                log.warning("event=bad-control peer=%s round=%d from=%s reason=%s",
+                            self.node.peer_id, self.protocol.round, env.sender, err.reason)
+                continue
+            self._feed(ControlIn(env.sender, msg))
+
+    async def _timer_loop(self) -> None:
+        while True:
+            when = self.protocol.next_timer()
+            wake = self._wake
+            with trio.move_on_at(math.inf if when is None else when) as scope:
+                await wake.wait()
+            if scope.cancelled_caught:
+                self._feed(TimerFired())
+
+    # ------------------------------------------------------------ actions
+    def _perform(self, actions: list) -> None:
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
+            follow = self._do(action)
+            if follow:
+                queue.extend(follow)
+        self._wake.set()
+        self._wake = trio.Event()
+
+    def _do(self, action: Any) -> list | None:
+        now = trio.current_time()
+        assert self._nursery is not None
+        if isinstance(action, SendControl):
+            self._nursery.start_soon(self._send, action.peer, encode_control(action.msg))
+        elif isinstance(action, Train):
+            self._nursery.start_soon(self._train, action.round)
+        elif isinstance(action, Offer):
+            return self._offer(action.round, action.step, None)
+        elif isinstance(action, Fetch):
+            ann = self.protocol._announced.get(action.peer)
+            if ann is not None:
+                self._degrees[action.peer] = ann.degree
+            self._nursery.start_soon(self._fetch, action)
+        elif isinstance(action, Mix):
+            received = {s: self._inbox.pop((s, action.round, action.step)) for s in action.senders
+                        if (s, action.round, action.step) in self._inbox}
+            degrees = {p: self._degrees.get(p, d) for p, d in self.node.neighbour_degrees.items()}
+            distance = self.node.mix(received, degrees)
+            metric = self.evaluate(self.node.weights) if action.final else None
+            if action.final and self.on_round is not None:
+                self.on_round(action.round, {"distance": distance, "metric": metric, "loss": self.node.last_loss})
+            return self.protocol.handle(Mixed(action.round, action.step, distance, metric), now)
+        elif isinstance(action, Adopt):
+            msg = self._inbox.pop(("catch-up:" + action.peer, action.round, -1), None)
+            if msg is not None:
+                self.node.adopt(msg, action.keep_own)
+        elif isinstance(action, Checkpoint):
+            self._checkpoint(action.round)
+        elif isinstance(action, Stop):
+            self.outcome.stop_round, self.outcome.reason = action.round, action.reason
+            log.info("event=stop peer=%s round=%d reason=%s", self.node.peer_id, action.round, action.reason)
+        elif isinstance(action, Exit):
+            self.outcome.stop_round, self.outcome.reason = action.round, action.reason
+            self._done.set()
+        return None
+
+    def _offer(self, round_: int, step: int, loss: float | None) -> list:
+        payload = self.node.encode_model(round_)
+        key = digest(payload)
+        self.transport.offer(key, payload)
+        return self.protocol.handle(
+            ModelReady(round_, step, key, len(payload), len(self.node.data), loss), trio.current_time())
+
+    async def _send(self, peer: str, data: bytes) -> None:
+        try:
+            await self.transport.send(peer, data)
+        except TransportError as err:
+            log.info("event=send-failed peer=%s to=%s detail=%s", self.node.peer_id, peer, err)
+
+    async def _train(self, round_: int) -> None:
+        weights = self.node.weights
+        result = await trio.to_thread.run_sync(self.node.train_fn, weights, self.node.data,
+                                               self.train_seed(round_))
+        if self.protocol.phase != (round_, 0) or self.protocol.exited:
+            return  # caught up or stopped meanwhile: this training is stale
+        self.node.weights = dict(result.weights)
+        self.node.last_loss = float(result.loss)
+        self._perform(self._offer(round_, 0, float(result.loss)))
+
+    async def _fetch(self, fetch: Fetch) -> None:
+        ok, reason = False, ""
+        with trio.move_on_after(fetch.timeout) as scope:
+            try:
+                payload = await self.transport.fetch(fetch.peer, fetch.digest, min(fetch.size, self.max_model_bytes))
+            except TransportError as err:
+                payload, reason = None, f"transport: {err}"
+        if scope.cancelled_caught:
+            payload, reason = None, "timeout"
+        if payload is not None:
+            if digest(payload) != fetch.digest:
+                self.node.stats.rejected["digest-mismatch"] += 1
+                reason = "digest-mismatch"
+            else:
+                msg = self.node.check(fetch.peer, payload, fetch.round)
+                if msg is not None:
+                    key = ("catch-up:" + fetch.peer, fetch.round, -1) if fetch.catch_up else (
+                        fetch.peer, fetch.round, fetch.step)
+                    self._inbox[key] = msg
+                    ok = True
+                else:
+                    reason = "rejected"
+        self._feed(FetchDone(fetch.peer, fetch.round, fetch.step, ok, reason))
+
+    def _checkpoint(self, round_: int) -> None:
+        if self.store is None:
+            return
+        proto = self.protocol
+        self.store.save(PeerState(
+            peer_id=self.node.peer_id, round=round_, step=0,
+            weights={k: np.array(v, copy=True) for k, v in self.node.weights.items()},
+            members=tuple(proto.members()),
+            counters={"accepted": self.node.stats.accepted, "rejected": sum(self.node.stats.rejected.values())},
+            model_id=self.node.model_id,
+            extra={"deadline": proto.deadline.history(), "seq": proto.seq,
+                   "convergence": proto.convergence.history()},
+        ))

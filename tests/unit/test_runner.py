@@ -1,0 +1,86 @@
+"""The trio driver runs the same protocol over an async transport, on trio's clock.
+
+``autojump_clock`` makes time jump whenever every task waits, so nothing sleeps for real.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import trio
+
+from gossip.control import encode_control, Announce
+from gossip.trio_memory import TrioMemoryNetwork
+from peers.runner import PeerRunner
+from swarm.checkpoint import CheckpointStore
+from swarm.convergence import ConvergenceConfig
+from swarm.node import SwarmNode
+from swarm.protocol import PeerProtocol, ProtocolConfig
+from swarm.round_counter import DeadlineConfig
+from tests.fakes import FakeTrainer, fake_federation
+
+
+def config(max_rounds=8):
+    return ProtocolConfig(
+        deadline=DeadlineConfig(minimum=0.5, initial=2.0, maximum=10.0),
+        suspect_after=20.0, heartbeat=3.0, fetch_timeout=5.0, linger=2.0,
+        convergence=ConvergenceConfig(window=2, min_rounds=3, max_rounds=max_rounds, distance_tol=1.5),
+    )
+
+
+def build(n, links, tmp_path=None, max_rounds=8):
+    trainer = FakeTrainer(n, seed=1)
+    fed = fake_federation(n, seed=1)
+    net = TrioMemoryNetwork(links)
+    runners = []
+    for i, peer in enumerate(sorted(links)):
+        node = SwarmNode(peer, trainer.train, fed.sites[i].train, trainer.model_id, trainer.initial_weights(0),
+                         {nb: len(links[nb]) for nb in links[peer]})
+        proto = PeerProtocol(peer, list(links[peer]), config(max_rounds))
+        store = CheckpointStore(tmp_path / peer) if tmp_path is not None else None
+        runners.append(PeerRunner(net.endpoint(peer), node, proto, store=store,
+                                  evaluate=lambda w: float(np.linalg.norm(w["w"] - trainer.optimum)),
+                                  train_seed=lambda r, i=i: i * 1000 + r))
+    return net, runners
+
+
+LINE = {"a": ["b"], "b": ["a", "c"], "c": ["b"]}
+
+
+async def test_three_peers_run_to_the_same_stop_round_and_exit(autojump_clock, tmp_path):
+    _, runners = build(3, LINE, tmp_path)
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    async with trio.open_nursery() as nursery:
+        for runner in runners:
+            nursery.start_soon(one, runner)
+    assert len({o.stop_round for o in outcomes.values()}) == 1
+    assert all(o.rounds_completed >= 3 and not o.rejected for o in outcomes.values())
+    # every peer checkpointed its stop round, and the state loads back bit for bit
+    stop = outcomes["a"].stop_round
+    for runner in runners:
+        state = CheckpointStore(tmp_path / runner.node.peer_id).load_latest(runner.node.peer_id)
+        assert state.round == stop
+        assert np.array_equal(state.weights["w"], runner.node.weights["w"])
+
+
+async def test_garbage_and_forged_control_messages_are_counted_and_ignored(autojump_clock):
+    links = {**LINE, "a": ["b", "m"], "m": ["a"]}
+    net, runners = build(4, links)
+    runners = [r for r in runners if r.node.peer_id != "m"]
+    mallory = net.endpoint("m")
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    async with trio.open_nursery() as nursery:
+        for runner in runners:
+            nursery.start_soon(one, runner)
+        await mallory.send("a", b"\xc1 not msgpack")
+        forged = Announce("b", 0, 0, "0" * 32, 10, 5, 1)  # claims to be b
+        await mallory.send("a", encode_control(forged))
+    assert outcomes["a"].bad_control >= 2
+    assert len({o.stop_round for o in outcomes.values()}) == 1
