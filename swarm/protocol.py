@@ -292,7 +292,7 @@ class PeerProtocol:
             return None
         times = [self._next_heartbeat]
         if self._ready_at is not None and not self._mixing:
-            times.append(self._deadline_at)
+            times.append(min(self._deadline_at, self._reannounce_at))
         if self._exit_at is not None:
             times.append(self._exit_at)
         times += [t for t in self._fetch_deadline.values()]
@@ -326,6 +326,8 @@ class PeerProtocol:
     def _reset_phase(self) -> None:
         self._ready_at: float | None = None
         self._deadline_at = math.inf
+        self._reannounce_at = math.inf
+        self._my_announce: Announce | None = None
         self._fetching: set[str] = set()
         self._fetched: set[str] = set()
         self._retries: dict[str, int] = {}
@@ -360,16 +362,24 @@ class PeerProtocol:
         if (event.round, event.step) != self.phase or self._ready_at is not None or self.stopped_at is not None:
             return []
         self._ready_at = now
-        self._deadline_at = now + self.deadline.current()
+        wait = self.deadline.current()
+        self._deadline_at = now + wait
+        self._reannounce_at = now + wait / 2
         if event.step == 0:
             self._last_loss = event.loss
         ann = Announce(self.peer_id, event.round, event.step, event.digest, event.size, event.samples,
                        len(self.neighbours))
+        self._my_announce = ann
         actions: list[Action] = [SendControl(p, ann) for p in self.neighbours]
         return actions + self._maybe_advance(now)
 
     def _needed(self, now: float) -> tuple[set[str], int]:
-        live = {p for p in self.live_neighbours(now) if p not in self._skipped}
+        # wait only for neighbours that can deliver this phase: live, not skipping it, and
+        # not known to be more than a round behind (a straggler still training an older
+        # round cannot; it will catch up and send Skips instead)
+        behind = self.round - 1
+        live = {p for p in self.live_neighbours(now) if p not in self._skipped
+                and self._member_round.get(p, behind) >= behind}
         return live, math.ceil(self.config.quorum * len(live) - 1e-9)
 
     def _maybe_advance(self, now: float, timed_out: bool = False) -> list[Action]:
@@ -467,8 +477,14 @@ class PeerProtocol:
             self._catch_up_ann, self._catch_up_due = ann, now + self.config.fetch_timeout
         else:
             self._fetching.add(sender)
-            self._fetch_deadline[sender] = now + self.config.fetch_timeout
+            timeout = self._fetch_timeout()
+            self._fetch_deadline[sender] = now + timeout
+            return Fetch(sender, ann.round, ann.step, ann.digest, ann.size, timeout, catch_up)
         return Fetch(sender, ann.round, ann.step, ann.digest, ann.size, self.config.fetch_timeout, catch_up)
+
+    def _fetch_timeout(self) -> float:
+        """Short enough that a lost transfer can be retried within the adaptive deadline."""
+        return min(self.config.fetch_timeout, max(self.deadline.current() / 2, self.config.deadline.minimum))
 
     def _check_catch_up(self, now: float) -> list[Action]:
         if self._catching_up or self.stopped_at is not None:
@@ -624,6 +640,13 @@ class PeerProtocol:
         ann = self._catch_up_ann
         if self._catching_up and ann is not None and now >= self._catch_up_due:
             actions += self._on_fetch(FetchDone(ann.sender, ann.round, ann.step, False, "timeout"), now)
+        if (self._my_announce is not None and not self._mixing and now >= self._reannounce_at):
+            # gossip may have lost our announcement (or theirs): repeat it once to the
+            # neighbours we have not heard from in this phase
+            self._reannounce_at = math.inf
+            quiet = [p for p in self.neighbours if p not in self._announced and p not in self._fetched
+                     and p not in self._skipped]
+            actions += [SendControl(p, self._my_announce) for p in quiet]
         if self._ready_at is not None and not self._mixing and now >= self._deadline_at:
             actions += self._maybe_advance(now, timed_out=True)
         else:

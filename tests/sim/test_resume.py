@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from swarm.checkpoint import CheckpointStore
@@ -32,12 +34,17 @@ class RecordingSwarm(WatchedSwarm):
             self.resumed[peer.index] = (peer.proto.round, {k: v.copy() for k, v in peer.node.weights.items()})
 
 
+def no_early_stop(config):
+    """Run to max_rounds, so the crashed peer is certain to come back."""
+    return replace(config, convergence=replace(config.convergence, min_rounds=10_000))
+
+
 def run(tmp_path, before_restart=None):
     n, seed = 6, 5
     trainer = FakeTrainer(n, seed)
     swarm = RecordingSwarm(
         trainer, fake_federation(n, seed), build_topology("ring", n), trainer.initial_weights(seed),
-        protocol(max_rounds=14), FaultConfig(crashes=(Crash(2, 4, 8),)),
+        no_early_stop(protocol(max_rounds=14)), FaultConfig(crashes=(Crash(2, 4, 8),)),
         seed=seed, train_seed=lambda site, r: site * 1000 + r, state_dir=tmp_path,
         before_restart=before_restart,
     )

@@ -42,7 +42,7 @@ BASE = ProtocolConfig(
     deadline=DeadlineConfig(minimum=0.1, initial=1.0, maximum=5.0),
     suspect_after=10.0,
     heartbeat=2.0,
-    fetch_timeout=2.0,
+    fetch_timeout=0.5,
     fetch_retries=1,
     convergence=ConvergenceConfig(max_rounds=10, window=2, min_rounds=2),
 )
@@ -139,8 +139,8 @@ def test_each_neighbour_announce_for_the_current_phase_is_fetched_once():
     from_b = proto.handle(announce("b", 0), 0.2)
     from_c = proto.handle(announce("c", 0), 0.3)
 
-    assert from_b == [Fetch("b", 0, 0, digest("b", 0, 0), 1000, 2.0, False)]
-    assert from_c == [Fetch("c", 0, 0, digest("c", 0, 0), 1000, 2.0, False)]
+    assert from_b == [Fetch("b", 0, 0, digest("b", 0, 0), 1000, 0.5, False)]
+    assert from_c == [Fetch("c", 0, 0, digest("c", 0, 0), 1000, 0.5, False)]
 
 
 def test_models_from_both_neighbours_are_mixed_in_the_last_step():
@@ -231,7 +231,7 @@ def test_announce_for_the_next_step_is_buffered_until_the_peer_gets_there():
     entering = proto.handle(Mixed(0, 0), 0.7)
 
     assert early == []
-    assert Fetch("b", 0, 1, digest("b", 0, 1), 1000, 2.0, False) in entering
+    assert Fetch("b", 0, 1, digest("b", 0, 1), 1000, 0.5, False) in entering
     assert proto.phase == (0, 1)
 
 
@@ -246,7 +246,7 @@ def test_buffered_announce_survives_a_later_announce_from_the_same_sender():
 
     entering = proto.handle(Mixed(0, 0), 1.3)
 
-    assert Fetch("b", 0, 1, digest("b", 0, 1), 1000, 2.0, False) in entering
+    assert Fetch("b", 0, 1, digest("b", 0, 1), 1000, 0.5, False) in entering
 
 
 def test_fetch_done_for_a_phase_the_peer_has_left_changes_nothing():
@@ -286,7 +286,7 @@ def test_failed_fetch_is_retried_then_given_up_and_the_sender_left_out():
     retry = proto.handle(done("c", 0, ok=False), 0.5)
     give_up = proto.handle(done("c", 0, ok=False), 0.6)
 
-    assert retry == [Fetch("c", 0, 0, digest("c", 0, 0), 1000, 2.0, False)]
+    assert retry == [Fetch("c", 0, 0, digest("c", 0, 0), 1000, 0.5, False)]
     assert give_up == [Mix(0, 0, ("b",), True)]
     assert proto.stats.fetch_failures == 2
 
@@ -312,10 +312,16 @@ def test_nothing_mixes_before_the_deadline_while_a_live_neighbour_is_missing():
 def test_deadline_mixes_with_the_models_at_hand_and_counts_a_timeout():
     proto = _b_fetched_c_silent()
     before = proto.phase
+    halfway = proto.next_timer()
+    reannounced = proto.handle(TimerFired(), halfway)
     deadline = proto.next_timer()
 
     actions = proto.handle(TimerFired(), deadline + 0.01)
 
+    # halfway to the deadline the announcement is repeated to the silent neighbour only
+    assert halfway == pytest.approx(0.6)
+    assert [a.peer for a in sent(reannounced, Announce)] == ["c"]
+    assert not of(reannounced, Mix)
     assert deadline == pytest.approx(1.1)
     assert of(actions, Mix) == [Mix(0, 0, ("b",), True)]
     assert proto.stats.phases_timed_out == 1
@@ -399,7 +405,7 @@ def test_announce_catchup_lag_rounds_ahead_starts_a_catch_up_fetch():
 
     actions = proto.handle(announce("b", 2), 0.1)
 
-    assert actions == [Fetch("b", 2, 0, digest("b", 2, 0), 1000, 2.0, True)]
+    assert actions == [Fetch("b", 2, 0, digest("b", 2, 0), 1000, 0.5, True)]
     assert proto.phase == (0, 0)
 
 
@@ -436,7 +442,7 @@ def test_failed_catch_up_fetch_lets_a_later_announce_start_another():
 
     assert failed == []
     assert proto.phase == (0, 0)
-    assert again == [Fetch("b", 3, 0, digest("b", 3, 0), 1000, 2.0, True)]
+    assert again == [Fetch("b", 3, 0, digest("b", 3, 0), 1000, 0.5, True)]
 
 
 def test_timed_out_catch_up_fetch_lets_a_later_announce_start_another():
@@ -448,7 +454,7 @@ def test_timed_out_catch_up_fetch_lets_a_later_announce_start_another():
 
     assert not of(timeout, Adopt)
     assert proto.stats.fetch_failures == 1
-    assert again == [Fetch("b", 2, 0, digest("b", 2, 0), 1000, 2.0, True)]
+    assert again == [Fetch("b", 2, 0, digest("b", 2, 0), 1000, 0.5, True)]
 
 
 def test_catch_up_fetch_arriving_after_the_peer_closed_the_gap_is_not_adopted():
