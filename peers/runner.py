@@ -136,9 +136,9 @@ class PeerRunner:
         elif isinstance(action, Offer):
             return self._offer(action.round, action.step, None)
         elif isinstance(action, Fetch):
-            ann = self.protocol._announced.get(action.peer)
-            if ann is not None:
-                self._degrees[action.peer] = ann.degree
+            degree = self.protocol.announced_degree(action.peer)
+            if degree is not None:
+                self._degrees[action.peer] = degree
             self._nursery.start_soon(self._fetch, action)
         elif isinstance(action, Mix):
             received = {s: self._inbox.pop((s, action.round, action.step)) for s in action.senders

@@ -313,6 +313,11 @@ class PeerProtocol:
                 alive.add(member)
         return alive
 
+    def announced_degree(self, peer: str) -> int | None:
+        """The degree ``peer`` gave in its latest announcement this phase (for mixing weights)."""
+        ann = self._announced.get(peer)
+        return None if ann is None else ann.degree
+
     @property
     def seq(self) -> int:
         """The last sequence number used (saved in checkpoints, see ``start``)."""
@@ -327,6 +332,7 @@ class PeerProtocol:
         self._ready_at: float | None = None
         self._deadline_at = math.inf
         self._reannounce_at = math.inf
+        self._extended = False
         self._my_announce: Announce | None = None
         self._fetching: set[str] = set()
         self._fetched: set[str] = set()
@@ -648,6 +654,13 @@ class PeerProtocol:
                      and p not in self._skipped]
             actions += [SendControl(p, self._my_announce) for p in quiet]
         if self._ready_at is not None and not self._mixing and now >= self._deadline_at:
+            in_flight = [due for peer, due in self._fetch_deadline.items() if peer in self._fetching]
+            cap = self._ready_at + self.config.deadline.maximum
+            if in_flight and not self._extended and max(in_flight) < cap:
+                # a transfer (or its retry) is under way: let it finish once, within bounds
+                self._extended = True
+                self._deadline_at = max(in_flight)
+                return actions
             actions += self._maybe_advance(now, timed_out=True)
         else:
             actions += self._maybe_advance(now)

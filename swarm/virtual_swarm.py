@@ -341,9 +341,9 @@ class VirtualSwarm:
             self.transfers_dropped += 1
             return
         server = self.ids.index(action.peer)
-        ann = peer.proto._announced.get(action.peer) if peer.proto else None
-        if ann is not None:
-            peer.degrees[action.peer] = ann.degree
+        degree = peer.proto.announced_degree(action.peer) if peer.proto else None
+        if degree is not None:
+            peer.degrees[action.peer] = degree
         self._at(self.now + self._delay(), "fetch_request", server, peer.index, peer.incarnation, action)
 
     def _do_mix(self, peer: _Peer, action: Mix) -> None:
