@@ -101,7 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output directory (default runs/simulate)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar or table")
     sim.set_defaults(func=_cmd_simulate)
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="create a hospital's Ed25519 identity key (mode 0600) and print its peer ID",
+        description="Create a new libp2p identity for one peer; an existing file is never overwritten.",
+    )
+    keygen.add_argument("--out", type=Path, required=True, help="where to write the private key")
+    keygen.set_defaults(func=_cmd_keygen)
     return parser
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from gossip.libp2p_identity import generate_key_file
+
+    key = generate_key_file(args.out)
+    print(key.peer_id)
+    return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

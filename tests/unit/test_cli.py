@@ -47,3 +47,31 @@ def test_console_script_module_exits_nonzero_without_traceback(tmp_path):
     assert proc.returncode == EXIT_USAGE
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_keygen_writes_a_private_key_and_prints_its_peer_id(tmp_path, capsys):
+    from gossip.libp2p_identity import load_key
+
+    key_file = tmp_path / "hospital-a.key"
+    assert main(["keygen", "--out", str(key_file)]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("12D3KooW")
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert load_key(key_file).peer_id == printed
+
+
+def test_keygen_never_overwrites_an_identity(tmp_path, capsys):
+    key_file = tmp_path / "a.key"
+    assert main(["keygen", "--out", str(key_file)]) == 0
+    before = key_file.read_bytes()
+    capsys.readouterr()
+    code = main(["keygen", "--out", str(key_file)])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and "already exists" in err and len(err.splitlines()) == 1
+    assert key_file.read_bytes() == before
+
+
+def test_keygen_into_a_missing_directory_is_a_one_line_error(tmp_path, capsys):
+    code = main(["keygen", "--out", str(tmp_path / "no" / "such" / "dir.key")])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and err.startswith("medswarm: error:") and len(err.splitlines()) == 1
