@@ -379,9 +379,9 @@ class Libp2pTransport:
                     log.info("event=control-stream-stale peer=%s to=%s detail=%s",
                              self.peer_id, peer, describe_error(err))
                 finally:
-                    if not written:  # a half-written frame would desynchronise the stream
+                    if not written and stream is not None:  # a half-written frame would desynchronise it
                         if self._out.get(peer) is stream:
-                            del self._out[peer]
+                            self._out.pop(peer, None)
                         await _reset_quietly(stream)
 
     def _forget_stream(self, peer: str) -> None:

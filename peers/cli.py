@@ -102,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar or table")
     sim.set_defaults(func=_cmd_simulate)
 
+    peer = sub.add_parser(
+        "peer",
+        help="run one hospital's peer over libp2p until the swarm stops",
+        description="Run one peer: Noise-encrypted libp2p links to consortium members only.",
+    )
+    from peers.peer_options import add_arguments
+
+    add_arguments(peer)
+    peer.set_defaults(func=_cmd_peer)
+
     keygen = sub.add_parser(
         "keygen",
         help="create a hospital's Ed25519 identity key (mode 0600) and print its peer ID",
@@ -110,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--out", type=Path, required=True, help="where to write the private key")
     keygen.set_defaults(func=_cmd_keygen)
     return parser
+
+
+def _cmd_peer(args: argparse.Namespace) -> int:
+    from peers.peer_cmd import run_peer
+
+    return run_peer(args)
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:

@@ -83,6 +83,7 @@ class PeerRunner:
             self._nursery = nursery
             nursery.start_soon(self._receive_loop)
             nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._membership_loop)
             self._perform(self.protocol.start(trio.current_time(), seq_floor))
             await self._done.wait()
             nursery.cancel_scope.cancel()
@@ -96,7 +97,10 @@ class PeerRunner:
 
     async def _receive_loop(self) -> None:
         while True:
-            env = await self.transport.receive()
+            try:
+                env = await self.transport.receive()
+            except TransportError:
+                return  # closed: the peer is shutting down
             try:
                 msg = decode_control(env.data)
             except CodecError as err:
@@ -105,6 +109,17 @@ class PeerRunner:
                             self.node.peer_id, self.protocol.round, env.sender, err.reason)
                 continue
             self._feed(ControlIn(env.sender, msg))
+
+    async def _membership_loop(self, every: float = 0.5) -> None:
+        """Links that come up later (peers dialling in) become neighbours of the protocol."""
+        while True:
+            for peer in self.transport.neighbours():
+                if peer not in self.protocol.neighbours:
+                    self.protocol.add_neighbour(peer, trio.current_time())
+                    self.node.neighbour_degrees.setdefault(peer, 1)
+                    log.info("event=neighbour peer=%s round=%d neighbour=%s",
+                             self.node.peer_id, self.protocol.round, peer)
+            await trio.sleep(every)
 
     async def _timer_loop(self) -> None:
         while True:

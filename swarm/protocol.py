@@ -268,6 +268,13 @@ class PeerProtocol:
         for peer in self.neighbours:
             self.liveness.track(peer, now)
         self._next_heartbeat = now + self.config.heartbeat
+        last = self.config.convergence.max_rounds - 1
+        if self.round > last:
+            # restarted after its last round: nothing left to train, just say so and leave
+            self.phase = (last, self.config.gossip_steps - 1)
+            self.stop_round, self.stop_reason = last, "max-rounds"
+            self.stopped_at, self._exit_at = last, now + self.config.linger
+            return [*self._progress(now), Stop(last, "max-rounds")]
         return [Train(self.round), *self._progress(now)]
 
     def handle(self, event: Event, now: float) -> list[Action]:
@@ -312,6 +319,12 @@ class PeerProtocol:
             if vote is not None and now - vote.seen_at <= self.config.suspect_after:
                 alive.add(member)
         return alive
+
+    def add_neighbour(self, peer: str, now: float) -> None:
+        """A new link came up (a peer that dialled in, or one found later): exchange with it too."""
+        if peer != self.peer_id and peer not in self.neighbours:
+            self.neighbours = sorted([*self.neighbours, peer])
+            self.liveness.track(peer, now)
 
     def announced_degree(self, peer: str) -> int | None:
         """The degree ``peer`` gave in its latest announcement this phase (for mixing weights)."""
@@ -365,6 +378,10 @@ class PeerProtocol:
         return actions
 
     def _on_ready(self, event: ModelReady, now: float) -> list[Action]:
+        if self.stopped_at is not None and (event.round, event.step) == (self.stopped_at, self.config.gossip_steps):
+            final = Announce(self.peer_id, event.round, event.step, event.digest, event.size, event.samples,
+                             len(self.neighbours))
+            return [SendControl(p, final) for p in self.neighbours]
         if (event.round, event.step) != self.phase or self._ready_at is not None or self.stopped_at is not None:
             return []
         self._ready_at = now
@@ -428,7 +445,9 @@ class PeerProtocol:
             self.stopped_at = done
             self._exit_at = now + self.config.linger
             self._reset_phase()
-            return [Stop(done, self.stop_reason)]
+            # offer the final model as phase (done, gossip_steps): a neighbour far behind
+            # catches up to it instead of training the remaining rounds alone
+            return [Stop(done, self.stop_reason), Offer(done, self.config.gossip_steps)]
         return self._enter((done + 1, 0), now) + [Train(done + 1)]
 
     # ------------------------------------------------------------ control

@@ -86,6 +86,9 @@ class Trainer:
         self.config = config
         self.num_classes = num_classes
         self._model = build_model(input_shape, num_classes)
+        # a second instance for evaluation: a real peer trains in a worker thread while its
+        # event loop evaluates mixed models, and the two must never share parameters
+        self._eval_model = build_model(input_shape, num_classes)
         self.model_id = model_id(self._model)
         self._loss = nn.CrossEntropyLoss()
 
@@ -126,7 +129,7 @@ class Trainer:
 
     def predict(self, weights: Weights, data: ArrayDataset) -> np.ndarray:
         """Class probabilities ``(N, K)`` of the model with ``weights`` on ``data``."""
-        model = self._model
+        model = self._eval_model
         set_weights(model, weights)
         model.eval()
         with torch.no_grad():

@@ -569,7 +569,7 @@ def test_peer_stops_after_completing_the_stop_round_and_not_before():
 
     assert not of(round0 + round1, Stop)
     assert round1[-1] == Train(2)
-    assert round2[-1] == Stop(2, "converged")
+    assert round2[-2:] == [Stop(2, "converged"), Offer(2, 1)]  # and the final model is offered
     assert Checkpoint(2) in round2 and not of(round2, Train)
     assert proto.stopped_at == 2
 
@@ -605,7 +605,7 @@ def test_higher_stop_decision_after_stopping_resumes_until_the_new_round():
     assert resume[-1] == Train(3)
     assert proto.stopped_at == 4
     assert round3[-1] == Train(4)
-    assert round4[-1] == Stop(4, "converged")
+    assert round4[-2:] == [Stop(4, "converged"), Offer(4, 1)]
 
 
 def test_resumed_peer_does_not_exit_at_the_old_linger_time():
@@ -681,7 +681,7 @@ def test_peer_stops_after_round_max_rounds_minus_one():
     round9, _ = run_round(proto, 9, now)
 
     assert round8[-1] == Train(9)
-    assert round9[-1] == Stop(9, "max-rounds")
+    assert round9[-2:] == [Stop(9, "max-rounds"), Offer(9, 1)]
 
 
 # ---------------------------------------------------------------- bad control messages
@@ -858,3 +858,21 @@ def test_random_events_never_raise_nor_move_the_round_backwards(data, gossip_ste
             if isinstance(action, SendControl):
                 encode_control(action.msg)  # everything it sends passes the receiver's checks
         outstanding = (outstanding + [a for a in actions if isinstance(a, REQUESTS)])[-8:]
+
+
+def test_a_stopped_peer_announces_its_final_model_so_laggards_can_catch_up():
+    proto = started(config(convergence=dataclasses.replace(BASE.convergence, max_rounds=1)))
+    actions, _ = run_round(proto, 0, 0.1)
+    assert Offer(0, 1) in actions
+    final = proto.handle(ModelReady(0, 1, digest("a", 0, 1), 1000, 10), 1.0)
+    assert sorted(a.peer for a in sent(final, Announce)) == ["b", "c"]
+    assert all((a.msg.round, a.msg.step) == (0, 1) for a in sent(final, Announce))
+
+
+def test_a_peer_restarted_after_the_last_round_stops_without_training():
+    proto = PeerProtocol("a", ["b", "c"], config(convergence=dataclasses.replace(BASE.convergence, max_rounds=3)),
+                         start_round=3)
+    actions = proto.start(0.0)
+    assert not of(actions, Train)
+    assert of(actions, Stop) == [Stop(2, "max-rounds")]
+    assert proto.round == 2 and proto.stopped_at == 2

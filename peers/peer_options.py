@@ -1,0 +1,32 @@
+"""The options of ``medswarm peer`` (kept free of heavy imports so ``--help`` is instant)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``medswarm peer``."""
+    parser.add_argument("--key", type=Path, required=True, help="identity key file (medswarm keygen)")
+    parser.add_argument("--consortium", type=Path, default=None,
+                        help="TOML allow-list of member peer IDs ([[member]] name=..., peer_id=...)")
+    parser.add_argument("--insecure-open-swarm", action="store_true",
+                        help="accept any peer (no allow-list): for experiments only")
+    parser.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", help="multiaddr to listen on")
+    parser.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR",
+                        help="full /ip4/.../tcp/.../p2p/<id> address of a member (repeatable)")
+    parser.add_argument("--data", default="breastmnist", help="breastmnist | pneumoniamnist | heart | PATH.npz")
+    parser.add_argument("--site", type=int, required=True, help="this hospital's site index in the split")
+    parser.add_argument("--sites", type=int, required=True, help="number of sites in the split")
+    parser.add_argument("--partition", default=None, help="iid | dirichlet:A | quantity:A | sites")
+    parser.add_argument("--seed", type=int, default=0, help="seed shared by the consortium (split, init)")
+    parser.add_argument("--rounds", type=int, default=30, help="maximum rounds")
+    parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument("--gossip-steps", type=int, default=1)
+    parser.add_argument("--state-dir", type=Path, required=True, help="checkpoints; a restart resumes")
+    parser.add_argument("--report", type=Path, default=None, help="final JSON report (default STATE_DIR/report.json)")
+    parser.add_argument("--heartbeat", type=float, default=5.0, help="seconds between progress records")
+    parser.add_argument("--suspect-after", type=float, default=30.0, help="silence before a neighbour is suspected")
+    parser.add_argument("--deadline-max", type=float, default=120.0, help="longest wait for neighbours, s")
+    parser.add_argument("--linger", type=float, default=5.0, help="seconds to wait after stopping")
