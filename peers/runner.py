@@ -159,7 +159,7 @@ class PeerRunner:
             received = {s: self._inbox.pop((s, action.round, action.step)) for s in action.senders
                         if (s, action.round, action.step) in self._inbox}
             degrees = {p: self._degrees.get(p, d) for p, d in self.node.neighbour_degrees.items()}
-            distance = self.node.mix(received, degrees)
+            distance = self.node.mix(received, degrees, measure=action.final)
             metric = self.evaluate(self.node.weights) if action.final else None
             if action.final and self.on_round is not None:
                 self.on_round(action.round, {"distance": distance, "metric": metric, "loss": self.node.last_loss})

@@ -188,7 +188,7 @@ class SwarmNode:
         return accepted
 
     def mix(self, received: Mapping[str, WeightsMessage],
-            degrees: Mapping[str, int] | None = None) -> float | None:
+            degrees: Mapping[str, int] | None = None, measure: bool = True) -> float | None:
         """Replace the weights by their Metropolis-Hastings mix with the received models.
 
         Only neighbours whose model arrived get a weight; the share of a missing one stays
@@ -196,7 +196,7 @@ class SwarmNode:
         the neighbours' degrees (a real peer learns them from announcements). Returns the
         local consensus-distance estimate: the distance from the weights before mixing to
         the plain average of the received models, relative to the weights' norm (None if
-        nothing arrived).
+        nothing arrived, or if ``measure`` is false: it costs a pass over every tensor).
         """
         start = time.perf_counter()
         known = dict(self.neighbour_degrees if degrees is None else degrees)
@@ -208,7 +208,7 @@ class SwarmNode:
             )
         else:
             self_w, neigh_w = mixing_row(degree, heard)
-        distance = _relative_distance(self.weights, [received[p].tensors for p in heard])
+        distance = _relative_distance(self.weights, [received[p].tensors for p in heard]) if measure else None
         contributions = [Contribution(self.peer_id, self.weights, self_w)]
         contributions += [Contribution(p, received[p].tensors, w) for p, w in neigh_w.items()]
         try:

@@ -352,7 +352,7 @@ class VirtualSwarm:
         for key in [k for k in peer.inbox if k[1:] <= (action.round, action.step) and not k[0].startswith("catch")]:
             del peer.inbox[key]
         degrees = {p: peer.degrees.get(p, d) for p, d in peer.node.neighbour_degrees.items()}
-        distance = peer.node.mix(received, degrees)
+        distance = peer.node.mix(received, degrees, measure=action.final)
         metric = None
         if action.final:
             metric = self._evaluate(peer, action.round, distance)
