@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("--quorum", type=float, default=1.0,
                        help="share of live neighbours whose model a peer waits for (default 1.0)")
     proto.add_argument("--no-converge", action="store_true", help="run all --rounds, never stop early")
-    proto.add_argument("--converge-window", type=_positive_int, default=5,
-                       help="rounds the validation loss must plateau before a peer votes (default 5)")
+    proto.add_argument("--converge-window", type=_positive_int, default=8,
+                       help="rounds the validation loss must plateau before a peer votes (default 8)")
     proto.add_argument("--metric-tol", type=float, default=0.02,
                        help="smallest validation-loss improvement that counts (default 0.02)")
     proto.add_argument("--distance-tol", type=float, default=0.1,

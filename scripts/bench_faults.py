@@ -118,7 +118,10 @@ def main() -> None:
     }
     report = {
         "config": {"data": "breastmnist", "peers": 16, "topology": "smallworld:4:0.2", "partition": "dirichlet:0.5",
-                   "max_rounds": args.rounds, "seeds": seeds, "cpus": os.cpu_count()},
+                   "max_rounds": args.rounds, "seeds": seeds, "cpus": os.cpu_count(),
+                   "simulation_defaults": {k: v for k, v in SimConfig().__dict__.items()
+                                           if k in ("gossip_steps", "converge_window", "metric_tol",
+                                                    "distance_tol", "lr", "batch_size", "quorum")}},
         "scenarios": scenarios,
         "targets": targets,
     }

@@ -70,7 +70,7 @@ class SimConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     quorum: float = 1.0
     converge: bool = True
-    converge_window: int = 5
+    converge_window: int = 8
     metric_tol: float = 0.02
     distance_tol: float = 0.1
 
