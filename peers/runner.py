@@ -23,7 +23,8 @@ from gossip.codec import digest
 from gossip.control import decode_control, encode_control
 from gossip.errors import CodecError, TransportError
 from gossip.transport import AsyncTransport
-from swarm.checkpoint import CheckpointStore, PeerState
+from swarm.checkpoint import CheckpointStore
+from swarm.peer_state import accept_transfer, inbox_key, snapshot
 from swarm.node import SwarmNode
 from swarm.protocol import (
     Adopt, Checkpoint, ControlIn, Exit, Fetch, FetchDone, Mix, Mixed, ModelReady, Offer,
@@ -211,30 +212,13 @@ class PeerRunner:
         if scope.cancelled_caught:
             payload, reason = None, "timeout"
         if payload is not None:
-            if digest(payload) != fetch.digest:
-                self.node.stats.rejected["digest-mismatch"] += 1
-                reason = "digest-mismatch"
-            else:
-                msg = self.node.check(fetch.peer, payload, fetch.round)
-                if msg is not None:
-                    key = ("catch-up:" + fetch.peer, fetch.round, -1) if fetch.catch_up else (
-                        fetch.peer, fetch.round, fetch.step)
-                    self._inbox[key] = msg
-                    ok = True
-                else:
-                    reason = "rejected"
+            msg, reason = accept_transfer(self.node, fetch, payload)
+            if msg is not None:
+                self._inbox[inbox_key(fetch)] = msg
+                ok = True
         self._feed(FetchDone(fetch.peer, fetch.round, fetch.step, ok, reason))
 
     def _checkpoint(self, round_: int) -> None:
         if self.store is None:
             return
-        proto = self.protocol
-        self.store.save(PeerState(
-            peer_id=self.node.peer_id, round=round_, step=0,
-            weights={k: np.array(v, copy=True) for k, v in self.node.weights.items()},
-            members=tuple(proto.members()),
-            counters={"accepted": self.node.stats.accepted, "rejected": sum(self.node.stats.rejected.values())},
-            model_id=self.node.model_id,
-            extra={"deadline": proto.deadline.history(), "seq": proto.seq,
-                   "convergence": proto.convergence.history()},
-        ))
+        self.store.save(snapshot(self.node, self.protocol, round_))

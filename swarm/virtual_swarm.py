@@ -24,6 +24,7 @@ from gossip.codec import WeightsMessage, digest
 from gossip.control import decode_control, encode_control
 from gossip.errors import CodecError
 from swarm.checkpoint import CheckpointStore, PeerState
+from swarm.peer_state import accept_transfer, inbox_key, snapshot
 from swarm.errors import SwarmError
 from swarm.faults import FaultConfig
 from swarm.node import SwarmNode
@@ -269,17 +270,10 @@ class VirtualSwarm:
             return
         ok, reason = False, "not-served"
         if payload is not None:
-            if len(payload) > fetch.size or digest(payload) != fetch.digest:
-                reason = "digest-mismatch"
-                peer.node.stats.rejected["digest-mismatch"] += 1
-            else:
-                msg = peer.node.check(sender, payload, fetch.round)
-                if msg is not None:
-                    key = ("catch-up:" + sender, fetch.round, -1) if fetch.catch_up else (sender, fetch.round, fetch.step)
-                    peer.inbox[key] = msg
-                    ok, reason = True, ""
-                else:
-                    reason = "rejected"
+            msg, reason = accept_transfer(peer.node, fetch, payload)
+            if msg is not None:
+                peer.inbox[inbox_key(fetch)] = msg
+                ok = True
         self._feed(peer, FetchDone(sender, fetch.round, fetch.step, ok, reason))
 
     # ---------------------------------------------------------------- actions
@@ -367,16 +361,7 @@ class VirtualSwarm:
     def _do_checkpoint(self, peer: _Peer, action: Checkpoint) -> None:
         peer.run.last_round = max(peer.run.last_round, action.round)
         peer.run.rounds_completed = peer.proto.stats.rounds_completed if peer.proto else peer.run.rounds_completed
-        state = PeerState(
-            peer_id=peer.id, round=action.round, step=0,
-            weights={k: np.array(v, copy=True) for k, v in peer.node.weights.items()},
-            members=tuple(peer.proto.members()) if peer.proto else (),
-            counters={"accepted": peer.node.stats.accepted, "rejected": sum(peer.node.stats.rejected.values())},
-            model_id=peer.node.model_id,
-            extra={"deadline": peer.proto.deadline.history() if peer.proto else [],
-                   "seq": peer.proto.seq if peer.proto else 0,
-                   "convergence": peer.proto.convergence.history() if peer.proto else {}},
-        )
+        state = snapshot(peer.node, peer.proto, action.round)
         if self.stores is not None:
             self.stores[peer.index].save(state)
         peer.checkpoint = state

@@ -1,0 +1,48 @@
+"""What the simulation driver and the real peer driver share around a protocol step.
+
+Both turn a finished round into a checkpointable ``PeerState`` and both check a fetched
+model the same way (size, digest, decode, validation); keeping that here means the
+simulation stays honest about what a real peer does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gossip.codec import WeightsMessage, digest
+from gossip.transport import Payload
+from swarm.checkpoint import PeerState
+from swarm.node import SwarmNode
+from swarm.protocol import Fetch, PeerProtocol
+
+
+def snapshot(node: SwarmNode, protocol: PeerProtocol | None, round_: int) -> PeerState:
+    """The state to checkpoint after ``round_``: weights, members, counters, protocol memory."""
+    return PeerState(
+        peer_id=node.peer_id, round=round_, step=0,
+        weights={k: np.array(v, copy=True) for k, v in node.weights.items()},
+        members=tuple(protocol.members()) if protocol else (),
+        counters={"accepted": node.stats.accepted, "rejected": sum(node.stats.rejected.values())},
+        model_id=node.model_id,
+        extra={"deadline": protocol.deadline.history() if protocol else [],
+               "seq": protocol.seq if protocol else 0,
+               "convergence": protocol.convergence.history() if protocol else {}},
+    )
+
+
+def accept_transfer(node: SwarmNode, fetch: Fetch, payload: Payload) -> tuple[WeightsMessage | None, str]:
+    """Check a fetched model against its announcement; ``(message, "")`` or ``(None, reason)``.
+
+    A payload larger than announced or with another digest is counted as
+    ``digest-mismatch``; decoding and validation failures are counted by ``node.check``.
+    """
+    if len(payload) > fetch.size or digest(payload) != fetch.digest:
+        node.stats.rejected["digest-mismatch"] += 1
+        return None, "digest-mismatch"
+    msg = node.check(fetch.peer, payload, fetch.round)
+    return (msg, "") if msg is not None else (None, "rejected")
+
+
+def inbox_key(fetch: Fetch) -> tuple[str, int, int]:
+    """Where a fetched model waits until the protocol mixes (or adopts) it."""
+    return ("catch-up:" + fetch.peer, fetch.round, -1) if fetch.catch_up else (fetch.peer, fetch.round, fetch.step)
