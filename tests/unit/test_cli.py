@@ -75,3 +75,18 @@ def test_keygen_into_a_missing_directory_is_a_one_line_error(tmp_path, capsys):
     code = main(["keygen", "--out", str(tmp_path / "no" / "such" / "dir.key")])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USAGE and err.startswith("medswarm: error:") and len(err.splitlines()) == 1
+
+
+def test_peer_refuses_an_open_swarm_unless_asked(tmp_path, capsys):
+    code = main(["peer", "--key", str(tmp_path / "k.key"), "--site", "0", "--sites", "4",
+                 "--state-dir", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and "--consortium" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_peer_site_outside_the_split_is_a_one_line_error(tmp_path, capsys):
+    code = main(["peer", "--key", str(tmp_path / "k.key"), "--insecure-open-swarm", "--site", "4",
+                 "--sites", "4", "--state-dir", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and "--site 4" in err and len(err.splitlines()) == 1
