@@ -530,8 +530,6 @@ class PeerProtocol:
             return []
         self._fetch_deadline.pop(event.sender, None)
         self._fetching.discard(event.sender)
-        if (event.round, event.step) != self.phase:
-            return []
         if event.ok:
             self.liveness.heard(event.sender, now)
             self._fetched.add(event.sender)

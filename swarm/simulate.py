@@ -142,17 +142,6 @@ def train_seed(seed: int, site: int, round_: int) -> int:
     return int(np.random.SeedSequence([seed, site, round_]).generate_state(1)[0])
 
 
-def _flat(weights: dict[str, np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in weights.values()])
-
-
-def consensus_distances(models: list[dict[str, np.ndarray]]) -> list[float]:
-    """Each model's L2 distance to the plain mean of all models (0 when they agree)."""
-    flats = [_flat(m) for m in models]
-    mean = np.mean(flats, axis=0)
-    return [float(np.linalg.norm(f - mean)) for f in flats]
-
-
 def _nan_to_none(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
