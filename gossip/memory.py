@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Mapping, Sequence
 
 from gossip.errors import TransportError
-from gossip.transport import Envelope, Payload
+from gossip.transport import Envelope, Payload, check_symmetric
 
 
 class MemoryNetwork:
@@ -26,10 +26,7 @@ class MemoryNetwork:
     """
 
     def __init__(self, links: Mapping[str, Sequence[str]], max_message_bytes: int = 1 << 30) -> None:
-        for peer, neigh in links.items():
-            for other in neigh:
-                if peer not in links.get(other, ()):
-                    raise TransportError(f"links not symmetric: {peer} -> {other} has no way back")
+        check_symmetric(links)
         self._links = {peer: sorted(neigh) for peer, neigh in links.items()}
         self._mailboxes: dict[str, list[Envelope]] = {peer: [] for peer in links}
         self._closed: set[str] = set()

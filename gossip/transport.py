@@ -9,10 +9,20 @@ simulation loop or a trio task) decides when to call them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Union, runtime_checkable
+from typing import Mapping, Protocol, Sequence, Union, runtime_checkable
+
+from gossip.errors import TransportError
 
 #: Anything bytes-like; ``gossip.codec.encode`` returns a read-only memoryview.
 Payload = Union[bytes, bytearray, memoryview]
+
+
+def check_symmetric(links: Mapping[str, Sequence[str]]) -> None:
+    """Raise TransportError unless every link can be used both ways (in-memory networks)."""
+    for peer, neigh in links.items():
+        for other in neigh:
+            if peer not in links.get(other, ()):
+                raise TransportError(f"links not symmetric: {peer} -> {other} has no way back")
 
 
 @dataclass(frozen=True)

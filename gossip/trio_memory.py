@@ -12,17 +12,14 @@ from typing import Mapping, Sequence
 import trio
 
 from gossip.errors import TransportError
-from gossip.transport import Envelope, Payload
+from gossip.transport import Envelope, Payload, check_symmetric
 
 
 class TrioMemoryNetwork:
     """Links between in-memory trio transports; ``endpoint(peer)`` gives one peer's view."""
 
     def __init__(self, links: Mapping[str, Sequence[str]], queue: int = 1024) -> None:
-        for peer, neigh in links.items():
-            for other in neigh:
-                if peer not in links.get(other, ()):
-                    raise TransportError(f"links not symmetric: {peer} -> {other} has no way back")
+        check_symmetric(links)
         self._links = {peer: sorted(neigh) for peer, neigh in links.items()}
         self._channels = {peer: trio.open_memory_channel[Envelope](queue) for peer in links}
         self._offers: dict[str, dict[str, Payload]] = {peer: {} for peer in links}
