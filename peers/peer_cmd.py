@@ -178,8 +178,13 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
                         failure = PeerError(f"no neighbour connected within {first_wait:g} s: "
                                             "check --bootstrap and the consortium")
                     else:
-                        outcome = await runner.run(int(state.extra.get("seq", 0)) if state else 0,
-                                                   ready=ready)
+                        # Flooded records are deduplicated by (origin, seq): a restarted peer must
+                        # start above whatever it sent before it died, also after its last
+                        # checkpoint. trio's clock has a random offset per process; the wall clock
+                        # in ms does not.
+                        seq_floor = max(int(state.extra.get("seq", 0)) if state else 0,
+                                        int(time.time() * 1000))
+                        outcome = await runner.run(seq_floor, ready=ready)
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(watch)

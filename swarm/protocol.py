@@ -250,6 +250,7 @@ class PeerProtocol:
         self._last_loss: float | None = None
         self._last_metric: float | None = None
         self._last_distance: float | None = None
+        self._final_announce: Announce | None = None  # of the model offered after stopping
 
     # ------------------------------------------------------------ public API
     @property
@@ -381,6 +382,7 @@ class PeerProtocol:
         if self.stopped_at is not None and (event.round, event.step) == (self.stopped_at, self.config.gossip_steps):
             final = Announce(self.peer_id, event.round, event.step, event.digest, event.size, event.samples,
                              len(self.neighbours))
+            self._final_announce = final
             return [SendControl(p, final) for p in self.neighbours]
         if (event.round, event.step) != self.phase or self._ready_at is not None or self.stopped_at is not None:
             return []
@@ -588,6 +590,12 @@ class PeerProtocol:
         self.convergence.record_vote(msg.origin, msg.round, msg.converged, msg.streak, now)
         out = forwarded(msg)
         actions: list[Action] = [SendControl(p, out) for p in self.neighbours if p != sender] if out else []
+        final = self._final_announce
+        if final is not None and msg.origin == sender and msg.round + self.config.catchup_lag <= final.round:
+            # a neighbour came back far behind after this peer stopped (e.g. restarted from an
+            # old checkpoint): point it at the final model again, so it catches up at once
+            # instead of training the missed rounds alone while the swarm waits for it
+            actions.append(SendControl(sender, final))
         return actions + self._maybe_decide(now)
 
     def _maybe_decide(self, now: float) -> list[Action]:
@@ -632,7 +640,7 @@ class PeerProtocol:
             if self.stopped_at is not None and self.stopped_at < msg.stop_round:
                 # a later decision supersedes ours: resume until the agreed round
                 round_ = self.stopped_at
-                self.stopped_at, self._exit_at = None, None
+                self.stopped_at, self._exit_at, self._final_announce = None, None, None
                 actions += self._next_round(round_, now)
         return actions
 

@@ -110,7 +110,8 @@ def test_a_killed_peer_restarted_without_bootstrap_is_redialled_and_resumes(memb
         boot = ["--bootstrap", addr(ports[three[i - 1]], ids[three[i - 1]])] if i else []
         procs[name] = spawn(tmp_path, name, i, ports[name], *run, *boot, consortium="three.toml")
 
-    wait_for_log(tmp_path / "c.log", "event=round ", procs["c"])
+    # killed mid-run, after its first checkpoint (written right after round 0 is logged)
+    wait_for_log(tmp_path / "c.log", f"event=round peer={ids['c']} round=1 ", procs["c"])
     procs["c"].send_signal(signal.SIGKILL)
     assert procs["c"].wait(timeout=30) == -signal.SIGKILL
     procs["c"].stdout.close()
@@ -125,8 +126,9 @@ def test_a_killed_peer_restarted_without_bootstrap_is_redialled_and_resumes(memb
     reports = {n: report(tmp_path, n) for n in three}
     assert len({r["stop_round"] for r in reports.values()}) == 1
     assert reports["c"]["start_round"] > 0  # resumed from its checkpoint, not from scratch
-    first = next(line for line in logs["c-again"].splitlines() if "event=round " in line)
-    assert int(first.split(" round=")[1].split()[0]) > 0
+    ready = next(line for line in logs["c-again"].splitlines() if "event=ready " in line)
+    assert int(ready.split(" round=")[1].split()[0]) == reports["c"]["start_round"]
+    assert "event=checkpoint-loaded" in logs["c-again"]
     assert "--bootstrap" not in " ".join(procs["c"].args)
     redialled = [n for n in "ab" if f"event=redial peer={ids[n]} to={ids['c']}" in logs[n]
                  and "ok=true" in logs[n].split(f"event=redial peer={ids[n]} to={ids['c']}")[-1]

@@ -876,3 +876,23 @@ def test_a_peer_restarted_after_the_last_round_stops_without_training():
     assert not of(actions, Train)
     assert of(actions, Stop) == [Stop(2, "max-rounds")]
     assert proto.round == 2 and proto.stopped_at == 2
+
+
+def test_a_stopped_peer_points_a_neighbour_that_came_back_far_behind_at_its_final_model():
+    proto = started(config(convergence=dataclasses.replace(BASE.convergence, max_rounds=4)))
+    now = 0.1
+    for round_ in range(4):
+        _, now = run_round(proto, round_, now)
+    before = proto.handle(progress("b", 1, round_=1, via="b"), now)  # stopped, final not offered yet
+    proto.handle(ModelReady(3, 1, digest("a", 3, 1), 1000, 10), now + 0.1)
+
+    behind = proto.handle(progress("b", 2, round_=1, via="b"), now + 0.2)
+    close = proto.handle(progress("b", 3, round_=2, via="b"), now + 0.3)
+    hearsay = proto.handle(progress("x", 1, round_=0, via="c"), now + 0.4)
+
+    assert proto.stopped_at == 3
+    assert not sent(before, Announce)
+    assert [(a.peer, a.msg.round, a.msg.step) for a in sent(behind, Announce)] == [("b", 3, 1)]
+    assert not sent(close, Announce)  # less than catchup_lag behind: it gets there itself
+    assert not sent(hearsay, Announce)  # only a neighbour's own record counts
+
