@@ -90,3 +90,25 @@ def test_peer_site_outside_the_split_is_a_one_line_error(tmp_path, capsys):
                  "--sites", "4", "--state-dir", str(tmp_path / "s")])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USAGE and "--site 4" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--target-neighbours", "0"], "target neighbours"),
+    (["--announce", "/ip4/0.0.0.0/tcp/4001"], "not dialable"),
+    (["--announce", "/ip4/10.0.0.1/udp/4001"], "--announce must be"),
+    (["--bootstrap", "/ip4/10.0.0.1/tcp/4001"], "bootstrap"),
+    (["--bootstrap", "SELF"], "this peer itself"),
+    (["--bootstrap", "STRANGER"], "not in the consortium"),
+])
+def test_peer_bad_discovery_options_are_one_line_errors(tmp_path, capsys, extra, needle):
+    from gossip.libp2p_identity import generate_key_file
+
+    me = generate_key_file(tmp_path / "k.key").peer_id
+    stranger = generate_key_file(tmp_path / "x.key").peer_id
+    (tmp_path / "c.toml").write_text(f'[[member]]\nname = "me"\npeer_id = "{me}"\n')
+    extra = [{"SELF": f"/ip4/10.0.0.1/tcp/1/p2p/{me}",
+              "STRANGER": f"/ip4/10.0.0.1/tcp/1/p2p/{stranger}"}.get(x, x) for x in extra]
+    code = main(["peer", "--key", str(tmp_path / "k.key"), "--consortium", str(tmp_path / "c.toml"),
+                 "--site", "0", "--sites", "4", "--state-dir", str(tmp_path / "s"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and needle in err and len(err.splitlines()) == 1, err

@@ -124,3 +124,73 @@ async def test_a_late_joiner_catching_up_never_trains_twice_at_once(autojump_clo
     assert c.protocol.stats.catch_ups >= 1  # the situation under test happened
     assert peak[0] == 1
     assert len({o.stop_round for o in outcomes.values()}) == 1
+
+
+async def test_peer_exchange_goes_to_discovery_never_to_the_protocol(autojump_clock):
+    from gossip.control import PeerExchange, PeerRecord
+
+    net, runners = build(3, LINE, max_rounds=4)
+    a = runners[0]
+    got = []
+    a.on_exchange = lambda sender, msg: got.append((sender, msg)) or True
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    records = PeerExchange("b", (PeerRecord("b", ("/ip4/10.0.0.2/tcp/1",)),))
+    async with trio.open_nursery() as nursery:
+        for runner in runners:
+            nursery.start_soon(one, runner)
+        await net.endpoint("b").send("a", encode_control(records))
+
+    assert got == [("b", records)]
+    assert outcomes["a"].bad_control == 0
+    assert len({o.stop_round for o in outcomes.values()}) == 1
+
+
+async def test_peer_exchange_without_or_refused_by_discovery_counts_as_bad_control(autojump_clock):
+    from gossip.control import PeerExchange
+
+    net, runners = build(3, LINE, max_rounds=3)
+    runners[1].on_exchange = lambda sender, msg: False  # b refuses (e.g. a forged sender)
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    async with trio.open_nursery() as nursery:
+        for runner in runners:
+            nursery.start_soon(one, runner)
+        await net.endpoint("b").send("a", encode_control(PeerExchange("b", ())))  # a has none
+        await net.endpoint("a").send("b", encode_control(PeerExchange("a", ())))
+
+    assert outcomes["a"].bad_control == 1 and outcomes["b"].bad_control == 1
+
+
+async def test_messages_before_ready_are_held_and_fed_once_the_protocol_starts(autojump_clock):
+    net, runners = build(3, LINE, max_rounds=4)
+    a, b, c = runners
+    release = trio.Event()
+    started_before_release = []
+
+    async def ready():
+        await release.wait()
+
+    outcomes = {}
+
+    async def one(runner, **kw):
+        outcomes[runner.node.peer_id] = await runner.run(**kw)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: one(a, ready=ready))
+        nursery.start_soon(one, b)
+        nursery.start_soon(one, c)
+        await trio.sleep(5.0)  # b and c announce and send progress while a is not ready
+        started_before_release.append(a.protocol.stats.rounds_completed)
+        held = len(a._held)
+        release.set()
+
+    assert started_before_release == [0] and held > 0
+    assert outcomes["a"].bad_control == 0
+    assert len({o.stop_round for o in outcomes.values()}) == 1
