@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -269,7 +270,7 @@ def test_a_neighbour_that_comes_back_is_no_longer_redialled_and_its_backoff_rese
     d.merge("a", [rec("a")], now=0.0)
     d.update_links(["a"], now=0.0)
     d.update_links([], now=1.0)
-    (dial,) = d.dials(5.0)
+    assert [x.peer for x in d.dials(5.0)] == ["a"]
     d.dial_done("a", False, 5.0)
 
     up, _ = d.update_links(["a"], now=6.0)  # it dialled in by itself
@@ -309,7 +310,7 @@ def test_a_bootstrap_chain_becomes_a_full_mesh_by_peer_exchange() -> None:
     members = set(names)
     peers = {n: Discovery(n, members.__contains__, DiscoveryConfig(target=4), [addr(n)],
                           random.Random(i)) for i, n in enumerate(names)}
-    for prev, nxt in zip(names, names[1:]):
+    for prev, nxt in itertools.pairwise(names):
         peers[nxt].add_bootstrap(prev, addr(prev), now=0.0)
     links: set[frozenset[str]] = set()
 

@@ -169,7 +169,7 @@ async def test_peer_exchange_without_or_refused_by_discovery_counts_as_bad_contr
 
 
 async def test_messages_before_ready_are_held_and_fed_once_the_protocol_starts(autojump_clock):
-    net, runners = build(3, LINE, max_rounds=4)
+    _, runners = build(3, LINE, max_rounds=4)
     a, b, c = runners
     release = trio.Event()
     started_before_release = []
