@@ -76,7 +76,7 @@ class MergeResult:
 
     new: tuple[str, ...] = ()  #: members learnt for the first time
     updated: tuple[str, ...] = ()  #: members whose addresses changed
-    refused: int = 0  #: records about this peer itself or about non-members
+    refused: int = 0  #: records about non-members, or without an address of their own
     dropped: int = 0  #: records dropped because the table is full
 
 
@@ -181,7 +181,9 @@ class Discovery:
         refused = dropped = 0
         for record in records:
             peer = record.peer_id
-            if peer == self.peer_id or not self._allows(peer):
+            if peer == self.peer_id:
+                continue  # what others know of this peer: nothing to learn, nothing to record
+            if not self._allows(peer):
                 refused += 1
                 continue
             addrs = _bounded(a for a in (addr_for(x, peer) for x in record.addrs) if a is not None)
