@@ -583,6 +583,16 @@ class PeerProtocol:
         return [SendControl(p, record) for p in self.neighbours]
 
     def _on_progress(self, sender: str, msg: Progress, now: float) -> list[Action]:
+        final = self._final_announce
+        if final is not None and msg.origin == sender and msg.round + self.config.catchup_lag <= final.round:
+            # a neighbour came back far behind after this peer stopped (e.g. restarted from an
+            # old checkpoint): point it at the final model again, so it catches up at once
+            # instead of training the missed rounds alone while the swarm waits for it. Checked
+            # before deduplication: the same record may have come round through another peer.
+            return [SendControl(sender, final), *self._on_new_progress(sender, msg, now)]
+        return self._on_new_progress(sender, msg, now)
+
+    def _on_new_progress(self, sender: str, msg: Progress, now: float) -> list[Action]:
         if msg.origin == self.peer_id or msg.seq <= self._seen.get(msg.origin, 0):
             return []
         self._seen[msg.origin] = msg.seq
@@ -590,12 +600,6 @@ class PeerProtocol:
         self.convergence.record_vote(msg.origin, msg.round, msg.converged, msg.streak, now)
         out = forwarded(msg)
         actions: list[Action] = [SendControl(p, out) for p in self.neighbours if p != sender] if out else []
-        final = self._final_announce
-        if final is not None and msg.origin == sender and msg.round + self.config.catchup_lag <= final.round:
-            # a neighbour came back far behind after this peer stopped (e.g. restarted from an
-            # old checkpoint): point it at the final model again, so it catches up at once
-            # instead of training the missed rounds alone while the swarm waits for it
-            actions.append(SendControl(sender, final))
         return actions + self._maybe_decide(now)
 
     def _maybe_decide(self, now: float) -> list[Action]:

@@ -889,10 +889,13 @@ def test_a_stopped_peer_points_a_neighbour_that_came_back_far_behind_at_its_fina
     behind = proto.handle(progress("b", 2, round_=1, via="b"), now + 0.2)
     close = proto.handle(progress("b", 3, round_=2, via="b"), now + 0.3)
     hearsay = proto.handle(progress("x", 1, round_=0, via="c"), now + 0.4)
+    proto.handle(progress("c", 7, round_=0, via="b"), now + 0.5)  # c's record came round via b
+    direct_after = proto.handle(progress("c", 7, round_=0, via="c"), now + 0.6)
 
     assert proto.stopped_at == 3
     assert not sent(before, Announce)
     assert [(a.peer, a.msg.round, a.msg.step) for a in sent(behind, Announce)] == [("b", 3, 1)]
     assert not sent(close, Announce)  # less than catchup_lag behind: it gets there itself
     assert not sent(hearsay, Announce)  # only a neighbour's own record counts
+    assert [a.peer for a in sent(direct_after, Announce)] == ["c"]  # even if seen before
 
