@@ -144,6 +144,8 @@ class PeerRunner:
             if not self._started:
                 self._held.append(ControlIn(env.sender, msg))
                 continue
+            if env.sender not in self.protocol.neighbours:
+                self._add_new_neighbours()  # a link that came up since the last membership check
             self._feed(ControlIn(env.sender, msg))
 
     def _add_new_neighbours(self) -> None:

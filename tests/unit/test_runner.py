@@ -194,3 +194,31 @@ async def test_messages_before_ready_are_held_and_fed_once_the_protocol_starts(a
     assert started_before_release == [0] and held > 0
     assert outcomes["a"].bad_control == 0
     assert len({o.stop_round for o in outcomes.values()}) == 1
+
+
+async def test_a_message_from_a_link_that_just_came_up_is_not_refused(autojump_clock):
+    from gossip.control import Progress
+
+    links = {"a": ["b", "m"], "b": ["a"], "m": ["a"]}
+    net, runners = build(3, links, max_rounds=6)
+    a = next(r for r in runners if r.node.peer_id == "a")
+    others = [r for r in runners if r.node.peer_id == "b"]
+    hidden = {"m"}
+    real = a.transport.neighbours
+    a.transport.neighbours = lambda: [p for p in real() if p not in hidden]  # m links up later
+    a.protocol = PeerProtocol("a", ["b"], config(6))
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    async with trio.open_nursery() as nursery:
+        for runner in [a, *others]:
+            nursery.start_soon(one, runner)
+        await trio.sleep(1.2)  # between two membership checks (every 0.5 s)
+        assert not a.protocol.exited and a.protocol.round < 5
+        hidden.clear()  # the link to m comes up; m speaks before any membership check
+        await net.endpoint("m").send("a", encode_control(Progress("m", 1, 0, None, None, None, False, 0, 3)))
+
+    assert "m" in a.protocol.neighbours
+    assert outcomes["a"].bad_control == 0
