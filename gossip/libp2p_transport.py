@@ -40,7 +40,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from gossip import libp2p_framing as fr
 from gossip.codec import digest as payload_digest
 from gossip.control import MAX_CONTROL_BYTES
-from gossip.errors import TransportError
+from gossip.errors import BadPayload, TransportError
 from gossip.libp2p_host import describe_error, new_gated_host, parse_tcp_listen_addr, sole_leaf
 from gossip.libp2p_identity import Consortium, NodeKey
 from gossip.transport import Envelope, Payload
@@ -442,8 +442,9 @@ class Libp2pTransport:
         """Pull what ``peer`` offers under ``digest``, checking size, deadline and digest.
 
         Raises ``TransportError`` if ``peer`` is not connected, does not offer ``digest``,
-        offers more than ``max_bytes``, sends bytes that do not hash to ``digest``, breaks
-        the protocol, or the whole exchange exceeds ``fetch_timeout``.
+        breaks the protocol, or the whole exchange exceeds ``fetch_timeout``; its subclass
+        ``BadPayload`` if ``peer`` offers more than ``max_bytes`` or sends bytes that do
+        not hash to ``digest`` (the peer misbehaved: the caller counts it).
         """
         self._check_neighbour(peer)
         if max_bytes < 0:
@@ -458,17 +459,18 @@ class Libp2pTransport:
                 reader = _Reader(stream)
                 status, length, echoed = await fr.read_response_head(reader)
                 if echoed != digest:
-                    raise fr.FrameError(f"{peer} answered for {echoed!r}, asked {digest}")
+                    raise BadPayload("digest-mismatch", f"{peer} answered for {echoed!r}, asked {digest}")
                 if status == fr.NOT_FOUND:
                     raise TransportError(f"{peer} does not offer {digest}")
                 if status == fr.TOO_LARGE or (status == fr.OK and length > max_bytes):
-                    raise TransportError(f"{peer} offers {length} bytes > limit {max_bytes}")
+                    raise BadPayload("oversized", f"{peer} offers {length} bytes > limit {max_bytes}")
                 if status != fr.OK:
                     raise fr.FrameError(f"{peer} answered {fr.STATUS_NAMES[status]}")
                 data = await fr.read_exactly(reader, length, "payload")
                 if payload_digest(data) != digest:
                     await stream.write(fr.NAK)
-                    raise TransportError(f"{peer} sent bytes that do not match digest {digest}")
+                    raise BadPayload("digest-mismatch",
+                                     f"{peer} sent bytes that do not match digest {digest}")
                 await stream.write(fr.ACK)
                 await stream.close()
                 done = True

@@ -21,7 +21,7 @@ import trio
 
 from gossip.codec import digest
 from gossip.control import decode_control, encode_control
-from gossip.errors import CodecError, TransportError
+from gossip.errors import BadPayload, CodecError, TransportError
 from gossip.transport import AsyncTransport
 from swarm.checkpoint import CheckpointStore
 from swarm.peer_state import accept_transfer, inbox_key, snapshot
@@ -207,6 +207,9 @@ class PeerRunner:
         with trio.move_on_after(fetch.timeout) as scope:
             try:
                 payload = await self.transport.fetch(fetch.peer, fetch.digest, min(fetch.size, self.max_model_bytes))
+            except BadPayload as err:  # the neighbour broke its own announcement: count it
+                self.node.reject(fetch.peer, err.reason, str(err), fetch.round)
+                payload, reason = None, err.reason
             except TransportError as err:
                 payload, reason = None, f"transport: {err}"
         if scope.cancelled_caught:

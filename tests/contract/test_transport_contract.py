@@ -33,7 +33,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from gossip import libp2p_framing as fr
 from gossip.codec import digest
-from gossip.errors import TransportError
+from gossip.errors import BadPayload, TransportError
 from gossip.libp2p_identity import Consortium, Member, NodeKey
 from gossip.libp2p_transport import (
     CONTROL_PROTOCOL,
@@ -102,15 +102,17 @@ class TransportContract:
     async def test_fetch_of_an_unknown_digest_raises(self, line3):
         a, b, _ = line3
         b.offer(digest(b"known"), b"known")
-        with trio.fail_after(LIMIT), pytest.raises(TransportError, match="does not offer"):
+        with trio.fail_after(LIMIT), pytest.raises(TransportError, match="does not offer") as info:
             await a.fetch(b.peer_id, digest(b"unknown"), 1 << 20)
+        assert not isinstance(info.value, BadPayload)  # not the peer's fault: not counted
 
-    async def test_fetch_over_max_bytes_raises(self, line3):
+    async def test_fetch_over_max_bytes_raises_bad_payload(self, line3):
         a, b, _ = line3
         data = payload(4096)
         b.offer(digest(data), data)
-        with trio.fail_after(LIMIT), pytest.raises(TransportError, match="limit"):
+        with trio.fail_after(LIMIT), pytest.raises(BadPayload, match="limit") as info:
             await a.fetch(b.peer_id, digest(data), len(data) - 1)
+        assert info.value.reason == "oversized"
 
     async def test_send_and_fetch_to_a_non_neighbour_raise(self, line3):
         a, _, c = line3
@@ -329,8 +331,9 @@ class TestLibp2pOnly:
     async def test_fetch_rejects_bytes_that_do_not_match_the_digest(self, pair):
         a, b, _, _ = pair
         b.offer(digest(b"what was announced"), b"something else")
-        with trio.fail_after(LIMIT), pytest.raises(TransportError, match="do not match"):
+        with trio.fail_after(LIMIT), pytest.raises(BadPayload, match="do not match") as info:
             await a.fetch(b.peer_id, digest(b"what was announced"), 1 << 20)
+        assert info.value.reason == "digest-mismatch"
 
     async def test_an_oversized_control_message_is_refused(self, pair):
         a, b, _, _ = pair

@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import trio
 
-from gossip.control import encode_control, Announce
+from gossip.codec import WeightsMessage, digest, encode
+from gossip.control import Announce, decode_control, encode_control
 from gossip.trio_memory import TrioMemoryNetwork
 from peers.runner import PeerRunner
 from swarm.checkpoint import CheckpointStore
@@ -84,3 +86,58 @@ async def test_garbage_and_forged_control_messages_are_counted_and_ignored(autoj
         await mallory.send("a", encode_control(forged))
     assert outcomes["a"].bad_control >= 2
     assert len({o.stop_round for o in outcomes.values()}) == 1
+
+
+POISON = 1000.0  # finite and under the validation bound: only the transfer checks stop it
+
+
+def bad_offer(kind, transport, round_):
+    """What a hostile neighbour offers for ``round_``: (digest, size) to announce."""
+    tensors = {"w": np.full(4, POISON, dtype=np.float32)}
+    header_round = round_ + 1 if kind == "wrong-round" else round_
+    payload = encode(WeightsMessage(FakeTrainer.model_id, header_round, "m", 5, tensors))
+    key = digest(payload)
+    transport.offer(key, payload)
+    if kind == "oversized":
+        return key, len(payload) - 1  # serves more than it announces
+    if kind == "digest-mismatch":
+        other = digest(b"what was announced")
+        transport.offer(other, payload)  # the bytes behind the announced digest are others
+        return other, len(payload)
+    return key, len(payload)  # "wrong-round", or "honest" (the positive control)
+
+
+@pytest.mark.parametrize("kinds", [("oversized", "digest-mismatch", "wrong-round"), ("honest",)])
+async def test_transfers_that_break_their_announcement_are_counted_and_never_mixed(autojump_clock, kinds):
+    links = {**LINE, "a": ["b", "m"], "m": ["a"]}
+    net, runners = build(4, links)
+    runners = [r for r in runners if r.node.peer_id != "m"]
+    mallory = net.endpoint("m")
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    async def hostile():
+        served = 0
+        while True:
+            msg = decode_control((await mallory.receive()).data)
+            if isinstance(msg, Announce):  # answer each of a's phases with a bad offer
+                key, size = bad_offer(kinds[served % len(kinds)], mallory, msg.round)
+                served += 1
+                await mallory.send("a", encode_control(Announce("m", msg.round, msg.step, key, size, 5, 1)))
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(hostile)
+        async with trio.open_nursery() as nursery:
+            for runner in runners:
+                nursery.start_soon(one, runner)
+        outer.cancel_scope.cancel()
+    a = {r.node.peer_id: r for r in runners}["a"]
+    assert len({o.stop_round for o in outcomes.values()}) == 1
+    if kinds == ("honest",):  # control: the same numbers, honestly announced, are mixed
+        assert not outcomes["a"].rejected
+        assert np.abs(a.node.weights["w"]).max() > 10
+    else:
+        assert set(outcomes["a"].rejected) == set(kinds), outcomes["a"].rejected
+        assert np.abs(a.node.weights["w"]).max() < 10  # the fake optimum is O(1)
