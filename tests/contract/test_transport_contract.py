@@ -28,6 +28,8 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.security.secio.transport import ID as SECIO_PROTOCOL_ID
+from libp2p.security.secio.transport import Transport as SecioTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
@@ -197,13 +199,15 @@ class _ClaimedKey(PrivateKey):
 
 @asynccontextmanager
 async def raw_host(key_pair: KeyPair, security: str | None) -> AsyncIterator:
-    """A bare py-libp2p host playing the intruder: ``security`` is "noise", "plaintext"
-    or ``None`` for py-libp2p's defaults (Noise, TLS, secio, plaintext)."""
+    """A bare py-libp2p host playing the intruder: ``security`` is "noise", "plaintext",
+    "secio" or ``None`` for py-libp2p's defaults (Noise, TLS, secio, plaintext)."""
     if security == "noise":
         sec = {NOISE_PROTOCOL_ID: NoiseTransport(
             key_pair, noise_privkey=new_x25519_key_pair().private_key)}
     elif security == "plaintext":
         sec = {PLAINTEXT_PROTOCOL_ID: InsecureTransport(key_pair)}
+    elif security == "secio":
+        sec = {SECIO_PROTOCOL_ID: SecioTransport(key_pair)}
     else:
         sec = None
     addr = multiaddr.Multiaddr(LOOPBACK)
@@ -293,6 +297,21 @@ class TestLibp2pOnly:
                 with pytest.raises(SwarmException) as info:
                     await host.connect(peer_info(a))
                 assert "failed to negotiate the secure protocol" in str(info.value.__cause__)
+                assert host.get_connected_peers() == []
+        assert a.neighbours() == [b.peer_id]
+
+    @pytest.mark.parametrize("security", ["plaintext", "secio"])
+    async def test_a_member_offering_only_plaintext_or_secio_is_refused_both_ways(self, pair, security):
+        # A real member's key (the positive control above gets in with it over Noise):
+        # the refusal is about the security protocol alone, dialling in or being dialled.
+        a, b, (spare, _), _ = pair
+        with trio.fail_after(LIMIT):
+            async with raw_host(spare.key_pair, security) as host:
+                with pytest.raises(SwarmException) as info:
+                    await host.connect(peer_info(a))
+                assert "failed to negotiate the secure protocol" in str(info.value.__cause__)
+                with pytest.raises(TransportError, match="cannot connect"):
+                    await a.connect(str(host.get_addrs()[0]))
                 assert host.get_connected_peers() == []
         assert a.neighbours() == [b.peer_id]
 
