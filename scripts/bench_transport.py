@@ -50,10 +50,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from gossip.codec import digest  # noqa: E402
-from gossip.control import Announce, decode_control, encode_control  # noqa: E402
-from gossip.libp2p_identity import Consortium, Member, NodeKey, parse_peer_id  # noqa: E402
-from gossip.libp2p_transport import Libp2pConfig, Libp2pTransport  # noqa: E402
+from gossip.codec import digest
+from gossip.control import Announce, decode_control, encode_control
+from gossip.libp2p_identity import Consortium, Member, NodeKey, parse_peer_id
+from gossip.libp2p_transport import Libp2pConfig, Libp2pTransport
 
 MIB = 2**20
 LENGTH = struct.Struct(">Q")
