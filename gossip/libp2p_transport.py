@@ -157,6 +157,8 @@ class Libp2pTransport:
         self._shutdown_done: trio.Event | None = None
         #: control messages dropped because ``receive`` was not keeping up
         self.dropped = 0
+        #: payload bytes served to neighbours that acknowledged them (weights sent)
+        self.bytes_served = 0
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -506,6 +508,8 @@ class Libp2pTransport:
                     for start in range(0, len(view), step):
                         await stream.write(bytes(view[start:start + step]))
                     ack = await fr.read_exactly(reader, 1, "acknowledgement")
+                    if ack == fr.ACK:
+                        self.bytes_served += len(view)
                     log.info("event=served peer=%s to=%s digest=%s bytes=%d ack=%s", self.peer_id,
                              remote, digest, len(view), "ok" if ack == fr.ACK else "refused")
                 await stream.close()
