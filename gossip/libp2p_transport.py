@@ -165,8 +165,12 @@ class Libp2pTransport:
     @asynccontextmanager
     async def start(cls, key: NodeKey, listen_addr: str = "/ip4/127.0.0.1/tcp/0",
                     consortium: Consortium | None = None,
-                    config: Libp2pConfig | None = None) -> AsyncIterator[Libp2pTransport]:
+                    config: Libp2pConfig | None = None,
+                    network_key: bytes | None = None) -> AsyncIterator[Libp2pTransport]:
         """Run a host listening on ``listen_addr`` until the block exits, then close it.
+
+        With ``network_key`` only hosts holding the same pre-shared key can connect
+        (``gossip.libp2p_netkey``).
 
         Raises
         ------
@@ -179,7 +183,9 @@ class Libp2pTransport:
             raise TransportError(f"own peer id {key.peer_id} is not in the consortium")
         maddr = parse_tcp_listen_addr(listen_addr)
         allows = consortium.allows if consortium is not None else (lambda _peer: True)
-        host, swarm = new_gated_host(key, maddr, allows, config.dial_retries)
+        if network_key is not None and len(network_key) != 32:
+            raise TransportError(f"a network key has 32 bytes, got {len(network_key)}")
+        host, swarm = new_gated_host(key, maddr, allows, config.dial_retries, network_key)
         failure: BaseException | None = None
         yielded = False
         try:

@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a new libp2p identity for one peer; an existing file is never overwritten.",
     )
     keygen.add_argument("--out", type=Path, required=True, help="where to write the private key")
+    keygen.add_argument("--network-key", action="store_true",
+                        help="write a consortium's pre-shared network key (swarm.key) instead of an identity")
     keygen.set_defaults(func=_cmd_keygen)
     return parser
 
@@ -163,6 +165,12 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 def _cmd_keygen(args: argparse.Namespace) -> int:
     from gossip.libp2p_identity import generate_key_file
 
+    if args.network_key:
+        from gossip.libp2p_netkey import generate_network_key_file
+
+        generate_network_key_file(args.out)
+        print(f"network key written to {args.out}: give it to every member, privately")
+        return 0
     key = generate_key_file(args.out)
     print(key.peer_id)
     return 0

@@ -21,6 +21,7 @@ import trio
 
 from gossip.errors import TransportError
 from gossip.libp2p_identity import Consortium, load_key
+from gossip.libp2p_netkey import load_network_key
 from gossip.libp2p_transport import Libp2pTransport
 from peers.errors import PeerError
 from peers.runner import PeerRunner
@@ -43,6 +44,7 @@ def run_peer(args: argparse.Namespace) -> int:
     if not 0 <= args.site < args.sites:
         raise PeerError(f"--site {args.site} is not one of the {args.sites} sites")
     key = load_key(args.key)
+    network_key = load_network_key(args.network_key) if args.network_key else None
     consortium = Consortium.from_toml(args.consortium) if args.consortium else None
     if consortium is not None and not consortium.allows(key.peer_id):
         raise PeerError(f"this peer ({key.peer_id}) is not a member of {args.consortium}")
@@ -67,7 +69,7 @@ def run_peer(args: argparse.Namespace) -> int:
     report_path = args.report or args.state_dir / "report.json"
     try:
         outcome = trio.run(_main, args, key, consortium, trainer, site, federation, weights, start_round,
-                           state, store, config)
+                           state, store, config, network_key)
     except KeyboardInterrupt:
         log.info("event=interrupted peer=%s", key.peer_id)
         return 130
@@ -80,8 +82,8 @@ def run_peer(args: argparse.Namespace) -> int:
 
 
 async def _main(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
-                config) -> dict | None:
-    async with Libp2pTransport.start(key, args.listen, consortium=consortium) as transport:
+                config, network_key) -> dict | None:
+    async with Libp2pTransport.start(key, args.listen, consortium=consortium, network_key=network_key) as transport:
         for addr in transport.listen_addrs:
             full = addr if "/p2p/" in addr else f"{addr}/p2p/{key.peer_id}"
             print(f"listening {full}", flush=True)

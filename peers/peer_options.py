@@ -11,6 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", type=Path, required=True, help="identity key file (medswarm keygen)")
     parser.add_argument("--consortium", type=Path, default=None,
                         help="TOML allow-list of member peer IDs ([[member]] name=..., peer_id=...)")
+    parser.add_argument("--network-key", type=Path, default=None,
+                        help="pre-shared network key file (medswarm keygen --network-key): only hosts "
+                             "holding it can even handshake; medswarm peers only")
     parser.add_argument("--insecure-open-swarm", action="store_true",
                         help="accept any peer (no allow-list): for experiments only")
     parser.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", help="multiaddr to listen on")

@@ -79,6 +79,7 @@ def test_a_peer_outside_the_consortium_is_refused(hospitals):
     (lambda t: ["--consortium", str(t / "nope.toml")], "nope.toml"),
     (lambda t: ["--bootstrap", "/ip4/127.0.0.1/tcp/notaport"], "bootstrap"),
     (lambda t: ["--listen", "/ip4/127.0.0.1/udp/4000"], "tcp"),
+    (lambda t: ["--network-key", str(t / "swarm.key")], "swarm.key"),
 ])
 def test_bad_config_is_one_line_and_nonzero(hospitals, change, needle):
     tmp_path, _ = hospitals
@@ -90,3 +91,19 @@ def test_bad_config_is_one_line_and_nonzero(hospitals, change, needle):
     code, out, err = finish(p, timeout=60)
     assert code == 2, err
     assert needle in err and "Traceback" not in err and err.strip().count("\n") == 0, err
+
+
+def test_a_listen_port_in_use_is_one_line_and_nonzero(hospitals):
+    import socket
+
+    tmp_path, _ = hospitals
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = medswarm("peer", "--key", str(tmp_path / "a.key"), "--consortium", str(tmp_path / "consortium.toml"),
+                     "--listen", f"/ip4/127.0.0.1/tcp/{port}", "--site", "0", "--state-dir", str(tmp_path / "s"),
+                     *COMMON)
+        code, out, err = finish(p, timeout=60)
+    assert code == 2, err
+    assert str(port) in err and "Traceback" not in err and err.strip().count("\n") == 0, err
