@@ -36,7 +36,7 @@ from gossip.libp2p_transport import Libp2pTransport, _Reader, _reset_quietly
 from swarm.checkpoint import CheckpointStore
 from swarm.partition import build_federation, parse_partition
 from swarm.training import TrainConfig, Trainer
-from tests.integration.test_peer_processes import finish, hospitals, start  # noqa: F401 - fixture
+from tests.integration.test_peer_processes import COMMON, finish, hospitals, medswarm  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +53,18 @@ KINDS = {
 }
 #: malformed or forged control messages sent once to each honest peer
 BAD_CONTROLS = 3
+
+
+def start(tmp_path: Path, name: str, site: int, bootstrap: str | None = None) -> tuple[subprocess.Popen, str]:
+    """An honest peer that waits (up to 30 s) for its two neighbours, the other honest
+    peer and the hostile one, before round 0: every phase then has all three."""
+    args = ["-v", "peer", "--key", str(tmp_path / f"{name}.key"), "--consortium", str(tmp_path / "consortium.toml"),
+            "--site", str(site), "--state-dir", str(tmp_path / f"state-{name}"), *COMMON,
+            "--rounds", str(ROUNDS), "--wait-neighbours", "2", "--deadline-max", "30"]
+    proc = medswarm(*args, *(["--bootstrap", bootstrap] if bootstrap else []))
+    line = proc.stdout.readline()
+    assert line.startswith("listening "), (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc, line.split()[1]
 
 
 class HostileTransport(Libp2pTransport):
@@ -165,8 +177,8 @@ async def hostile_peer(key_path: Path, consortium_path: Path, targets: list[str]
 
 def test_bad_transfers_from_an_allowed_peer_are_rejected_counted_and_never_mixed(hospitals):  # noqa: F811
     tmp_path, ids = hospitals
-    a, addr_a = start(tmp_path, "a", 0, rounds=ROUNDS)
-    b, addr_b = start(tmp_path, "b", 1, addr_a, rounds=ROUNDS)
+    a, addr_a = start(tmp_path, "a", 0)
+    b, addr_b = start(tmp_path, "b", 1, addr_a)
     try:
         served, results = trio.run(hostile_peer, tmp_path / "c.key", tmp_path / "consortium.toml",
                                    [addr_a, addr_b], {"a": a, "b": b})
