@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import difflib
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from peers.errors import PeerError
 
@@ -40,7 +42,7 @@ class OptionSpec:
     dest: str
     names: tuple[str, ...]   # long option strings, e.g. ("--state-dir",)
     kind: str                # "flag" (no value), "count", "list" (repeatable / several values), "value"
-    type: Callable[[str], Any] | None
+    type: Any                # the argparse ``type``: None, str, int, float, a Path class or a converter
     default: Any
     required: bool
     const: Any = None
@@ -126,14 +128,18 @@ def config_values(doc: Mapping[str, Any], specs: Iterable[OptionSpec], base_dir:
     values: dict[str, Any] = {}
     key_of: dict[str, str] = {}
     for key, raw in doc.items():
-        spec = by_key.get(key)
-        if spec is None or spec.dest in NOT_IN_FILE:
-            why = "cannot be set in a config file" if spec is not None else "is not an option of medswarm peer"
+        found = by_key.get(key)
+        if found is None or found.dest in NOT_IN_FILE:
+            if found is not None:
+                why = "cannot be set in a config file"
+            else:
+                close = difflib.get_close_matches(key, list(by_key), n=1)
+                why = "not an option of medswarm peer" + (f" (did you mean {close[0]!r}?)" if close else "")
             raise ConfigError(f"{source}: unknown key {key!r}: {why}")
-        if spec.dest in values:
-            raise ConfigError(f"{source}: {key!r} and {key_of[spec.dest]!r} set the same option")
-        values[spec.dest] = _convert(spec, raw, f"{source}: {key}", base_dir)
-        key_of[spec.dest] = key
+        if found.dest in values:
+            raise ConfigError(f"{source}: {key!r} and {key_of[found.dest]!r} set the same option")
+        values[found.dest] = _convert(found, raw, f"{source}: {key}", base_dir)
+        key_of[found.dest] = key
     return values
 
 
@@ -155,8 +161,9 @@ def merge(given: Mapping[str, Any], from_file: Mapping[str, Any],
         else:
             merged[spec.dest] = _default(spec)
     if missing:
-        raise ConfigError(f"missing required option{'s' if len(missing) > 1 else ''} "
-                          f"{', '.join(missing)} (give it on the command line or in --config)")
+        many = len(missing) > 1
+        raise ConfigError(f"missing required option{'s' if many else ''} {', '.join(missing)} "
+                          f"(give {'them' if many else 'it'} on the command line or in --config)")
     return merged
 
 
@@ -217,8 +224,8 @@ def _scalar(spec: OptionSpec, raw: Any, where: str, base_dir: Path) -> Any:
     elif kind is int:
         value = raw
     elif isinstance(kind, type) and issubclass(kind, PurePath):
-        value = kind(raw).expanduser()
-        value = value if value.is_absolute() else kind(base_dir / value)
+        path = Path(raw).expanduser()
+        value = kind(path if path.is_absolute() else base_dir / path)
     else:
         try:
             value = kind(str(raw))

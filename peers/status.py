@@ -18,10 +18,11 @@ import json
 import logging
 import math
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
@@ -141,7 +142,7 @@ def render_metrics(snapshot: Mapping[str, Any]) -> str:
                                         value=float(snapshot["bad_control"])))
 
     class _Snapshot:
-        def collect(self):  # noqa: D401 - the prometheus_client collector interface
+        def collect(self):  # the prometheus_client collector interface
             return iter(families)
 
     registry = CollectorRegistry(auto_describe=False)

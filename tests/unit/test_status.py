@@ -13,8 +13,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from peers.errors import PeerError
 from peers.runner import RunnerView
 from peers.status import (
-    METRICS_TYPE, PeerStatus, ServerLimits, open_status_listener, render_metrics, route,
-    serve_status, make_app, status_server, status_snapshot,
+    METRICS_TYPE,
+    PeerStatus,
+    ServerLimits,
+    make_app,
+    open_status_listener,
+    render_metrics,
+    route,
+    serve_status,
+    status_server,
+    status_snapshot,
 )
 
 KEYS = {"peer_id", "name", "site", "round", "state", "neighbours", "suspected", "last", "convergence",
