@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 from peers.errors import PeerError
 
@@ -105,10 +108,6 @@ def render_metrics(snapshot: Mapping[str, Any]) -> str:
 
     Figures not known yet (no round completed) are left out rather than reported as 0.
     """
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-    from prometheus_client.exposition import generate_latest
-    from prometheus_client.registry import CollectorRegistry
-
     families: list = []
 
     def gauge(name: str, doc: str, value: float | None) -> None:
