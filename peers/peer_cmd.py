@@ -12,6 +12,7 @@ before the first neighbour connects until it exits.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
@@ -83,15 +84,15 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
                 config) -> dict | None:
     status = PeerStatus(key.peer_id, args.site, consortium.name_of(key.peer_id) if consortium else None,
                         start_round)
-    run = (args, key, consortium, trainer, site, federation, weights, start_round, state, store, config,
-           status)
+    run = functools.partial(_run, args, key, consortium, trainer, site, federation, weights, start_round,
+                            state, store, config, status)
     if args.status_port is None:
-        return await _run(*run)
+        return await run()
     async with status_server(status, args.status_host, args.status_port) as url:
         print(f"status {url}", flush=True)
         log.info("event=status-serving peer=%s url=%s", key.peer_id, url)
         try:
-            return await _run(*run)
+            return await run()
         finally:
             status.stopped()
 
