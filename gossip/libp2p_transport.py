@@ -157,14 +157,20 @@ class Libp2pTransport:
         self._shutdown_done: trio.Event | None = None
         #: control messages dropped because ``receive`` was not keeping up
         self.dropped = 0
+        #: payload bytes served to neighbours that acknowledged them (weights sent)
+        self.bytes_served = 0
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     @asynccontextmanager
     async def start(cls, key: NodeKey, listen_addr: str = "/ip4/127.0.0.1/tcp/0",
                     consortium: Consortium | None = None,
-                    config: Libp2pConfig | None = None) -> AsyncIterator[Libp2pTransport]:
+                    config: Libp2pConfig | None = None,
+                    network_key: bytes | None = None) -> AsyncIterator[Libp2pTransport]:
         """Run a host listening on ``listen_addr`` until the block exits, then close it.
+
+        With ``network_key`` only hosts holding the same pre-shared key can connect
+        (``gossip.libp2p_netkey``).
 
         Raises
         ------
@@ -177,7 +183,9 @@ class Libp2pTransport:
             raise TransportError(f"own peer id {key.peer_id} is not in the consortium")
         maddr = parse_tcp_listen_addr(listen_addr)
         allows = consortium.allows if consortium is not None else (lambda _peer: True)
-        host, swarm = new_gated_host(key, maddr, allows, config.dial_retries)
+        if network_key is not None and len(network_key) != 32:
+            raise TransportError(f"a network key has 32 bytes, got {len(network_key)}")
+        host, swarm = new_gated_host(key, maddr, allows, config.dial_retries, network_key)
         failure: BaseException | None = None
         yielded = False
         try:
@@ -506,6 +514,8 @@ class Libp2pTransport:
                     for start in range(0, len(view), step):
                         await stream.write(bytes(view[start:start + step]))
                     ack = await fr.read_exactly(reader, 1, "acknowledgement")
+                    if ack == fr.ACK:
+                        self.bytes_served += len(view)
                     log.info("event=served peer=%s to=%s digest=%s bytes=%d ack=%s", self.peer_id,
                              remote, digest, len(view), "ok" if ack == fr.ACK else "refused")
                 await stream.close()

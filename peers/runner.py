@@ -95,6 +95,7 @@ class PeerRunner:
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._done = trio.Event()
+        self._train_lock = trio.Lock()
 
     # ------------------------------------------------------------ running
     async def run(self, seq_floor: int = 0) -> PeerOutcome:
@@ -226,9 +227,14 @@ class PeerRunner:
             log.info("event=send-failed peer=%s to=%s detail=%s", self.node.peer_id, peer, err)
 
     async def _train(self, round_: int) -> None:
-        weights = self.node.weights
-        result = await trio.to_thread.run_sync(self.node.train_fn, weights, self.node.data,
-                                               self.train_seed(round_))
+        # One training at a time: a catch-up can ask for round r+k while round r still runs in
+        # its thread, and two threads must never share the trainer's model. The waiting one
+        # starts from the weights as they are then (after the adoption).
+        async with self._train_lock:
+            if self.protocol.phase != (round_, 0) or self.protocol.exited:
+                return  # overtaken while waiting for the running one
+            result = await trio.to_thread.run_sync(self.node.train_fn, self.node.weights, self.node.data,
+                                                   self.train_seed(round_))
         if self.protocol.phase != (round_, 0) or self.protocol.exited:
             return  # caught up or stopped meanwhile: this training is stale
         self.node.weights = dict(result.weights)

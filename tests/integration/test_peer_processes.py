@@ -83,6 +83,7 @@ def test_a_peer_outside_the_consortium_is_refused(hospitals):
     (lambda t: ["--consortium", str(t / "nope.toml")], "nope.toml"),
     (lambda t: ["--bootstrap", "/ip4/127.0.0.1/tcp/notaport"], "bootstrap"),
     (lambda t: ["--listen", "/ip4/127.0.0.1/udp/4000"], "tcp"),
+    (lambda t: ["--network-key", str(t / "swarm.key")], "swarm.key"),
 ])
 def test_bad_config_is_one_line_and_nonzero(hospitals, change, needle):
     tmp_path, _ = hospitals
@@ -94,6 +95,62 @@ def test_bad_config_is_one_line_and_nonzero(hospitals, change, needle):
     code, out, err = finish(p, timeout=60)
     assert code == 2, err
     assert needle in err and "Traceback" not in err and err.strip().count("\n") == 0, err
+
+
+def test_a_listen_port_in_use_is_one_line_and_nonzero(hospitals):
+    import socket
+
+    tmp_path, _ = hospitals
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = medswarm("peer", "--key", str(tmp_path / "a.key"), "--consortium", str(tmp_path / "consortium.toml"),
+                     "--listen", f"/ip4/127.0.0.1/tcp/{port}", "--site", "0", "--state-dir", str(tmp_path / "s"),
+                     *COMMON)
+        code, out, err = finish(p, timeout=60)
+    assert code == 2, err
+    assert str(port) in err and "Traceback" not in err and err.strip().count("\n") == 0, err
+
+
+def wait_for_line(proc, needle, timeout=90):
+    """Read the process's stderr until a line contains ``needle``; all lines read so far."""
+    import threading
+
+    seen, found = [], threading.Event()
+
+    def pump():
+        for line in proc.stderr:
+            seen.append(line)
+            if needle in line:
+                found.set()
+                return
+
+    threading.Thread(target=pump, daemon=True).start()
+    assert found.wait(timeout), "".join(seen)[-2000:]
+    return seen
+
+
+def test_sigterm_ends_a_peer_cleanly_with_its_checkpoints_complete(hospitals):
+    import signal
+
+    from swarm.checkpoint import CheckpointStore
+
+    tmp_path, ids = hospitals
+    a, addr_a = start(tmp_path, "a", 0, rounds=40)
+    b, _ = start(tmp_path, "b", 1, addr_a, rounds=40)
+    wait_for_line(b, "event=round peer=")
+    b.send_signal(signal.SIGTERM)
+    code, _, err = finish(b, timeout=60)
+    a.send_signal(signal.SIGTERM)
+    finish(a, timeout=60)
+    assert code == 130 and "Traceback" not in err, err[-2000:]
+    store = CheckpointStore(tmp_path / "state-b")
+    files = sorted((tmp_path / "state-b").glob("*"))
+    state = store.load_latest(ids["b"])
+    assert state is not None and state.round >= 0, files
+    # no temporary file left behind: every file in the state directory is complete
+    assert not [f for f in files if f.name.startswith(".") or f.suffix == ".tmp"], files
 
 
 def read_until(proc, prefix):

@@ -86,6 +86,46 @@ async def test_garbage_and_forged_control_messages_are_counted_and_ignored(autoj
     assert len({o.stop_round for o in outcomes.values()}) == 1
 
 
+async def test_a_late_joiner_catching_up_never_trains_twice_at_once(autojump_clock):
+    # c starts when a and b are rounds ahead: it adopts their model and asks to train a later
+    # round while its round-0 training still runs in a thread. Two threads on one trainer
+    # corrupt torch's autograd state (seen with real peers), so trainings must not overlap.
+    import threading
+    import time
+
+    _, runners = build(3, LINE, max_rounds=12)
+    a, b, c = runners
+    active, peak, lock = [0], [0], threading.Lock()
+    plain = c.node.train_fn
+
+    def slow_train(weights, data, seed):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            time.sleep(0.05)  # real work takes real time; the virtual clock keeps running meanwhile
+            return plain(weights, data, seed)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    c.node.train_fn = slow_train
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, a)
+        nursery.start_soon(one, b)
+        while min(a.protocol.round, b.protocol.round) < 3:
+            await trio.sleep(0.5)
+        nursery.start_soon(one, c)
+    assert c.protocol.stats.catch_ups >= 1  # the situation under test happened
+    assert peak[0] == 1
+    assert len({o.stop_round for o in outcomes.values()}) == 1
+
+
 async def test_view_reports_round_figures_stop_and_a_silent_neighbour_as_suspected(autojump_clock):
     links = {"a": ["b", "z"], "b": ["a"], "z": ["a"]}  # z never starts
     _, runners = build(3, links)
