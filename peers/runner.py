@@ -14,7 +14,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import numpy as np
 import trio
@@ -84,11 +84,15 @@ class PeerRunner:
         store: CheckpointStore | None = None,
         max_model_bytes: int = 256 * 1024 * 1024,
         on_round: Callable[[int, Mapping[str, Any]], None] | None = None,
+        offload: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.transport, self.node, self.protocol = transport, node, protocol
         self.evaluate, self.train_seed, self.store = evaluate, train_seed, store
         self.max_model_bytes = max_model_bytes
         self.on_round = on_round
+        #: runs local training off the event loop (a worker thread); tests on trio's virtual
+        #: clock pass an inline one so that virtual time cannot jump during real computation
+        self.offload = offload or trio.to_thread.run_sync
         self.outcome = PeerOutcome(node.peer_id)
         self._inbox: dict[tuple[str, int, int], Any] = {}
         self._degrees: dict[str, int] = {}
@@ -233,7 +237,7 @@ class PeerRunner:
         async with self._train_lock:
             if self.protocol.phase != (round_, 0) or self.protocol.exited:
                 return  # overtaken while waiting for the running one
-            result = await trio.to_thread.run_sync(self.node.train_fn, self.node.weights, self.node.data,
+            result = await self.offload(self.node.train_fn, self.node.weights, self.node.data,
                                                    self.train_seed(round_))
         if self.protocol.phase != (round_, 0) or self.protocol.exited:
             return  # caught up or stopped meanwhile: this training is stale

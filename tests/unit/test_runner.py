@@ -29,7 +29,12 @@ def config(max_rounds=8):
     )
 
 
-def build(n, links, tmp_path=None, max_rounds=8):
+async def inline(fn, *args):
+    """Train on the event loop: virtual time stands still while the (fake) model trains."""
+    return fn(*args)
+
+
+def build(n, links, tmp_path=None, max_rounds=8, offload=inline):
     trainer = FakeTrainer(n, seed=1)
     fed = fake_federation(n, seed=1)
     net = TrioMemoryNetwork(links)
@@ -41,7 +46,7 @@ def build(n, links, tmp_path=None, max_rounds=8):
         store = CheckpointStore(tmp_path / peer) if tmp_path is not None else None
         runners.append(PeerRunner(net.endpoint(peer), node, proto, store=store,
                                   evaluate=lambda w: float(np.linalg.norm(w["w"] - trainer.optimum)),
-                                  train_seed=lambda r, i=i: i * 1000 + r))
+                                  train_seed=lambda r, i=i: i * 1000 + r, offload=offload))
     return net, runners
 
 
@@ -95,7 +100,7 @@ async def test_a_late_joiner_catching_up_never_trains_twice_at_once(autojump_clo
     import threading
     import time
 
-    _, runners = build(3, LINE, max_rounds=12)
+    _, runners = build(3, LINE, max_rounds=12, offload=None)  # real worker threads
     a, b, c = runners
     active, peak, lock = [0], [0], threading.Lock()
     plain = c.node.train_fn
