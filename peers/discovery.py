@@ -7,6 +7,8 @@ records its neighbours send. From the table and the set of live links it decides
 * **exchanges**: send its own records to a neighbour when the link comes up, when the table
   has changed since the last send (at most every ``exchange_gap`` seconds), and at least
   every ``exchange_every`` seconds; never once per received message;
+* **bootstrap dials**: ``--bootstrap`` members are dialled at once, whatever the target,
+  and retried with the backoff below until they have been linked once;
 * **fill dials**: while fewer than ``target`` allowed peers are connected, dial known but
   unconnected members, in a seeded random order;
 * **redials**: a neighbour whose link went down is redialled with exponential backoff and
@@ -146,6 +148,7 @@ class Discovery:
         self._table: dict[str, _Entry] = {}
         self._connected: set[str] = set()
         self._lost: set[str] = set()
+        self._boot: set[str] = set()  # bootstrap members not linked yet
         self._dialling: set[str] = set()
         self._backoff: dict[str, _Backoff] = {}
         self._version = 0
@@ -167,6 +170,8 @@ class Discovery:
         if full is None:
             raise PeerError(f"--bootstrap {addr} does not name {peer}")
         entry = self._table.get(peer)
+        if peer not in self._connected and peer not in self.stats.neighbours_seen:
+            self._boot.add(peer)
         if entry is None:
             self._table[peer] = _Entry((full,), True, True, now)
         else:
@@ -274,6 +279,7 @@ class Discovery:
             self._connected.add(peer)
             self.stats.neighbours_seen.add(peer)
             self._lost.discard(peer)
+            self._boot.discard(peer)
             self._backoff.pop(peer, None)
             self._sent[peer] = None
         for peer in down:
@@ -302,19 +308,20 @@ class Discovery:
         return due
 
     def dials(self, now: float) -> list[Dial]:
-        """Dials to start now (lost neighbours first, then members towards the target).
+        """Dials to start now (lost neighbours and bootstrap members first, then towards the target).
 
         Each is marked in flight until :meth:`dial_done`; a member is never dialled twice
         at once, nor before its backoff has passed, nor without a known address.
         """
         out: list[Dial] = []
-        for peer in sorted(self._lost):
+        for peer in sorted(self._lost | self._boot):
             if self._ready(peer, now):
-                out.append(self._start(peer, redial=True))
+                out.append(self._start(peer, redial=peer in self._lost))
         room = self.config.target - len(self._connected) - len(self._dialling)
         if room > 0:
             candidates = sorted(p for p in self._table if p not in self._connected
-                                and p not in self._lost and self._ready(p, now))
+                                and p not in self._lost and p not in self._boot
+                                and self._ready(p, now))
             self._rng.shuffle(candidates)
             out += [self._start(p, redial=False) for p in candidates[:room]]
         return out
@@ -350,10 +357,10 @@ class Discovery:
             backoff = self._backoff.get(peer)
             return now if backoff is None else backoff.due
 
-        waiting = [p for p in self._lost if p not in self._dialling and self.addrs_of(p)]
+        waiting = [p for p in self._lost | self._boot if p not in self._dialling and self.addrs_of(p)]
         if self.config.target > len(self._connected) + len(self._dialling):
-            waiting += [p for p in self._table if p not in self._connected
-                        and p not in self._lost and p not in self._dialling]
+            waiting += [p for p in self._table if p not in self._connected and p not in self._lost
+                        and p not in self._boot and p not in self._dialling]
         times = [due(p) for p in waiting]
         for last in self._sent.values():
             if last is None:

@@ -5,21 +5,26 @@ model, resumes from its state directory if there is a checkpoint, then finds its
 neighbours: it dials its ``--bootstrap`` members, learns more members by peer exchange
 and keeps ``--target-neighbours`` of them linked, redialling lost ones with backoff
 (``peers.discovery``, ``peers.connector``). Once it has one neighbour (waiting long
-enough for former neighbours to redial a restarted peer) and then its target or
-``--deadline-max`` more seconds, it runs the leader-free protocol (``peers.runner``)
-until the swarm stops, writing a final JSON report. Links that come up later become
-neighbours too. Ctrl-C or SIGTERM ends it after the current write (checkpoints are atomic).
+enough for former neighbours to redial a restarted peer) and then ``--wait-neighbours``
+and its target (or every other member), or ``--deadline-max`` more seconds, it runs the
+leader-free protocol (``peers.runner``) until the swarm stops, writing a final JSON
+report. Links that come up later become neighbours too. Ctrl-C or SIGTERM ends it after
+the current write (checkpoints are atomic).
+With ``--status-port`` it serves ``/status`` and ``/metrics`` (``peers.status``) from
+before the first neighbour connects until it exits.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import functools
 import json
 import logging
 import random
 import signal
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import trio
@@ -27,18 +32,20 @@ import trio
 from gossip.errors import TransportError
 from gossip.libp2p_addrs import default_announce, parse_announce, peer_of
 from gossip.libp2p_identity import Consortium, NodeKey, load_key
+from gossip.libp2p_netkey import load_network_key
 from gossip.libp2p_transport import Libp2pTransport
 from peers.connector import Connector
 from peers.discovery import Discovery, DiscoveryConfig
 from peers.errors import PeerError
 from peers.runner import PeerRunner
+from peers.status import PeerStatus, status_server
 from swarm.checkpoint import CheckpointStore
 from swarm.convergence import ConvergenceConfig
 from swarm.node import SwarmNode
 from swarm.partition import build_federation, parse_partition
 from swarm.protocol import PeerProtocol, ProtocolConfig
 from swarm.round_counter import DeadlineConfig
-from swarm.simulate import train_seed
+from swarm.simulate import metrics_row, train_seed
 from swarm.training import TrainConfig, Trainer
 
 log = logging.getLogger("medswarm.peer")
@@ -51,17 +58,19 @@ def run_peer(args: argparse.Namespace) -> int:
     if not 0 <= args.site < args.sites:
         raise PeerError(f"--site {args.site} is not one of the {args.sites} sites")
     key = load_key(args.key)
+    network_key = load_network_key(args.network_key) if args.network_key else None
     consortium = Consortium.from_toml(args.consortium) if args.consortium else None
     if consortium is not None and not consortium.allows(key.peer_id):
         raise PeerError(f"this peer ({key.peer_id}) is not a member of {args.consortium}")
-    bootstrap = _bootstrap_peers(args.bootstrap, key, consortium)
-    announce = [parse_announce(a, key.peer_id) for a in args.announce]
-    discovery = DiscoveryConfig(target=args.target_neighbours)
+    links = _Links(_bootstrap_peers(args.bootstrap, key, consortium),
+                   [parse_announce(a, key.peer_id) for a in args.announce],
+                   DiscoveryConfig(target=args.target_neighbours))
     partition = args.partition or ("sites" if args.data == "heart" else "dirichlet:0.5")
     federation = build_federation(args.data, args.sites, parse_partition(partition), seed=args.seed)
     site = federation.sites[args.site]
     trainer = Trainer(federation.input_shape, federation.num_classes,
-                      TrainConfig(local_epochs=args.local_epochs))
+                      TrainConfig(local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
+                                  optimizer=args.optimizer))
     store = CheckpointStore(args.state_dir)
     state = store.load_latest(key.peer_id)
     weights = state.weights if state is not None else trainer.initial_weights(args.seed)
@@ -71,12 +80,13 @@ def run_peer(args: argparse.Namespace) -> int:
         deadline=DeadlineConfig(minimum=0.2, initial=min(5.0, args.deadline_max), maximum=args.deadline_max),
         suspect_after=args.suspect_after, heartbeat=args.heartbeat,
         fetch_timeout=min(60.0, args.deadline_max), linger=args.linger,
-        convergence=ConvergenceConfig(max_rounds=args.rounds),
+        convergence=ConvergenceConfig.for_run(args.converge_window, args.metric_tol, args.distance_tol,
+                                              args.rounds, not args.no_converge),
     )
     report_path = args.report or args.state_dir / "report.json"
     try:
         outcome = trio.run(_main, args, key, consortium, trainer, site, federation, weights, start_round,
-                           state, store, config, _Links(bootstrap, announce, discovery))
+                           state, store, config, network_key, links)
     except KeyboardInterrupt:
         log.info("event=interrupted peer=%s", key.peer_id)
         return 130
@@ -88,34 +98,26 @@ def run_peer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bootstrap_peers(addrs: list[str], key: NodeKey, consortium: Consortium | None) -> list[tuple[str, str]]:
-    """(peer id, address) of each ``--bootstrap``; PeerError for a malformed, own or foreign one."""
-    out = []
-    for addr in addrs:
-        try:
-            peer = peer_of(addr)
-        except TransportError as err:
-            raise PeerError(f"bad --bootstrap: {err}") from None
-        if peer == key.peer_id:
-            raise PeerError(f"--bootstrap {addr} is this peer itself")
-        if consortium is not None and not consortium.allows(peer):
-            raise PeerError(f"--bootstrap {addr}: {peer} is not in the consortium")
-        out.append((peer, addr))
-    return out
-
-
-@dataclass(frozen=True)
-class _Links:
-    """How this peer finds neighbours: checked options."""
-
-    bootstrap: list[tuple[str, str]]
-    announce: list[str]
-    discovery: DiscoveryConfig
-
-
 async def _main(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
-                config, links: _Links) -> dict | None:
-    async with Libp2pTransport.start(key, args.listen, consortium=consortium) as transport:
+                config, network_key, links: _Links) -> dict | None:
+    status = PeerStatus(key.peer_id, args.site, consortium.name_of(key.peer_id) if consortium else None,
+                        start_round)
+    run = functools.partial(_run, args, key, consortium, trainer, site, federation, weights, start_round,
+                            state, store, config, network_key, links, status)
+    if args.status_port is None:
+        return await run()
+    async with status_server(status, args.status_host, args.status_port) as url:
+        print(f"status {url}", flush=True)
+        log.info("event=status-serving peer=%s url=%s", key.peer_id, url)
+        try:
+            return await run()
+        finally:
+            status.stopped()
+
+
+async def _run(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
+               config, network_key, links: _Links, status: PeerStatus) -> dict | None:
+    async with Libp2pTransport.start(key, args.listen, consortium=consortium, network_key=network_key) as transport:
         for addr in transport.listen_addrs:
             full = addr if "/p2p/" in addr else f"{addr}/p2p/{key.peer_id}"
             print(f"listening {full}", flush=True)
@@ -133,7 +135,7 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
             discovery.add_bootstrap(peer, addr, trio.current_time())
         connector = Connector(transport, discovery)
         others = len(consortium) - 1 if consortium is not None else links.discovery.target
-        want = max(1, min(links.discovery.target, others))
+        want = max(1, args.wait_neighbours, min(links.discovery.target, others))
         # A restarted peer without --bootstrap waits for its former neighbours to redial it.
         first_wait = max(args.deadline_max, 2 * links.discovery.backoff_max)
 
@@ -146,9 +148,17 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
         def metric(w):
             return trainer.evaluate(w, site.test).loss
 
+        rows = MetricsLog(args.state_dir / "metrics.jsonl") if args.eval_global else None
+
         def on_round(round_, info):
             log.info("event=round peer=%s round=%d loss=%s metric=%s distance=%s", key.peer_id, round_,
                      info["loss"], info["metric"], info["distance"])
+            status.touch()
+            if rows is not None:
+                glob = trainer.evaluate(node.weights, federation.global_test)
+                loc = trainer.evaluate(node.weights, site.test)
+                rows.append(metrics_row("swarm", round_, args.site, info["loss"], glob, loc, info["distance"],
+                                        transport.bytes_served))
 
         runner = PeerRunner(transport, node, protocol, evaluate=metric, store=store,
                             train_seed=lambda r: train_seed(args.seed, args.site, r), on_round=on_round,
@@ -159,6 +169,7 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
                 await connector.wait_for_neighbours(want)
             log.info("event=ready peer=%s round=%d neighbours=%d target=%d", key.peer_id, start_round,
                      len(discovery.connected), want)
+            status.running(runner)
 
         outcome = None
         failure: PeerError | None = None
@@ -190,17 +201,21 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
                 nursery.start_soon(watch)
                 nursery.start_soon(connector.run)
                 nursery.start_soon(work)
+        status.stopped()
         if failure is not None:
             raise failure
         if outcome is None:
             return None
-        glob = trainer.evaluate(node.weights, federation.global_test)
+        # in a thread, so /status keeps answering ("stopped") while the test sets are scored
+        glob, loc = await trio.to_thread.run_sync(
+            lambda: (trainer.evaluate(node.weights, federation.global_test), trainer.evaluate(node.weights, site.test)))
         return {
-            "peer_id": key.peer_id, "site": args.site, "start_round": start_round,
-            "stop_round": outcome.stop_round,
+            "peer_id": key.peer_id, "site": args.site, "name": site.name, "train_samples": len(site.train),
+            "local_accuracy": _finite(loc.accuracy), "local_auroc": _finite(loc.auroc),
+            "bytes_sent": transport.bytes_served, "start_round": start_round, "stop_round": outcome.stop_round,
             "reason": outcome.reason, "rounds_completed": outcome.rounds_completed,
             "rejected": outcome.rejected, "bad_control": outcome.bad_control,
-            "auroc": None if np.isnan(glob.auroc) else glob.auroc, "accuracy": glob.accuracy,
+            "auroc": _finite(glob.auroc), "accuracy": _finite(glob.accuracy),
             "announce": list(discovery.own_addrs),
             "neighbours_seen": sorted(discovery.stats.neighbours_seen),
             "known_peers": discovery.known(),
@@ -208,3 +223,45 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
             "dial_failures": discovery.stats.dial_failures,
             "finished_at": time.time(),
         }
+
+
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+class MetricsLog:
+    """Per-round rows appended to a JSON-lines file, flushed each round (a crash loses at most
+    the line being written; readers skip a torn last line and keep the newest row per round)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, row: dict) -> None:
+        """Add one row."""
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def _bootstrap_peers(addrs: list[str], key: NodeKey, consortium: Consortium | None) -> list[tuple[str, str]]:
+    """(peer id, address) of each ``--bootstrap``; PeerError for a malformed, own or foreign one."""
+    out = []
+    for addr in addrs:
+        try:
+            peer = peer_of(addr)
+        except TransportError as err:
+            raise PeerError(f"bad --bootstrap: {err}") from None
+        if peer == key.peer_id:
+            raise PeerError(f"--bootstrap {addr} is this peer itself")
+        if consortium is not None and not consortium.allows(peer):
+            raise PeerError(f"--bootstrap {addr}: {peer} is not in the consortium")
+        out.append((peer, addr))
+    return out
+
+
+@dataclass(frozen=True)
+class _Links:
+    """How this peer finds neighbours: checked options."""
+
+    bootstrap: list[tuple[str, str]]
+    announce: list[str]
+    discovery: DiscoveryConfig

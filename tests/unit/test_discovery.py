@@ -333,3 +333,23 @@ def test_a_bootstrap_chain_becomes_a_full_mesh_by_peer_exchange() -> None:
         assert d.connected == members - {n}, n
         assert d.stats.neighbours_seen == members - {n}
     assert all(d.stats.exchanges_sent <= 3 * 4 for d in peers.values())  # no flood
+
+
+def test_bootstrap_members_are_dialled_whatever_the_target_and_retried_until_linked() -> None:
+    d = make(target=1)
+    d.add_bootstrap("a", addr("a"), now=0.0)
+    d.add_bootstrap("b", addr("b"), now=0.0)
+    d.update_links(["c"], now=0.0)  # someone dialled in first: the target is already met
+
+    first = d.dials(0.0)
+    assert sorted((x.peer, x.redial) for x in first) == [("a", False), ("b", False)]
+    d.dial_done("a", True, 0.1)
+    wait = d.dial_done("b", False, 0.1)
+    d.update_links(["a", "c"], now=0.1)
+
+    assert d.dials(0.1 + wait - 0.01) == []
+    assert [x.peer for x in d.dials(0.1 + wait)] == ["b"]  # retried with backoff
+    d.dial_done("b", True, 5.0)
+    d.update_links(["a", "b", "c"], now=5.0)
+    d.update_links(["a", "c"], now=6.0)
+    assert d.lost == {"b"}  # from now on an ordinary neighbour: redialled when lost
