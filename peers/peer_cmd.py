@@ -6,7 +6,7 @@ neighbours: it dials its ``--bootstrap`` members, learns more members by peer ex
 and keeps ``--target-neighbours`` of them linked, redialling lost ones with backoff
 (``peers.discovery``, ``peers.connector``). Once it has one neighbour (waiting long
 enough for former neighbours to redial a restarted peer) and then ``--wait-neighbours``
-and its target (or every other member), or ``--deadline-max`` more seconds, it runs the
+of them or ``--deadline-max`` more seconds, it runs the
 leader-free protocol (``peers.runner``) until the swarm stops, writing a final JSON
 report. Links that come up later become neighbours too. Ctrl-C or SIGTERM ends it after
 the current write (checkpoints are atomic).
@@ -134,8 +134,7 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
         for peer, addr in links.bootstrap:
             discovery.add_bootstrap(peer, addr, trio.current_time())
         connector = Connector(transport, discovery)
-        others = len(consortium) - 1 if consortium is not None else links.discovery.target
-        want = max(1, args.wait_neighbours, min(links.discovery.target, others))
+        want = max(1, args.wait_neighbours)
         # A restarted peer without --bootstrap waits for its former neighbours to redial it.
         first_wait = max(args.deadline_max, 2 * links.discovery.backoff_max)
 

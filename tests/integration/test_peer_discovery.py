@@ -75,10 +75,10 @@ def test_four_peers_in_a_bootstrap_chain_all_link_to_all_by_peer_exchange(member
     procs = {}
     for i, name in enumerate(NAMES):  # b knows a, c knows b, d knows c; started together
         boot = ["--bootstrap", addr(ports[NAMES[i - 1]], ids[NAMES[i - 1]])] if i else []
-        # --deadline-max bounds the wait for the target before training: generous, so a
-        # peer slow to start on a loaded machine still joins before the others finish
+        # wait for all three neighbours before round 0 (up to --deadline-max: generous, so a
+        # peer slow to start on a loaded machine still joins before the others finish)
         procs[name] = spawn(tmp_path, name, i, ports[name], "--target-neighbours", "3",
-                            "--deadline-max", "15", *boot)
+                            "--wait-neighbours", "3", "--deadline-max", "15", *boot)
 
     results = {n: finish(p, timeout=180) for n, p in procs.items()}
 
@@ -106,7 +106,7 @@ def test_a_killed_peer_restarted_without_bootstrap_is_redialled_and_resumes(memb
         "".join(f'[[member]]\nname = "{n}"\npeer_id = "{ids[n]}"\n' for n in three))
     ports = {n: free_port() for n in three}
     # c's former neighbours wait for it: it is not suspected for 40 s
-    run = ["--rounds", "12", "--suspect-after", "40", "--target-neighbours", "2"]
+    run = ["--rounds", "12", "--suspect-after", "40", "--target-neighbours", "2", "--wait-neighbours", "2"]
     procs = {}
     for i, name in enumerate(three):
         boot = ["--bootstrap", addr(ports[three[i - 1]], ids[three[i - 1]])] if i else []

@@ -39,9 +39,10 @@ def hospitals(tmp_path):
     return tmp_path, ids
 
 
-def start(tmp_path, name, site, bootstrap=None, rounds=6):
+def start(tmp_path, name, site, bootstrap=None, rounds=6, extra=()):
     args = ["-v", "peer", "--key", str(tmp_path / f"{name}.key"), "--consortium", str(tmp_path / "consortium.toml"),
-            "--site", str(site), "--state-dir", str(tmp_path / f"state-{name}"), *COMMON, "--rounds", str(rounds)]
+            "--site", str(site), "--state-dir", str(tmp_path / f"state-{name}"), *COMMON, "--rounds", str(rounds),
+            *extra]
     if bootstrap:
         args += ["--bootstrap", bootstrap]
     proc = medswarm(*args)
@@ -57,9 +58,12 @@ def finish(proc, timeout=120):
 
 def test_three_peers_found_by_bootstrap_chain_train_and_stop_together(hospitals):
     tmp_path, ids = hospitals
-    a, addr_a = start(tmp_path, "a", 0)
-    b, addr_b = start(tmp_path, "b", 1, addr_a)
-    c, _ = start(tmp_path, "c", 2, addr_b)  # c knows only b, b only a
+    # each waits for both others before round 0 (a learns of c by peer exchange), so that
+    # peers started one after another train together instead of c catching up at the end
+    together = ("--wait-neighbours", "2", "--deadline-max", "30")
+    a, addr_a = start(tmp_path, "a", 0, extra=together)
+    b, addr_b = start(tmp_path, "b", 1, addr_a, extra=together)
+    c, _ = start(tmp_path, "c", 2, addr_b, extra=together)  # c knows only b, b only a
     results = {n: finish(p) for n, p in (("a", a), ("b", b), ("c", c))}
     for name, (code, out, err) in results.items():
         assert code == 0, (name, err[-2000:])
