@@ -577,7 +577,10 @@ class PeerProtocol:
             self._catch_up_ann, self._catch_up_due = ann, now + self.config.fetch_timeout
         else:
             self._fetching.add(sender)
-            timeout = self._retry_after()
+            # each retry may take twice as long (as TCP backs off its retransmission
+            # timeout): a transfer that is merely slower than usual still gets through
+            tries = self._retries.get(sender, 0)
+            timeout = min(self.config.fetch_timeout, self._retry_after() * 2 ** tries)
             self._fetch_deadline[sender] = now + timeout
             self._fetch_started[sender] = now
             return Fetch(sender, ann.round, ann.step, ann.digest, ann.size, timeout, catch_up)

@@ -932,6 +932,8 @@ def test_fetch_try_timeout_follows_transfer_times_not_neighbour_lateness():
 
     assert proto.deadline.current() > 0.4  # the phase deadline absorbs the lateness
     assert fetch.timeout == pytest.approx(0.1)  # a try: the transfer time, floored at minimum
+    (retry,) = of(proto.handle(done("b", 3, ok=False), now + 0.41), Fetch)
+    assert retry.timeout == pytest.approx(0.2)  # a retry may take twice as long
 
 
 def _timed_out_in_round_0(announced: tuple[str, ...]) -> PeerProtocol:
