@@ -11,7 +11,14 @@ models of its neighbours over direct transfers (checked against the announced di
 and mixes once it has them from a quorum of its live neighbours or its adaptive
 deadline passes. A peer that sees a neighbour ``catchup_lag`` rounds ahead adopts that
 neighbour's model (keeping an explicit ``stale_weight`` share of its own) and jumps to
-the next round instead of replaying the missed ones. Progress records are flooded to
+the next round instead of replaying the missed ones.
+
+Lost messages are recovered, not waited out: a fetch try times out after the transfer
+time learnt from earlier fetches (doubling per retry); a peer missing an announcement
+repeats its own to the silent neighbour with backoff, and a peer hearing an announcement
+of a phase it has reached answers with its own (or its skip). A phase that times out on
+most neighbours lets their late announcements teach the deadline, which would otherwise
+only learn from models that arrived in time. Progress records are flooded to
 the whole swarm; the stop decision is taken and spread as in ``swarm.convergence``.
 """
 
