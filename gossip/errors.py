@@ -53,3 +53,18 @@ class RejectedMessage(GossipError):
 
 class TransportError(GossipError):
     """A transport could not deliver or receive bytes (unknown peer, closed, too large)."""
+
+
+class BadPayload(TransportError):
+    """A neighbour's transfer broke what was asked of it: a hostile or broken sender.
+
+    Raised by ``fetch`` when the peer offers or starts sending more bytes than allowed
+    (``reason="oversized"``) or sends bytes that do not hash to the digest asked for, or
+    answers for another digest (``reason="digest-mismatch"``). Unlike a plain
+    ``TransportError`` (timeout, lost link) it says the peer misbehaved, so the receiver
+    counts it as a rejected transfer.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)

@@ -40,11 +40,12 @@ log = logging.getLogger(__name__)
 
 
 def new_gated_host(key: NodeKey, listen: multiaddr.Multiaddr, allows: Callable[[str], bool],
-                   dial_retries: int) -> tuple[IHost, Swarm]:
+                   dial_retries: int, network_key: bytes | None = None) -> tuple[IHost, Swarm]:
     """Build (not start) a Noise-only, Yamux-only, TCP-only host admitting ``allows`` peers.
 
     ``listen`` must come from :func:`parse_tcp_listen_addr`. ``dial_retries`` replaces
-    py-libp2p's 3 retries with backoff per address.
+    py-libp2p's 3 retries with backoff per address. ``network_key`` (32 bytes) makes it a
+    private network (see ``gossip.libp2p_netkey``).
     """
     noise = NoiseTransport(key.key_pair, noise_privkey=new_x25519_key_pair().private_key)
     host = new_host(
@@ -53,6 +54,7 @@ def new_gated_host(key: NodeKey, listen: multiaddr.Multiaddr, allows: Callable[[
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=[listen],
         transports=[TCP()],  # TCP only, whatever an address says
+        psk=network_key.hex() if network_key is not None else None,
     )
     swarm = host.get_network()
     if not isinstance(swarm, Swarm):  # pragma: no cover - new_host always builds one

@@ -84,20 +84,24 @@ def save_key(key: NodeKey, path: str | Path) -> None:
         ``exists`` if the file is already there (an identity is never overwritten),
         ``io`` if it cannot be written.
     """
+    write_secret_file(path, key.key_pair.private_key.serialize(), "key file")
+
+
+def write_secret_file(path: str | Path, data: bytes, what: str) -> None:
+    """Create ``path`` with ``data``, mode 0600, fsynced; never overwrite (``exists``)."""
     path = Path(path)
-    data = key.key_pair.private_key.serialize()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise IdentityError("exists", "key file already exists; refusing to overwrite", path)
+        raise IdentityError("exists", f"{what} already exists; refusing to overwrite", path)
     except OSError as err:
-        raise IdentityError("io", f"cannot create key file ({err.strerror})", path) from err
+        raise IdentityError("io", f"cannot create {what} ({err.strerror})", path) from err
     try:
         os.fchmod(fd, 0o600)  # the umask may have removed bits, never added them; be explicit
         os.write(fd, data)
         os.fsync(fd)
     except OSError as err:
-        raise IdentityError("io", f"cannot write key file ({err.strerror})", path) from err
+        raise IdentityError("io", f"cannot write {what} ({err.strerror})", path) from err
     finally:
         os.close(fd)
 

@@ -40,7 +40,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from gossip import libp2p_framing as fr
 from gossip.codec import digest as payload_digest
 from gossip.control import MAX_CONTROL_BYTES
-from gossip.errors import TransportError
+from gossip.errors import BadPayload, TransportError
 from gossip.libp2p_host import describe_error, new_gated_host, parse_tcp_listen_addr, sole_leaf
 from gossip.libp2p_identity import Consortium, NodeKey
 from gossip.transport import Envelope, Payload
@@ -157,14 +157,20 @@ class Libp2pTransport:
         self._shutdown_done: trio.Event | None = None
         #: control messages dropped because ``receive`` was not keeping up
         self.dropped = 0
+        #: payload bytes served to neighbours that acknowledged them (weights sent)
+        self.bytes_served = 0
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     @asynccontextmanager
     async def start(cls, key: NodeKey, listen_addr: str = "/ip4/127.0.0.1/tcp/0",
                     consortium: Consortium | None = None,
-                    config: Libp2pConfig | None = None) -> AsyncIterator[Libp2pTransport]:
+                    config: Libp2pConfig | None = None,
+                    network_key: bytes | None = None) -> AsyncIterator[Libp2pTransport]:
         """Run a host listening on ``listen_addr`` until the block exits, then close it.
+
+        With ``network_key`` only hosts holding the same pre-shared key can connect
+        (``gossip.libp2p_netkey``).
 
         Raises
         ------
@@ -177,7 +183,9 @@ class Libp2pTransport:
             raise TransportError(f"own peer id {key.peer_id} is not in the consortium")
         maddr = parse_tcp_listen_addr(listen_addr)
         allows = consortium.allows if consortium is not None else (lambda _peer: True)
-        host, swarm = new_gated_host(key, maddr, allows, config.dial_retries)
+        if network_key is not None and len(network_key) != 32:
+            raise TransportError(f"a network key has 32 bytes, got {len(network_key)}")
+        host, swarm = new_gated_host(key, maddr, allows, config.dial_retries, network_key)
         failure: BaseException | None = None
         yielded = False
         try:
@@ -442,8 +450,9 @@ class Libp2pTransport:
         """Pull what ``peer`` offers under ``digest``, checking size, deadline and digest.
 
         Raises ``TransportError`` if ``peer`` is not connected, does not offer ``digest``,
-        offers more than ``max_bytes``, sends bytes that do not hash to ``digest``, breaks
-        the protocol, or the whole exchange exceeds ``fetch_timeout``.
+        breaks the protocol, or the whole exchange exceeds ``fetch_timeout``; its subclass
+        ``BadPayload`` if ``peer`` offers more than ``max_bytes`` or sends bytes that do
+        not hash to ``digest`` (the peer misbehaved: the caller counts it).
         """
         self._check_neighbour(peer)
         if max_bytes < 0:
@@ -458,17 +467,18 @@ class Libp2pTransport:
                 reader = _Reader(stream)
                 status, length, echoed = await fr.read_response_head(reader)
                 if echoed != digest:
-                    raise fr.FrameError(f"{peer} answered for {echoed!r}, asked {digest}")
+                    raise BadPayload("digest-mismatch", f"{peer} answered for {echoed!r}, asked {digest}")
                 if status == fr.NOT_FOUND:
                     raise TransportError(f"{peer} does not offer {digest}")
                 if status == fr.TOO_LARGE or (status == fr.OK and length > max_bytes):
-                    raise TransportError(f"{peer} offers {length} bytes > limit {max_bytes}")
+                    raise BadPayload("oversized", f"{peer} offers {length} bytes > limit {max_bytes}")
                 if status != fr.OK:
                     raise fr.FrameError(f"{peer} answered {fr.STATUS_NAMES[status]}")
                 data = await fr.read_exactly(reader, length, "payload")
                 if payload_digest(data) != digest:
                     await stream.write(fr.NAK)
-                    raise TransportError(f"{peer} sent bytes that do not match digest {digest}")
+                    raise BadPayload("digest-mismatch",
+                                     f"{peer} sent bytes that do not match digest {digest}")
                 await stream.write(fr.ACK)
                 await stream.close()
                 done = True
@@ -506,6 +516,8 @@ class Libp2pTransport:
                     for start in range(0, len(view), step):
                         await stream.write(bytes(view[start:start + step]))
                     ack = await fr.read_exactly(reader, 1, "acknowledgement")
+                    if ack == fr.ACK:
+                        self.bytes_served += len(view)
                     log.info("event=served peer=%s to=%s digest=%s bytes=%d ack=%s", self.peer_id,
                              remote, digest, len(view), "ok" if ack == fr.ACK else "refused")
                 await stream.close()

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import trio
 
-from gossip.errors import TransportError
+from gossip.errors import BadPayload, TransportError
 from gossip.transport import Envelope, Payload, check_symmetric
 
 
@@ -79,7 +79,8 @@ class TrioMemoryTransport:
             offers.pop(next(iter(offers)))
 
     async def fetch(self, peer: str, digest: str, max_bytes: int) -> Payload:
-        """Pull the payload ``peer`` offers under ``digest``; TransportError if it cannot."""
+        """Pull the payload ``peer`` offers under ``digest``; TransportError if it cannot
+        (``BadPayload`` if it is over ``max_bytes``, as over libp2p)."""
         self._check(peer)
         await trio.lowlevel.checkpoint()
         if peer in self._net._closed:
@@ -88,7 +89,7 @@ class TrioMemoryTransport:
         if payload is None:
             raise TransportError(f"{peer} does not offer {digest}")
         if len(payload) > max_bytes:
-            raise TransportError(f"{peer} offers {len(payload)} bytes > limit {max_bytes}")
+            raise BadPayload("oversized", f"{peer} offers {len(payload)} bytes > limit {max_bytes}")
         return payload
 
     def close(self) -> None:

@@ -107,10 +107,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one hospital's peer over libp2p until the swarm stops",
         description="Run one peer: Noise-encrypted libp2p links to consortium members only.",
     )
+    from peers.peer_config import defer_to_config
     from peers.peer_options import add_arguments
 
     add_arguments(peer)
-    peer.set_defaults(func=_cmd_peer)
+    specs = defer_to_config(peer)  # options may also come from --config (see peers.peer_config)
+    peer.set_defaults(func=lambda args: _cmd_peer(args, specs))
+
+    launch = sub.add_parser(
+        "launch",
+        help="start N real peer processes on 127.0.0.1 and collect their reports",
+        description="A real libp2p swarm on this host: generated keys, a consortium file, a bootstrap chain.",
+    )
+    launch.add_argument("--peers", type=_positive_int, default=4, help="number of peer processes (default 4)")
+    launch.add_argument("--topology", default="ring", help="ring | chain | full: who dials whom (default ring)")
+    launch.add_argument("--data", default="breastmnist", help="breastmnist | pneumoniamnist | heart | PATH.npz")
+    launch.add_argument("--partition", default=None, help="iid | dirichlet:A | quantity:A | sites")
+    launch.add_argument("--rounds", type=_positive_int, default=30, help="maximum rounds (default 30)")
+    launch.add_argument("--local-epochs", type=_positive_int, default=1)
+    launch.add_argument("--gossip-steps", type=_positive_int, default=3)
+    launch.add_argument("--lr", type=float, default=0.05)
+    launch.add_argument("--batch-size", type=_positive_int, default=16)
+    launch.add_argument("--seed", type=int, default=0, help="split, init and training seed (default 0)")
+    launch.add_argument("--no-converge", action="store_true", help="run all --rounds, never stop early")
+    launch.add_argument("--heartbeat", type=float, default=1.0, help="peers' progress interval, s (default 1)")
+    launch.add_argument("--suspect-after", type=float, default=10.0, help="peers' silence before suspicion, s")
+    launch.add_argument("--deadline-max", type=float, default=20.0, help="peers' longest wait per phase, s")
+    launch.add_argument("--linger", type=float, default=2.0, help="peers' wait after stopping, s")
+    launch.add_argument("--start-timeout", type=float, default=60.0, help="how long a peer may take to listen")
+    launch.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+    launch.add_argument("--out", type=Path, default=Path("runs/launch"), help="output directory (default runs/launch)")
+    launch.add_argument("--quiet", action="store_true", help="no live table")
+    launch.set_defaults(func=_cmd_launch)
 
     keygen = sub.add_parser(
         "keygen",
@@ -118,19 +146,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a new libp2p identity for one peer; an existing file is never overwritten.",
     )
     keygen.add_argument("--out", type=Path, required=True, help="where to write the private key")
+    keygen.add_argument("--network-key", action="store_true",
+                        help="write a consortium's pre-shared network key (swarm.key) instead of an identity")
     keygen.set_defaults(func=_cmd_keygen)
     return parser
 
 
-def _cmd_peer(args: argparse.Namespace) -> int:
+def _cmd_peer(args: argparse.Namespace, specs) -> int:
+    from peers.peer_config import resolve
+
+    args = resolve(args, specs)  # before the heavy imports: a bad file fails at once
     from peers.peer_cmd import run_peer
 
     return run_peer(args)
 
 
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from peers.launch import run_launch
+
+    return run_launch(args)
+
+
 def _cmd_keygen(args: argparse.Namespace) -> int:
     from gossip.libp2p_identity import generate_key_file
 
+    if args.network_key:
+        from gossip.libp2p_netkey import generate_network_key_file
+
+        generate_network_key_file(args.out)
+        print(f"network key written to {args.out}: give it to every member, privately")
+        return 0
     key = generate_key_file(args.out)
     print(key.peer_id)
     return 0

@@ -5,31 +5,37 @@ builds its site's data and model, resumes from its state directory if there is a
 checkpoint, then runs the leader-free protocol (``peers.runner``) until the swarm stops,
 writing a final JSON report. Links that come up later (peers dialling in) become
 neighbours. Ctrl-C or SIGTERM ends it after the current write (checkpoints are atomic).
+With ``--status-port`` it serves ``/status`` and ``/metrics`` (``peers.status``) from
+before the first neighbour connects until it exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import trio
 
 from gossip.errors import TransportError
 from gossip.libp2p_identity import Consortium, load_key
+from gossip.libp2p_netkey import load_network_key
 from gossip.libp2p_transport import Libp2pTransport
 from peers.errors import PeerError
 from peers.runner import PeerRunner
+from peers.status import PeerStatus, status_server
 from swarm.checkpoint import CheckpointStore
 from swarm.convergence import ConvergenceConfig
 from swarm.node import SwarmNode
 from swarm.partition import build_federation, parse_partition
 from swarm.protocol import PeerProtocol, ProtocolConfig
 from swarm.round_counter import DeadlineConfig
-from swarm.simulate import train_seed
+from swarm.simulate import metrics_row, train_seed
 from swarm.training import TrainConfig, Trainer
 
 log = logging.getLogger("medswarm.peer")
@@ -42,6 +48,7 @@ def run_peer(args: argparse.Namespace) -> int:
     if not 0 <= args.site < args.sites:
         raise PeerError(f"--site {args.site} is not one of the {args.sites} sites")
     key = load_key(args.key)
+    network_key = load_network_key(args.network_key) if args.network_key else None
     consortium = Consortium.from_toml(args.consortium) if args.consortium else None
     if consortium is not None and not consortium.allows(key.peer_id):
         raise PeerError(f"this peer ({key.peer_id}) is not a member of {args.consortium}")
@@ -49,7 +56,8 @@ def run_peer(args: argparse.Namespace) -> int:
     federation = build_federation(args.data, args.sites, parse_partition(partition), seed=args.seed)
     site = federation.sites[args.site]
     trainer = Trainer(federation.input_shape, federation.num_classes,
-                      TrainConfig(local_epochs=args.local_epochs))
+                      TrainConfig(local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
+                                  optimizer=args.optimizer))
     store = CheckpointStore(args.state_dir)
     state = store.load_latest(key.peer_id)
     weights = state.weights if state is not None else trainer.initial_weights(args.seed)
@@ -59,12 +67,13 @@ def run_peer(args: argparse.Namespace) -> int:
         deadline=DeadlineConfig(minimum=0.2, initial=min(5.0, args.deadline_max), maximum=args.deadline_max),
         suspect_after=args.suspect_after, heartbeat=args.heartbeat,
         fetch_timeout=min(60.0, args.deadline_max), linger=args.linger,
-        convergence=ConvergenceConfig(max_rounds=args.rounds),
+        convergence=ConvergenceConfig.for_run(args.converge_window, args.metric_tol, args.distance_tol,
+                                              args.rounds, not args.no_converge),
     )
     report_path = args.report or args.state_dir / "report.json"
     try:
         outcome = trio.run(_main, args, key, consortium, trainer, site, federation, weights, start_round,
-                           state, store, config)
+                           state, store, config, network_key)
     except KeyboardInterrupt:
         log.info("event=interrupted peer=%s", key.peer_id)
         return 130
@@ -77,16 +86,33 @@ def run_peer(args: argparse.Namespace) -> int:
 
 
 async def _main(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
-                config) -> dict | None:
-    async with Libp2pTransport.start(key, args.listen, consortium=consortium) as transport:
+                config, network_key) -> dict | None:
+    status = PeerStatus(key.peer_id, args.site, consortium.name_of(key.peer_id) if consortium else None,
+                        start_round)
+    run = functools.partial(_run, args, key, consortium, trainer, site, federation, weights, start_round,
+                            state, store, config, network_key, status)
+    if args.status_port is None:
+        return await run()
+    async with status_server(status, args.status_host, args.status_port) as url:
+        print(f"status {url}", flush=True)
+        log.info("event=status-serving peer=%s url=%s", key.peer_id, url)
+        try:
+            return await run()
+        finally:
+            status.stopped()
+
+
+async def _run(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
+               config, network_key, status: PeerStatus) -> dict | None:
+    async with Libp2pTransport.start(key, args.listen, consortium=consortium, network_key=network_key) as transport:
         for addr in transport.listen_addrs:
             full = addr if "/p2p/" in addr else f"{addr}/p2p/{key.peer_id}"
             print(f"listening {full}", flush=True)
         for addr in args.bootstrap:
             await _dial(transport, addr)
         with trio.move_on_after(args.deadline_max):
-            while not transport.neighbours():
-                await trio.sleep(0.1)  # waiting for the first peer to dial in
+            while len(transport.neighbours()) < max(1, args.wait_neighbours):
+                await trio.sleep(0.1)  # waiting for peers to dial in
         if not transport.neighbours():
             raise PeerError("no neighbour connected: check --bootstrap and the consortium")
         neighbours = transport.neighbours()
@@ -100,12 +126,21 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
         def metric(w):
             return trainer.evaluate(w, site.test).loss
 
+        rows = MetricsLog(args.state_dir / "metrics.jsonl") if args.eval_global else None
+
         def on_round(round_, info):
             log.info("event=round peer=%s round=%d loss=%s metric=%s distance=%s", key.peer_id, round_,
                      info["loss"], info["metric"], info["distance"])
+            status.touch()
+            if rows is not None:
+                glob = trainer.evaluate(node.weights, federation.global_test)
+                loc = trainer.evaluate(node.weights, site.test)
+                rows.append(metrics_row("swarm", round_, args.site, info["loss"], glob, loc, info["distance"],
+                                        transport.bytes_served))
 
         runner = PeerRunner(transport, node, protocol, evaluate=metric, store=store,
                             train_seed=lambda r: train_seed(args.seed, args.site, r), on_round=on_round)
+        status.running(runner)
         outcome = None
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
@@ -122,16 +157,38 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
 
                 nursery.start_soon(watch)
                 nursery.start_soon(work)
+        status.stopped()
         if outcome is None:
             return None
-        glob = trainer.evaluate(node.weights, federation.global_test)
+        # in a thread, so /status keeps answering ("stopped") while the test sets are scored
+        glob, loc = await trio.to_thread.run_sync(
+            lambda: (trainer.evaluate(node.weights, federation.global_test), trainer.evaluate(node.weights, site.test)))
         return {
-            "peer_id": key.peer_id, "site": args.site, "stop_round": outcome.stop_round,
+            "peer_id": key.peer_id, "site": args.site, "name": site.name, "train_samples": len(site.train),
+            "local_accuracy": _finite(loc.accuracy), "local_auroc": _finite(loc.auroc),
+            "bytes_sent": transport.bytes_served, "stop_round": outcome.stop_round,
             "reason": outcome.reason, "rounds_completed": outcome.rounds_completed,
             "rejected": outcome.rejected, "bad_control": outcome.bad_control,
-            "auroc": None if np.isnan(glob.auroc) else glob.auroc, "accuracy": glob.accuracy,
+            "auroc": _finite(glob.auroc), "accuracy": _finite(glob.accuracy),
             "finished_at": time.time(),
         }
+
+
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+class MetricsLog:
+    """Per-round rows appended to a JSON-lines file, flushed each round (a crash loses at most
+    the line being written; readers skip a torn last line and keep the newest row per round)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, row: dict) -> None:
+        """Add one row."""
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
 
 
 async def _dial(transport: Libp2pTransport, addr: str, attempts: int = 8) -> None:

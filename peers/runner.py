@@ -14,14 +14,14 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import numpy as np
 import trio
 
 from gossip.codec import digest
 from gossip.control import decode_control, encode_control
-from gossip.errors import CodecError, TransportError
+from gossip.errors import BadPayload, CodecError, TransportError
 from gossip.transport import AsyncTransport
 from swarm.checkpoint import CheckpointStore
 from swarm.peer_state import accept_transfer, inbox_key, snapshot
@@ -51,6 +51,25 @@ class PeerOutcome:
     bad_control: int = 0
 
 
+@dataclass(frozen=True)
+class RunnerView:
+    """A read-only copy of what a running peer is doing, for the status endpoint."""
+
+    round: int
+    neighbours: tuple[str, ...]
+    suspected: tuple[str, ...]
+    loss: float | None
+    metric: float | None
+    distance: float | None
+    voted: bool
+    stop_round: int | None
+    reason: str
+    rounds_completed: int
+    rejected: Mapping[str, int]
+    bad_control: int
+    exited: bool
+
+
 class PeerRunner:
     """Runs one peer until the protocol says ``Exit`` (see the module docstring)."""
 
@@ -65,17 +84,22 @@ class PeerRunner:
         store: CheckpointStore | None = None,
         max_model_bytes: int = 256 * 1024 * 1024,
         on_round: Callable[[int, Mapping[str, Any]], None] | None = None,
+        offload: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.transport, self.node, self.protocol = transport, node, protocol
         self.evaluate, self.train_seed, self.store = evaluate, train_seed, store
         self.max_model_bytes = max_model_bytes
         self.on_round = on_round
+        #: runs local training off the event loop (a worker thread); tests on trio's virtual
+        #: clock pass an inline one so that virtual time cannot jump during real computation
+        self.offload = offload or trio.to_thread.run_sync
         self.outcome = PeerOutcome(node.peer_id)
         self._inbox: dict[tuple[str, int, int], Any] = {}
         self._degrees: dict[str, int] = {}
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._done = trio.Event()
+        self._train_lock = trio.Lock()
 
     # ------------------------------------------------------------ running
     async def run(self, seq_floor: int = 0) -> PeerOutcome:
@@ -92,6 +116,20 @@ class PeerRunner:
         self.outcome.rejected = dict(self.node.stats.rejected)
         self.outcome.bad_control = self.protocol.stats.bad_control
         return self.outcome
+
+    def view(self, now: float | None = None) -> RunnerView:
+        """What this peer is doing right now (``now`` on trio's clock, default the current time)."""
+        proto = self.protocol
+        now = trio.current_time() if now is None else now
+        loss, metric, distance = proto.last_figures()
+        return RunnerView(
+            round=proto.round, neighbours=tuple(proto.neighbours),
+            suspected=tuple(proto.suspected_neighbours(now)),
+            loss=loss, metric=metric, distance=distance, voted=proto.convergence.voted(),
+            stop_round=proto.stop_round, reason=proto.stop_reason,
+            rounds_completed=proto.stats.rounds_completed, rejected=dict(self.node.stats.rejected),
+            bad_control=proto.stats.bad_control, exited=proto.exited,
+        )
 
     def _feed(self, event: Any) -> None:
         self._perform(self.protocol.handle(event, trio.current_time()))
@@ -193,9 +231,14 @@ class PeerRunner:
             log.info("event=send-failed peer=%s to=%s detail=%s", self.node.peer_id, peer, err)
 
     async def _train(self, round_: int) -> None:
-        weights = self.node.weights
-        result = await trio.to_thread.run_sync(self.node.train_fn, weights, self.node.data,
-                                               self.train_seed(round_))
+        # One training at a time: a catch-up can ask for round r+k while round r still runs in
+        # its thread, and two threads must never share the trainer's model. The waiting one
+        # starts from the weights as they are then (after the adoption).
+        async with self._train_lock:
+            if self.protocol.phase != (round_, 0) or self.protocol.exited:
+                return  # overtaken while waiting for the running one
+            result = await self.offload(self.node.train_fn, self.node.weights, self.node.data,
+                                                   self.train_seed(round_))
         if self.protocol.phase != (round_, 0) or self.protocol.exited:
             return  # caught up or stopped meanwhile: this training is stale
         self.node.weights = dict(result.weights)
@@ -207,6 +250,9 @@ class PeerRunner:
         with trio.move_on_after(fetch.timeout) as scope:
             try:
                 payload = await self.transport.fetch(fetch.peer, fetch.digest, min(fetch.size, self.max_model_bytes))
+            except BadPayload as err:  # the neighbour broke its own announcement: count it
+                self.node.reject(fetch.peer, err.reason, str(err), fetch.round)
+                payload, reason = None, err.reason
             except TransportError as err:
                 payload, reason = None, f"transport: {err}"
         if scope.cancelled_caught:

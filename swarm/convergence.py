@@ -43,6 +43,19 @@ class ConvergenceConfig:
         if self.stop_margin < 1:
             raise ConfigError("stop_margin", f"must be >= 1, got {self.stop_margin}")
 
+    @classmethod
+    def for_run(cls, window: int, metric_tol: float, distance_tol: float, max_rounds: int,
+                converge: bool = True) -> ConvergenceConfig:
+        """The settings ``medswarm simulate`` and ``medswarm peer`` share, so a simulated and a
+        real swarm vote the same way; ``converge=False`` never votes (runs ``max_rounds``)."""
+        return cls(
+            window=window,
+            metric_tol=metric_tol if converge else 0.0,
+            distance_tol=distance_tol if converge else 0.0,
+            min_rounds=max(window, 5) if converge else max_rounds + 1,
+            max_rounds=max_rounds,
+        )
+
 
 @dataclass(frozen=True)
 class Vote:
@@ -95,6 +108,11 @@ class ConvergenceTracker:
     def forget(self, origin: str) -> None:
         """Drop a member's vote (used when nothing is known of it any more)."""
         self.votes.pop(origin, None)
+
+    def voted(self) -> bool:
+        """This peer's own latest vote (False before its first completed round)."""
+        own = self.votes.get(self.self_id)
+        return own is not None and own.converged
 
     def all_converged(self, alive: set[str]) -> bool:
         """True when this peer and every alive member it knows have voted converged."""

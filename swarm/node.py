@@ -130,10 +130,14 @@ class SwarmNode:
         self.stats.codec_s += time.perf_counter() - start
         return payload
 
-    def check(self, sender: str, payload: Payload, round_: int) -> WeightsMessage | None:
+    def check(self, sender: str, payload: Payload, round_: int, *,
+              exact_round: bool = False) -> WeightsMessage | None:
         """Decode and validate a model from ``sender``; None (counted, logged) if refused.
 
-        A model of another round than ``round_`` is counted as stale and refused.
+        A model of another round than ``round_`` is refused: counted as stale when it was
+        pushed (it may just be late), or rejected as ``wrong-round`` with ``exact_round``,
+        for a model fetched under an announcement of ``round_`` (the sender's own header
+        contradicts what it announced).
         """
         start = time.perf_counter()
         try:
@@ -141,15 +145,18 @@ class SwarmNode:
             validate_weights(msg, link_peer=sender, model_id=self.model_id,
                              reference=self.weights, max_abs=self.max_abs)
         except CodecError as err:
-            self._reject(sender, f"codec:{err.reason}", str(err), round_)
+            self.reject(sender, f"codec:{err.reason}", str(err), round_)
             return None
         except RejectedMessage as err:
-            self._reject(sender, err.reason, str(err), round_)
+            self.reject(sender, err.reason, str(err), round_)
             return None
         finally:
             self.stats.codec_s += time.perf_counter() - start
         if msg.round != round_:
-            self.stats.stale += 1
+            if exact_round:
+                self.reject(sender, "wrong-round", f"header round {msg.round}, announced {round_}", round_)
+            else:
+                self.stats.stale += 1
             return None
         self.stats.accepted += 1
         return msg
@@ -215,7 +222,7 @@ class SwarmNode:
             self.weights = weighted_average(contributions)
         except AveragingError as err:
             # validation makes this unreachable in practice; keep the local model if not
-            self._reject(err.peer or "?", "averaging", str(err), -1)
+            self.reject(err.peer or "?", "averaging", str(err), -1)
         self.stats.averaging_s += time.perf_counter() - start
         return distance
 
@@ -235,7 +242,8 @@ class SwarmNode:
         """Receive and mix (the caller has made every neighbour ``share`` first)."""
         self.mix(self.receive(round_))
 
-    def _reject(self, sender: str, reason: str, detail: str, round_: int) -> None:
+    def reject(self, sender: str, reason: str, detail: str, round_: int) -> None:
+        """Count a refused message or transfer by ``reason`` and log it; the model is untouched."""
         self.stats.rejected[reason] += 1
         log.warning(
             "event=rejected peer=%s round=%d from=%s reason=%s detail=%s",

@@ -33,13 +33,18 @@ def snapshot(node: SwarmNode, protocol: PeerProtocol | None, round_: int) -> Pee
 def accept_transfer(node: SwarmNode, fetch: Fetch, payload: Payload) -> tuple[WeightsMessage | None, str]:
     """Check a fetched model against its announcement; ``(message, "")`` or ``(None, reason)``.
 
-    A payload larger than announced or with another digest is counted as
-    ``digest-mismatch``; decoding and validation failures are counted by ``node.check``.
+    Every refusal is counted in ``node.stats.rejected`` and logged: a payload larger than
+    announced as ``oversized``, one with another digest as ``digest-mismatch``, a model
+    whose header round is not the announced one as ``wrong-round``; decoding and
+    validation failures by ``node.check`` (``codec:...``, ``non-finite``, ...).
     """
-    if len(payload) > fetch.size or digest(payload) != fetch.digest:
-        node.stats.rejected["digest-mismatch"] += 1
+    if len(payload) > fetch.size:
+        node.reject(fetch.peer, "oversized", f"{len(payload)} bytes, announced {fetch.size}", fetch.round)
+        return None, "oversized"
+    if digest(payload) != fetch.digest:
+        node.reject(fetch.peer, "digest-mismatch", f"announced {fetch.digest}", fetch.round)
         return None, "digest-mismatch"
-    msg = node.check(fetch.peer, payload, fetch.round)
+    msg = node.check(fetch.peer, payload, fetch.round, exact_round=True)
     return (msg, "") if msg is not None else (None, "rejected")
 
 

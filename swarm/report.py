@@ -45,7 +45,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def render_markdown(report: dict) -> str:
     """A human-readable summary of ``report.json``: arms table, per-site table, config."""
     arms = report["arms"]
-    lines = ["# medswarm simulation report", ""]
+    lines = [f"# {report.get('title', 'medswarm simulation report')}", ""]
     cfg = report["config"]
     lines.append(
         f"{cfg['peers']} peers, data `{cfg['data']}`, partition `{cfg['partition']}`, "
@@ -71,21 +71,7 @@ def render_markdown(report: dict) -> str:
                       f"{arms['swarm'].get('rejected', 0)} message(s) rejected."]
     swarm = arms.get("swarm", {})
     if "decision" in swarm:
-        dec = swarm["decision"]
-        lines += ["", "## Swarm protocol", "",
-                  f"Stopped at round(s) {dec['stop_rounds']} ({'all at the same round' if dec['same_round'] else 'NOT the same round'}); "
-                  f"why: {'; '.join(dec['reasons']) or '–'}. Simulated time {swarm['virtual_time_s']:.1f} s, "
-                  f"{_fmt(swarm.get('sim_time_per_round_s'), 2)} s per round; "
-                  f"{swarm['control_dropped']} control message(s) and {swarm['transfers_dropped']} transfer(s) dropped.",
-                  "", "| peer | rounds completed | stop round | phases timed out | waiting s | suspicions | "
-                  "catch-ups | rejected | crashed / back |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for p in swarm["peers"]:
-            crash = "–" if p["crashed_at"] is None else f"{p['crashed_at']:.1f} s / " + (
-                "–" if p["restarted_at"] is None else f"{p['restarted_at']:.1f} s")
-            lines.append(
-                f"| {p['peer']}{' (slow)' if p['straggler'] else ''} | {p['rounds_completed']} | "
-                f"{p['stop_round'] if p['stop_round'] is not None else '–'} | {p['phases_timed_out'] or 0} | "
-                f"{_fmt(p['waiting_s'], 1)} | {p['suspicions'] or 0} | {p['catch_ups'] or 0} | {p['rejected']} | {crash} |")
+        lines += _simulated_protocol(swarm) if "virtual_time_s" in swarm else _launched_protocol(swarm)
     lines += ["", "## Per site (final models, global test)", "",
               "| site | train n | " + " | ".join(arms) + " |",
               "|---|---:|" + "---:|" * len(arms)]
@@ -95,6 +81,41 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {site['name']} | {site['train_samples']} | " + " | ".join(cells) + " |")
     lines += ["", "## Config", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def _simulated_protocol(swarm: dict) -> list[str]:
+    """The protocol section of a simulation report: virtual time, faults, per-peer counters."""
+    dec = swarm["decision"]
+    lines = ["", "## Swarm protocol", "",
+             f"Stopped at round(s) {dec['stop_rounds']} ({'all at the same round' if dec['same_round'] else 'NOT the same round'}); "
+             f"why: {'; '.join(dec['reasons']) or '–'}. Simulated time {swarm['virtual_time_s']:.1f} s, "
+             f"{_fmt(swarm.get('sim_time_per_round_s'), 2)} s per round; "
+             f"{swarm['control_dropped']} control message(s) and {swarm['transfers_dropped']} transfer(s) dropped.",
+             "", "| peer | rounds completed | stop round | phases timed out | waiting s | suspicions | "
+             "catch-ups | rejected | crashed / back |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for p in swarm["peers"]:
+        crash = "–" if p["crashed_at"] is None else f"{p['crashed_at']:.1f} s / " + (
+            "–" if p["restarted_at"] is None else f"{p['restarted_at']:.1f} s")
+        lines.append(
+            f"| {p['peer']}{' (slow)' if p['straggler'] else ''} | {p['rounds_completed']} | "
+            f"{p['stop_round'] if p['stop_round'] is not None else '–'} | {p['phases_timed_out'] or 0} | "
+            f"{_fmt(p['waiting_s'], 1)} | {p['suspicions'] or 0} | {p['catch_ups'] or 0} | {p['rejected']} | {crash} |")
+    return lines
+
+
+def _launched_protocol(swarm: dict) -> list[str]:
+    """The protocol section of ``medswarm launch``'s report: real processes, wall time."""
+    dec = swarm["decision"]
+    lines = ["", "## Swarm protocol (real peer processes)", "",
+             f"Stopped at round(s) {dec['stop_rounds']} ({'all at the same round' if dec['same_round'] else 'NOT the same round'}); "
+             f"why: {'; '.join(dec['reasons']) or '–'}. Wall time {_fmt(swarm.get('wall_s_per_round'), 2)} s per round.",
+             "", "| peer | peer id | rounds completed | stop round | rejected | bad control | AUROC |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for p in swarm["peers"]:
+        lines.append(f"| {p.get('name', p['site'])} | `{p['peer_id'][-8:]}` | {p['rounds_completed']} | "
+                     f"{p['stop_round'] if p['stop_round'] is not None else '–'} | {sum(p['rejected'].values())} | "
+                     f"{p['bad_control']} | {_fmt(p['auroc'])} |")
+    return lines
 
 
 def plot_curves(path: Path, rows: list[dict]) -> None:

@@ -110,13 +110,8 @@ class SimConfig:
             heartbeat=1.5 * unit,
             fetch_timeout=2.0 * unit,
             linger=3.0 * unit,
-            convergence=ConvergenceConfig(
-                window=self.converge_window,
-                metric_tol=self.metric_tol if self.converge else 0.0,
-                distance_tol=self.distance_tol if self.converge else 0.0,
-                min_rounds=max(self.converge_window, 5) if self.converge else self.rounds + 1,
-                max_rounds=self.rounds,
-            ),
+            convergence=ConvergenceConfig.for_run(self.converge_window, self.metric_tol, self.distance_tol,
+                                                  self.rounds, self.converge),
         )
 
     def train_config(self) -> TrainConfig:
@@ -146,8 +141,9 @@ def _nan_to_none(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def _row(arm: str, round_: int, peer: int, loss: float, glob: Metrics, loc: Metrics | None,
-         consensus: float | None, bytes_sent: int) -> dict:
+def metrics_row(arm: str, round_: int, peer: int, loss: float, glob: Metrics, loc: Metrics | None,
+                consensus: float | None, bytes_sent: int) -> dict:
+    """One ``metrics.jsonl`` row (NaN as null), the schema simulated and real peers share."""
     return {
         "arm": arm,
         "round": round_,
@@ -311,7 +307,7 @@ class Simulation:
                 glob, _ = self._eval(global_w, None)
                 for i in range(self.n):
                     _, loc = self._eval(global_w, i)
-                    result.rows.append(_row("fedavg", r, i, losses[i], glob, loc, 0.0, sent[i]))
+                    result.rows.append(metrics_row("fedavg", r, i, losses[i], glob, loc, 0.0, sent[i]))
             self._tick(progress, "fedavg", r + 1, cfg.rounds)
         result.per_site = self._per_site([global_w] * self.n)
         result.timings = {"train_s": train_s, "codec_and_averaging_s": other_s}
@@ -328,7 +324,7 @@ class Simulation:
                 models[i] = res.weights
                 if self._evaluating(r):
                     glob, loc = self._eval(models[i], i)
-                    result.rows.append(_row("local", r, i, res.loss, glob, loc, None, 0))
+                    result.rows.append(metrics_row("local", r, i, res.loss, glob, loc, None, 0))
             self._tick(progress, "local", r + 1, cfg.rounds)
         result.per_site = self._per_site(models)
         return result
@@ -343,7 +339,7 @@ class Simulation:
             weights = res.weights
             if self._evaluating(r):
                 glob, _ = self._eval(weights, None)
-                result.rows.append(_row("central", r, 0, res.loss, glob, None, None, 0))
+                result.rows.append(metrics_row("central", r, 0, res.loss, glob, None, None, 0))
             self._tick(progress, "central", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
         return result
@@ -367,7 +363,7 @@ class Simulation:
                 glob, _ = self._eval(weights, None)
                 for i in range(self.n):
                     _, loc = self._eval(weights, i)
-                    result.rows.append(_row("cwt", r, i, losses[i], glob, loc, None, sent[i]))
+                    result.rows.append(metrics_row("cwt", r, i, losses[i], glob, loc, None, sent[i]))
             self._tick(progress, "cwt", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
         return result

@@ -28,12 +28,14 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.security.secio.transport import ID as SECIO_PROTOCOL_ID
+from libp2p.security.secio.transport import Transport as SecioTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from gossip import libp2p_framing as fr
 from gossip.codec import digest
-from gossip.errors import TransportError
+from gossip.errors import BadPayload, TransportError
 from gossip.libp2p_identity import Consortium, Member, NodeKey
 from gossip.libp2p_transport import (
     CONTROL_PROTOCOL,
@@ -102,15 +104,17 @@ class TransportContract:
     async def test_fetch_of_an_unknown_digest_raises(self, line3):
         a, b, _ = line3
         b.offer(digest(b"known"), b"known")
-        with trio.fail_after(LIMIT), pytest.raises(TransportError, match="does not offer"):
+        with trio.fail_after(LIMIT), pytest.raises(TransportError, match="does not offer") as info:
             await a.fetch(b.peer_id, digest(b"unknown"), 1 << 20)
+        assert not isinstance(info.value, BadPayload)  # not the peer's fault: not counted
 
-    async def test_fetch_over_max_bytes_raises(self, line3):
+    async def test_fetch_over_max_bytes_raises_bad_payload(self, line3):
         a, b, _ = line3
         data = payload(4096)
         b.offer(digest(data), data)
-        with trio.fail_after(LIMIT), pytest.raises(TransportError, match="limit"):
+        with trio.fail_after(LIMIT), pytest.raises(BadPayload, match="limit") as info:
             await a.fetch(b.peer_id, digest(data), len(data) - 1)
+        assert info.value.reason == "oversized"
 
     async def test_send_and_fetch_to_a_non_neighbour_raise(self, line3):
         a, _, c = line3
@@ -195,13 +199,15 @@ class _ClaimedKey(PrivateKey):
 
 @asynccontextmanager
 async def raw_host(key_pair: KeyPair, security: str | None) -> AsyncIterator:
-    """A bare py-libp2p host playing the intruder: ``security`` is "noise", "plaintext"
-    or ``None`` for py-libp2p's defaults (Noise, TLS, secio, plaintext)."""
+    """A bare py-libp2p host playing the intruder: ``security`` is "noise", "plaintext",
+    "secio" or ``None`` for py-libp2p's defaults (Noise, TLS, secio, plaintext)."""
     if security == "noise":
         sec = {NOISE_PROTOCOL_ID: NoiseTransport(
             key_pair, noise_privkey=new_x25519_key_pair().private_key)}
     elif security == "plaintext":
         sec = {PLAINTEXT_PROTOCOL_ID: InsecureTransport(key_pair)}
+    elif security == "secio":
+        sec = {SECIO_PROTOCOL_ID: SecioTransport(key_pair)}
     else:
         sec = None
     addr = multiaddr.Multiaddr(LOOPBACK)
@@ -294,6 +300,21 @@ class TestLibp2pOnly:
                 assert host.get_connected_peers() == []
         assert a.neighbours() == [b.peer_id]
 
+    @pytest.mark.parametrize("security", ["plaintext", "secio"])
+    async def test_a_member_offering_only_plaintext_or_secio_is_refused_both_ways(self, pair, security):
+        # A real member's key (the positive control above gets in with it over Noise):
+        # the refusal is about the security protocol alone, dialling in or being dialled.
+        a, b, (spare, _), _ = pair
+        with trio.fail_after(LIMIT):
+            async with raw_host(spare.key_pair, security) as host:
+                with pytest.raises(SwarmException) as info:
+                    await host.connect(peer_info(a))
+                assert "failed to negotiate the secure protocol" in str(info.value.__cause__)
+                with pytest.raises(TransportError, match="cannot connect"):
+                    await a.connect(str(host.get_addrs()[0]))
+                assert host.get_connected_peers() == []
+        assert a.neighbours() == [b.peer_id]
+
     async def test_start_refuses_an_own_key_outside_the_consortium(self, pair):
         *_, consortium = pair
         with trio.fail_after(LIMIT), pytest.raises(TransportError, match="own peer id"):
@@ -329,8 +350,9 @@ class TestLibp2pOnly:
     async def test_fetch_rejects_bytes_that_do_not_match_the_digest(self, pair):
         a, b, _, _ = pair
         b.offer(digest(b"what was announced"), b"something else")
-        with trio.fail_after(LIMIT), pytest.raises(TransportError, match="do not match"):
+        with trio.fail_after(LIMIT), pytest.raises(BadPayload, match="do not match") as info:
             await a.fetch(b.peer_id, digest(b"what was announced"), 1 << 20)
+        assert info.value.reason == "digest-mismatch"
 
     async def test_an_oversized_control_message_is_refused(self, pair):
         a, b, _, _ = pair

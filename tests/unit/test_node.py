@@ -118,6 +118,18 @@ def test_stale_round_and_duplicates_are_not_mixed():
     assert nodes[0].weights["w"][0, 0] == pytest.approx(1.0)
 
 
+def test_a_fetched_model_whose_header_round_contradicts_its_announcement_is_rejected(caplog):
+    _, nodes = make_ring(3, [0.0, 3.0, 6.0])
+    payload = encode(WeightsMessage(MODEL, 4, "p1", 10, start_weights(3.0)))
+    with caplog.at_level("WARNING", logger="medswarm.node"):
+        assert nodes[0].check("p1", payload, 5, exact_round=True) is None
+    assert nodes[0].stats.rejected == {"wrong-round": 1} and nodes[0].stats.stale == 0
+    assert "reason=wrong-round" in caplog.text
+    # pushed (not announced), the same model is merely late: stale, not hostile
+    assert nodes[0].check("p1", payload, 5) is None
+    assert nodes[0].stats.stale == 1 and sum(nodes[0].stats.rejected.values()) == 1
+
+
 def test_float16_transport_halves_the_bytes():
     net, nodes = make_ring(3, [0.0, 1.0, 2.0])
     nodes[0].weights = {"w": np.ones((64, 64), np.float32)}

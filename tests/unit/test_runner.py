@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import trio
 
-from gossip.control import encode_control, Announce
+from gossip.codec import WeightsMessage, digest, encode
+from gossip.control import Announce, decode_control, encode_control
 from gossip.trio_memory import TrioMemoryNetwork
 from peers.runner import PeerRunner
 from swarm.checkpoint import CheckpointStore
@@ -27,7 +29,12 @@ def config(max_rounds=8):
     )
 
 
-def build(n, links, tmp_path=None, max_rounds=8):
+async def inline(fn, *args):
+    """Train on the event loop: virtual time stands still while the (fake) model trains."""
+    return fn(*args)
+
+
+def build(n, links, tmp_path=None, max_rounds=8, offload=inline):
     trainer = FakeTrainer(n, seed=1)
     fed = fake_federation(n, seed=1)
     net = TrioMemoryNetwork(links)
@@ -39,7 +46,7 @@ def build(n, links, tmp_path=None, max_rounds=8):
         store = CheckpointStore(tmp_path / peer) if tmp_path is not None else None
         runners.append(PeerRunner(net.endpoint(peer), node, proto, store=store,
                                   evaluate=lambda w: float(np.linalg.norm(w["w"] - trainer.optimum)),
-                                  train_seed=lambda r, i=i: i * 1000 + r))
+                                  train_seed=lambda r, i=i: i * 1000 + r, offload=offload))
     return net, runners
 
 
@@ -84,3 +91,128 @@ async def test_garbage_and_forged_control_messages_are_counted_and_ignored(autoj
         await mallory.send("a", encode_control(forged))
     assert outcomes["a"].bad_control >= 2
     assert len({o.stop_round for o in outcomes.values()}) == 1
+
+
+async def test_a_late_joiner_catching_up_never_trains_twice_at_once(autojump_clock):
+    # c starts when a and b are rounds ahead: it adopts their model and asks to train a later
+    # round while its round-0 training still runs in a thread. Two threads on one trainer
+    # corrupt torch's autograd state (seen with real peers), so trainings must not overlap.
+    import threading
+    import time
+
+    _, runners = build(3, LINE, max_rounds=12, offload=None)  # real worker threads
+    a, b, c = runners
+    active, peak, lock = [0], [0], threading.Lock()
+    plain = c.node.train_fn
+
+    def slow_train(weights, data, seed):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            time.sleep(0.05)  # real work takes real time; the virtual clock keeps running meanwhile
+            return plain(weights, data, seed)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    c.node.train_fn = slow_train
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, a)
+        nursery.start_soon(one, b)
+        while min(a.protocol.round, b.protocol.round) < 3:
+            await trio.sleep(0.5)
+        nursery.start_soon(one, c)
+    assert c.protocol.stats.catch_ups >= 1  # the situation under test happened
+    assert peak[0] == 1
+    assert len({o.stop_round for o in outcomes.values()}) == 1
+
+
+async def test_view_reports_round_figures_stop_and_a_silent_neighbour_as_suspected(autojump_clock):
+    links = {"a": ["b", "z"], "b": ["a"], "z": ["a"]}  # z never starts
+    _, runners = build(3, links)
+    a, b = runners[0], runners[1]
+    first, suspected_seen = a.view(), []
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    async def watch():
+        while not a.view().suspected:
+            await trio.sleep(0.5)
+        suspected_seen.append(a.view())
+
+    with trio.fail_after(3600):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            nursery.start_soon(one, a)
+            nursery.start_soon(one, b)
+    assert first.round == 0 and first.rounds_completed == 0 and first.loss is None and not first.suspected
+    mid = suspected_seen[0]
+    assert mid.suspected == ("z",) and mid.neighbours == ("b", "z") and not mid.exited
+    end = a.view()
+    assert end.exited and end.stop_round == outcomes["a"].stop_round and end.reason == outcomes["a"].reason
+    assert end.rounds_completed == outcomes["a"].rounds_completed >= 1
+    assert end.loss is not None and end.metric is not None and end.distance is not None
+    assert end.voted == a.protocol.convergence.voted()
+
+
+POISON = 1000.0  # finite and under the validation bound: only the transfer checks stop it
+
+
+def bad_offer(kind, transport, round_):
+    """What a hostile neighbour offers for ``round_``: (digest, size) to announce."""
+    tensors = {"w": np.full(4, POISON, dtype=np.float32)}
+    header_round = round_ + 1 if kind == "wrong-round" else round_
+    payload = encode(WeightsMessage(FakeTrainer.model_id, header_round, "m", 5, tensors))
+    key = digest(payload)
+    transport.offer(key, payload)
+    if kind == "oversized":
+        return key, len(payload) - 1  # serves more than it announces
+    if kind == "digest-mismatch":
+        other = digest(b"what was announced")
+        transport.offer(other, payload)  # the bytes behind the announced digest are others
+        return other, len(payload)
+    return key, len(payload)  # "wrong-round", or "honest" (the positive control)
+
+
+@pytest.mark.parametrize("kinds", [("oversized", "digest-mismatch", "wrong-round"), ("honest",)])
+async def test_transfers_that_break_their_announcement_are_counted_and_never_mixed(autojump_clock, kinds):
+    links = {**LINE, "a": ["b", "m"], "m": ["a"]}
+    net, runners = build(4, links)
+    runners = [r for r in runners if r.node.peer_id != "m"]
+    mallory = net.endpoint("m")
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    async def hostile():
+        served = 0
+        while True:
+            msg = decode_control((await mallory.receive()).data)
+            if isinstance(msg, Announce):  # answer each of a's phases with a bad offer
+                key, size = bad_offer(kinds[served % len(kinds)], mallory, msg.round)
+                served += 1
+                await mallory.send("a", encode_control(Announce("m", msg.round, msg.step, key, size, 5, 1)))
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(hostile)
+        async with trio.open_nursery() as nursery:
+            for runner in runners:
+                nursery.start_soon(one, runner)
+        outer.cancel_scope.cancel()
+    a = {r.node.peer_id: r for r in runners}["a"]
+    assert len({o.stop_round for o in outcomes.values()}) == 1
+    if kinds == ("honest",):  # control: the same numbers, honestly announced, are mixed
+        assert not outcomes["a"].rejected
+        assert np.abs(a.node.weights["w"]).max() > 10
+    else:
+        assert set(outcomes["a"].rejected) == set(kinds), outcomes["a"].rejected
+        assert np.abs(a.node.weights["w"]).max() < 10  # the fake optimum is O(1)
