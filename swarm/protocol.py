@@ -11,7 +11,14 @@ models of its neighbours over direct transfers (checked against the announced di
 and mixes once it has them from a quorum of its live neighbours or its adaptive
 deadline passes. A peer that sees a neighbour ``catchup_lag`` rounds ahead adopts that
 neighbour's model (keeping an explicit ``stale_weight`` share of its own) and jumps to
-the next round instead of replaying the missed ones. Progress records are flooded to
+the next round instead of replaying the missed ones.
+
+Lost messages are recovered, not waited out: a fetch try times out after the transfer
+time learnt from earlier fetches (doubling per retry); a peer missing an announcement
+repeats its own to the silent neighbour with backoff, and a peer hearing an announcement
+of a phase it has reached answers with its own (or its skip). A phase that times out on
+most neighbours lets their late announcements teach the deadline, which would otherwise
+only learn from models that arrived in time. Progress records are flooded to
 the whole swarm; the stop decision is taken and spread as in ``swarm.convergence``.
 """
 
@@ -24,7 +31,7 @@ from typing import Union
 from gossip.control import Announce, ControlMessage, Progress, Skip, StopDecision, forwarded
 from swarm.convergence import ConvergenceConfig, ConvergenceTracker
 from swarm.errors import ConfigError
-from swarm.round_counter import AdaptiveDeadline, DeadlineConfig, Liveness, Phase
+from swarm.round_counter import AdaptiveDeadline, DeadlineConfig, Liveness, Phase, retry_config
 
 
 @dataclass(frozen=True)
@@ -227,6 +234,7 @@ class PeerProtocol:
         self.config = config
         self.phase: Phase = (start_round, 0)
         self.deadline = AdaptiveDeadline(config.deadline, deadline_history or [])
+        self.transfer = AdaptiveDeadline(retry_config(config.deadline, config.fetch_timeout))
         self.liveness = Liveness(config.suspect_after)
         self.convergence = ConvergenceTracker(config.convergence, peer_id)
         self.stats = ProtocolStats()
@@ -241,6 +249,9 @@ class PeerProtocol:
         self._suspected: set[str] = set()
         self._pending: dict[tuple[str, int, int], Announce] = {}
         self._skips: dict[str, set[Phase]] = {}
+        self._own: dict[Phase, Announce | Skip] = {}
+        self._late: dict[Phase, tuple[float, set[str]]] = {}
+        self._sent: dict[tuple[str, Phase], float] = {}
         self._reset_phase()
         self._catching_up = False
         self._catch_up_ann: Announce | None = None
@@ -360,6 +371,8 @@ class PeerProtocol:
         self._fetched: set[str] = set()
         self._retries: dict[str, int] = {}
         self._fetch_deadline: dict[str, float] = {}
+        self._fetch_started: dict[str, float] = {}
+        self._nudges = 0
         self._announced: dict[str, Announce] = {}
         self._skipped: set[str] = set()
         self._mixing = False
@@ -395,16 +408,61 @@ class PeerProtocol:
         if (event.round, event.step) != self.phase or self._ready_at is not None or self.stopped_at is not None:
             return []
         self._ready_at = now
-        wait = self.deadline.current()
-        self._deadline_at = now + wait
-        self._reannounce_at = now + wait / 2
+        self._deadline_at = now + self.deadline.current()
+        self._reannounce_at = now + self._retry_after()
         if event.step == 0:
             self._last_loss = event.loss
         ann = Announce(self.peer_id, event.round, event.step, event.digest, event.size, event.samples,
                        len(self.neighbours))
         self._my_announce = ann
-        actions: list[Action] = [SendControl(p, ann) for p in self.neighbours]
+        self._remember(self.phase, ann)
+        actions: list[Action] = self._send_own(self.neighbours, self.phase, now)
         return actions + self._maybe_advance(now)
+
+    # ------------------------------------------------------------ announcement recovery
+    def _retry_after(self) -> float:
+        """One fetch try's timeout and the first wait before asking again: a few round trips."""
+        return self.transfer.current()
+
+    def _remember(self, phase: Phase, msg: Announce | Skip) -> None:
+        """Keep what this peer said about ``phase`` (its announcement, or a skip) for a while.
+
+        A neighbour still in a recent phase may have lost it; it asks again by announcing
+        its own model of that phase, and gets this answer (see ``_answer``). Kept as long as
+        the driver serves the models (two rounds back, like the transports' offer caches).
+        """
+        self._own[phase] = msg
+        oldest = (self.round - 2, 0)
+        for old in [ph for ph in self._own if ph < oldest]:
+            del self._own[old]
+        for key in [k for k in self._sent if k[1] < oldest]:
+            del self._sent[key]
+        for old in [ph for ph in self._late if ph < oldest]:
+            del self._late[old]
+
+    def _send_own(self, peers: list[str], phase: Phase, now: float,
+                  msg: Announce | Skip | None = None) -> list[Action]:
+        msg = msg or self._own[phase]
+        for peer in peers:
+            self._sent[(peer, phase)] = now
+        return [SendControl(p, msg) for p in peers]
+
+    def _answer(self, sender: str, phase: Phase, now: float) -> list[Action]:
+        """``sender`` announced its model of ``phase``, which this peer has reached: it is
+        in that phase (or waiting in it), so it needs this peer's model (or skip) too.
+
+        Send it again unless it went to ``sender`` less than a retry interval ago: a lost
+        announcement is then recovered within a round trip of the neighbour's next
+        (re)announcement instead of at the phase deadline. The interval also stops two
+        peers answering each other back and forth: an answer arrives within a round trip,
+        before the other side's interval has passed.
+        """
+        if phase not in self._own:
+            return []
+        last = self._sent.get((sender, phase))
+        if last is not None and now - last < self._retry_after():
+            return []
+        return self._send_own([sender], phase, now)
 
     def _needed(self, now: float) -> tuple[set[str], int]:
         # wait only for neighbours that can deliver this phase: live, not skipping it, and
@@ -424,6 +482,12 @@ class PeerProtocol:
             return []
         if timed_out and have < needed:
             self.stats.phases_timed_out += 1
+            if 2 * have < needed:
+                # most neighbours missed it: the deadline, not a slow neighbour, is the likely
+                # cause. Their late announcements will tell it how long they really took
+                # (``_observe_late``); a timeout on a minority teaches nothing, so a
+                # straggler or two does not set the pace
+                self._late[self.phase] = (self._ready_at, live - self._fetched)
         self.stats.waiting_s += now - self._ready_at
         self._mixing = True
         round_, step = self.phase
@@ -493,13 +557,31 @@ class PeerProtocol:
     def _on_announce(self, sender: str, ann: Announce, now: float) -> list[Action]:
         self._member_round[sender] = max(self._member_round.get(sender, -1), ann.round)
         phase = (ann.round, ann.step)
+        answer = self._answer(sender, phase, now)
         if phase < self.phase:
             self.stats.stale += 1
-            return []
+            self._observe_late(sender, phase, now)
+            return answer
         if phase == self.phase and self.stopped_at is None:
-            return self._consider(sender, ann, now)
+            return answer + self._consider(sender, ann, now)
         self._pending[(sender, ann.round, ann.step)] = ann
-        return self._check_catch_up(now)
+        return answer + self._check_catch_up(now)
+
+    def _observe_late(self, sender: str, phase: Phase, now: float) -> None:
+        """A neighbour this peer timed out on in ``phase`` (with most of the others) announced
+        it after all: count its real delay.
+
+        Without this the deadline learns only from models that made it in time (and from
+        ones already waiting when this peer was behind), so it can only shrink: a peer
+        whose deadline became too short times out on most of its neighbours, runs ahead,
+        never waits again (they are soon more than a round behind), and the swarm ends up
+        catching up to a model it trained alone. A neighbour that never answers (crashed)
+        adds nothing.
+        """
+        late = self._late.get(phase)
+        if late is not None and sender in late[1]:
+            late[1].discard(sender)
+            self.deadline.observe(now - late[0])
 
     def _consider(self, sender: str, ann: Announce, now: float) -> list[Action]:
         if sender in self._fetched or sender in self._fetching or self._mixing:
@@ -512,14 +594,14 @@ class PeerProtocol:
             self._catch_up_ann, self._catch_up_due = ann, now + self.config.fetch_timeout
         else:
             self._fetching.add(sender)
-            timeout = self._fetch_timeout()
+            # each retry may take twice as long (as TCP backs off its retransmission
+            # timeout): a transfer that is merely slower than usual still gets through
+            tries = self._retries.get(sender, 0)
+            timeout = min(self.config.fetch_timeout, self._retry_after() * 2 ** tries)
             self._fetch_deadline[sender] = now + timeout
+            self._fetch_started[sender] = now
             return Fetch(sender, ann.round, ann.step, ann.digest, ann.size, timeout, catch_up)
         return Fetch(sender, ann.round, ann.step, ann.digest, ann.size, self.config.fetch_timeout, catch_up)
-
-    def _fetch_timeout(self) -> float:
-        """Short enough that a lost transfer can be retried within the adaptive deadline."""
-        return min(self.config.fetch_timeout, max(self.deadline.current() / 2, self.config.deadline.minimum))
 
     def _check_catch_up(self, now: float) -> list[Action]:
         if self._catching_up or self.stopped_at is not None:
@@ -540,7 +622,10 @@ class PeerProtocol:
             return []
         self._fetch_deadline.pop(event.sender, None)
         self._fetching.discard(event.sender)
+        started = self._fetch_started.pop(event.sender, None)
         if event.ok:
+            if started is not None:
+                self.transfer.observe(now - started)
             self.liveness.heard(event.sender, now)
             self._fetched.add(event.sender)
             if self._ready_at is not None:
@@ -570,12 +655,14 @@ class PeerProtocol:
         target = event.round
         actions: list[Action] = [Adopt(event.sender, target, self.config.stale_weight)]
         # tell neighbours not to wait for this peer in the phases it skips
-        for r in range(old_round, target + 1):
-            for step in range(self.config.gossip_steps):
-                if (r, step) >= self.phase:
-                    actions += [SendControl(p, Skip(self.peer_id, r, step)) for p in self.neighbours]
-        actions.append(Checkpoint(target))
+        skipped = [(r, step) for r in range(old_round, target + 1) for step in range(self.config.gossip_steps)
+                   if (r, step) >= self.phase]
         self.phase = (target, self.config.gossip_steps - 1)
+        for r, step in skipped:
+            skip = Skip(self.peer_id, r, step)
+            self._remember((r, step), skip)
+            actions += self._send_own(self.neighbours, (r, step), now, skip)
+        actions.append(Checkpoint(target))
         self._reset_phase()
         return actions + self._next_round(target, now)
 
@@ -684,12 +771,16 @@ class PeerProtocol:
         if self._catching_up and ann is not None and now >= self._catch_up_due:
             actions += self._on_fetch(FetchDone(ann.sender, ann.round, ann.step, False, "timeout"), now)
         if (self._my_announce is not None and not self._mixing and now >= self._reannounce_at):
-            # gossip may have lost our announcement (or theirs): repeat it once to the
-            # neighbours we have not heard from in this phase
-            self._reannounce_at = math.inf
+            # gossip may have lost our announcement or theirs: repeat ours to the neighbours
+            # we have not heard from in this phase, a retry interval after it went out and
+            # then with exponential backoff until the deadline. A neighbour that has our
+            # model already answers with its own announcement (``_answer``), so a lost
+            # announcement costs a round trip or two, not the whole deadline
+            self._nudges += 1
+            self._reannounce_at = now + self._retry_after() * 2 ** self._nudges
             quiet = [p for p in self.neighbours if p not in self._announced and p not in self._fetched
                      and p not in self._skipped]
-            actions += [SendControl(p, self._my_announce) for p in quiet]
+            actions += self._send_own(quiet, self.phase, now)
         if self._ready_at is not None and not self._mixing and now >= self._deadline_at:
             in_flight = [due for peer, due in self._fetch_deadline.items() if peer in self._fetching]
             cap = self._ready_at + self.config.deadline.maximum

@@ -73,6 +73,23 @@ class AdaptiveDeadline:
         return list(self._delays)
 
 
+def retry_config(deadline: DeadlineConfig, fetch_timeout: float) -> DeadlineConfig:
+    """How long one fetch try may take: learnt from completed transfers like the deadline.
+
+    A lost request or answer is only noticed when its try times out, so that timeout
+    must follow the link (a few round trips plus the transfer), not the phase deadline,
+    which also absorbs neighbours' training-time spread and is many round trips long.
+    Bounded by ``deadline.minimum`` below and ``fetch_timeout`` above; until enough
+    transfers were seen, half the initial phase deadline.
+    """
+    high = max(fetch_timeout, 1e-9)
+    low = min(deadline.minimum, high)
+    initial = min(high, max(deadline.initial / 2, low))
+    return DeadlineConfig(minimum=low, maximum=high, initial=initial,
+                          spread_factor=deadline.spread_factor, window=deadline.window,
+                          min_samples=deadline.min_samples)
+
+
 class Liveness:
     """Who has been heard from recently: a neighbour silent for ``suspect_after`` is suspected.
 

@@ -214,9 +214,11 @@ def test_announce_for_an_older_phase_is_counted_stale_and_not_fetched():
 
     actions = proto.handle(announce("b", 0), 1.0)
 
-    assert actions == []
+    assert not of(actions, Fetch)
     assert proto.stats.stale == 1
     assert proto.phase == before == (1, 0)
+    # b is still in round 0 and may have lost our announcement of it: it gets it again
+    assert [(a.peer, a.msg.round, a.msg.step) for a in sent(actions, Announce)] == [("b", 0, 0)]
 
 
 def test_announce_for_the_next_step_is_buffered_until_the_peer_gets_there():
@@ -899,3 +901,102 @@ def test_a_stopped_peer_points_a_neighbour_that_came_back_far_behind_at_its_fina
     assert not sent(hearsay, Announce)  # only a neighbour's own record counts
     assert [a.peer for a in sent(direct_after, Announce)] == ["c"]  # even if seen before
 
+
+# ---------------------------------------------------------------- recovering lost messages
+OWN_0 = Announce("a", 0, 0, digest("a", 0, 0), 1000, 50, 2)
+
+
+def test_a_neighbour_announcing_again_gets_our_announcement_again_but_not_at_once():
+    proto = started()  # retry interval before any transfer: 0.5 (half the initial deadline)
+    proto.handle(ready(0), 0.1)  # announced to b and c at 0.1
+    proto.handle(announce("b", 0), 0.2)
+
+    too_soon = proto.handle(announce("b", 0), 0.3)  # ours may still be on its way
+    later = proto.handle(announce("b", 0), 0.7)  # b is still asking: it lost ours
+    echo = proto.handle(announce("b", 0), 0.8)  # just answered: no second answer
+
+    assert too_soon == []
+    assert later == [SendControl("b", OWN_0)]
+    assert echo == []
+
+
+def test_a_silent_neighbour_is_asked_again_with_backoff_until_the_deadline():
+    proto = started(config(deadline=DeadlineConfig(minimum=0.1, initial=3.0, maximum=5.0)))
+    proto.handle(ready(0), 0.0)  # deadline 3.0, retry interval 0.5 (fetch_timeout caps it)
+    proto.handle(announce("b", 0), 0.1)
+    proto.handle(done("b", 0), 0.2)
+
+    times, repeats = [], []
+    while not proto.stats.phases_timed_out:
+        now = proto.next_timer()
+        actions = proto.handle(TimerFired(), now)
+        if sent(actions, Announce):
+            times.append(now)
+            repeats += [a.peer for a in sent(actions, Announce)]
+
+    assert times == pytest.approx([0.5, 1.5])  # then 3.5: past the deadline
+    assert repeats == ["c", "c"]
+
+
+def test_fetch_try_timeout_follows_transfer_times_not_neighbour_lateness():
+    proto = started()
+    now = 0.1
+    for round_ in range(3):  # neighbours announce 0.4 after us, transfers take 0.02
+        proto.handle(ready(round_), now)
+        for sender in NEIGHBOURS:
+            proto.handle(announce(sender, round_), now + 0.4)
+            proto.handle(done(sender, round_), now + 0.42)
+        proto.handle(Mixed(round_, 0), now + 0.45)
+        now += 1.0
+    proto.handle(ready(3), now)
+
+    (fetch,) = of(proto.handle(announce("b", 3), now + 0.4), Fetch)
+
+    assert proto.deadline.current() > 0.4  # the phase deadline absorbs the lateness
+    assert fetch.timeout == pytest.approx(0.1)  # a try: the transfer time, floored at minimum
+    (retry,) = of(proto.handle(done("b", 3, ok=False), now + 0.41), Fetch)
+    assert retry.timeout == pytest.approx(0.2)  # a retry may take twice as long
+
+
+def _timed_out_in_round_0(announced: tuple[str, ...]) -> PeerProtocol:
+    """Ready at 0.1 (deadline 1.1); only ``announced`` neighbours deliver; on to round 1."""
+    proto = started()
+    proto.handle(ready(0), 0.1)
+    for sender in announced:
+        proto.handle(announce(sender, 0), 0.2)
+        proto.handle(done(sender, 0), 0.3)
+    while not proto.stats.phases_timed_out:
+        proto.handle(TimerFired(), proto.next_timer())
+    proto.handle(Mixed(0, 0), 1.25)
+    assert proto.round == 1
+    return proto
+
+
+def test_late_announcements_after_most_neighbours_timed_out_teach_the_deadline_the_real_delay():
+    proto = _timed_out_in_round_0(announced=())
+    before = proto.deadline.history()
+
+    proto.handle(announce("c", 0), 2.6)  # c's model of round 0 was ready after all
+    proto.handle(announce("c", 0), 3.6)  # counted once
+    proto.handle(announce("b", 0), 2.7)
+
+    assert proto.deadline.history() == [*before, pytest.approx(2.5), pytest.approx(2.6)]
+
+
+def test_a_late_announcement_after_a_timeout_on_a_minority_teaches_nothing():
+    proto = _timed_out_in_round_0(announced=("b",))  # only c (one of two) was late
+    before = proto.deadline.history()
+
+    proto.handle(announce("c", 0), 2.6)
+
+    assert proto.deadline.history() == before  # a slow neighbour does not set the pace
+
+
+def test_a_peer_that_caught_up_answers_an_announcement_of_a_skipped_phase_with_a_skip():
+    proto = started()
+    proto.handle(announce("b", 2), 0.1)
+    proto.handle(done("b", 2), 0.2)  # caught up: skips rounds 0-2, now in round 3
+
+    actions = proto.handle(announce("c", 1), 1.0)  # c is waiting for our round 1
+
+    assert sent(actions, Skip) == [SendControl("c", Skip("a", 1, 0))]
