@@ -107,10 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one hospital's peer over libp2p until the swarm stops",
         description="Run one peer: Noise-encrypted libp2p links to consortium members only.",
     )
+    from peers.peer_config import defer_to_config
     from peers.peer_options import add_arguments
 
     add_arguments(peer)
-    peer.set_defaults(func=_cmd_peer)
+    specs = defer_to_config(peer)  # options may also come from --config (see peers.peer_config)
+    peer.set_defaults(func=lambda args: _cmd_peer(args, specs))
 
     keygen = sub.add_parser(
         "keygen",
@@ -122,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_peer(args: argparse.Namespace) -> int:
+def _cmd_peer(args: argparse.Namespace, specs) -> int:
+    from peers.peer_config import resolve
+
+    args = resolve(args, specs)  # before the heavy imports: a bad file fails at once
     from peers.peer_cmd import run_peer
 
     return run_peer(args)

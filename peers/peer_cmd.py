@@ -5,11 +5,14 @@ builds its site's data and model, resumes from its state directory if there is a
 checkpoint, then runs the leader-free protocol (``peers.runner``) until the swarm stops,
 writing a final JSON report. Links that come up later (peers dialling in) become
 neighbours. Ctrl-C or SIGTERM ends it after the current write (checkpoints are atomic).
+With ``--status-port`` it serves ``/status`` and ``/metrics`` (``peers.status``) from
+before the first neighbour connects until it exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
@@ -23,6 +26,7 @@ from gossip.libp2p_identity import Consortium, load_key
 from gossip.libp2p_transport import Libp2pTransport
 from peers.errors import PeerError
 from peers.runner import PeerRunner
+from peers.status import PeerStatus, status_server
 from swarm.checkpoint import CheckpointStore
 from swarm.convergence import ConvergenceConfig
 from swarm.node import SwarmNode
@@ -78,6 +82,23 @@ def run_peer(args: argparse.Namespace) -> int:
 
 async def _main(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
                 config) -> dict | None:
+    status = PeerStatus(key.peer_id, args.site, consortium.name_of(key.peer_id) if consortium else None,
+                        start_round)
+    run = functools.partial(_run, args, key, consortium, trainer, site, federation, weights, start_round,
+                            state, store, config, status)
+    if args.status_port is None:
+        return await run()
+    async with status_server(status, args.status_host, args.status_port) as url:
+        print(f"status {url}", flush=True)
+        log.info("event=status-serving peer=%s url=%s", key.peer_id, url)
+        try:
+            return await run()
+        finally:
+            status.stopped()
+
+
+async def _run(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
+               config, status: PeerStatus) -> dict | None:
     async with Libp2pTransport.start(key, args.listen, consortium=consortium) as transport:
         for addr in transport.listen_addrs:
             full = addr if "/p2p/" in addr else f"{addr}/p2p/{key.peer_id}"
@@ -103,9 +124,11 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
         def on_round(round_, info):
             log.info("event=round peer=%s round=%d loss=%s metric=%s distance=%s", key.peer_id, round_,
                      info["loss"], info["metric"], info["distance"])
+            status.touch()
 
         runner = PeerRunner(transport, node, protocol, evaluate=metric, store=store,
                             train_seed=lambda r: train_seed(args.seed, args.site, r), on_round=on_round)
+        status.running(runner)
         outcome = None
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
@@ -122,9 +145,11 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
 
                 nursery.start_soon(watch)
                 nursery.start_soon(work)
+        status.stopped()
         if outcome is None:
             return None
-        glob = trainer.evaluate(node.weights, federation.global_test)
+        # in a thread, so /status keeps answering ("stopped") while the global test set is scored
+        glob = await trio.to_thread.run_sync(trainer.evaluate, node.weights, federation.global_test)
         return {
             "peer_id": key.peer_id, "site": args.site, "stop_round": outcome.stop_round,
             "reason": outcome.reason, "rounds_completed": outcome.rounds_completed,

@@ -6,8 +6,20 @@ import argparse
 from pathlib import Path
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``medswarm peer``."""
+    """The options of ``medswarm peer`` (any of them can also come from ``--config``)."""
+    parser.add_argument("--config", type=Path, default=None, metavar="PEER.TOML",
+                        help="TOML file of options (keys: long option names; the command line wins)")
     parser.add_argument("--key", type=Path, required=True, help="identity key file (medswarm keygen)")
     parser.add_argument("--consortium", type=Path, default=None,
                         help="TOML allow-list of member peer IDs ([[member]] name=..., peer_id=...)")
@@ -30,3 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suspect-after", type=float, default=30.0, help="silence before a neighbour is suspected")
     parser.add_argument("--deadline-max", type=float, default=120.0, help="longest wait for neighbours, s")
     parser.add_argument("--linger", type=float, default=5.0, help="seconds to wait after stopping")
+    parser.add_argument("--status-port", type=_port, default=None, metavar="PORT",
+                        help="serve GET /status (JSON) and /metrics (Prometheus) on this port; 0 = any free")
+    parser.add_argument("--status-host", default="127.0.0.1", help="address of the status server")

@@ -51,6 +51,25 @@ class PeerOutcome:
     bad_control: int = 0
 
 
+@dataclass(frozen=True)
+class RunnerView:
+    """A read-only copy of what a running peer is doing, for the status endpoint."""
+
+    round: int
+    neighbours: tuple[str, ...]
+    suspected: tuple[str, ...]
+    loss: float | None
+    metric: float | None
+    distance: float | None
+    voted: bool
+    stop_round: int | None
+    reason: str
+    rounds_completed: int
+    rejected: Mapping[str, int]
+    bad_control: int
+    exited: bool
+
+
 class PeerRunner:
     """Runs one peer until the protocol says ``Exit`` (see the module docstring)."""
 
@@ -93,6 +112,20 @@ class PeerRunner:
         self.outcome.rejected = dict(self.node.stats.rejected)
         self.outcome.bad_control = self.protocol.stats.bad_control
         return self.outcome
+
+    def view(self, now: float | None = None) -> RunnerView:
+        """What this peer is doing right now (``now`` on trio's clock, default the current time)."""
+        proto = self.protocol
+        now = trio.current_time() if now is None else now
+        loss, metric, distance = proto.last_figures()
+        return RunnerView(
+            round=proto.round, neighbours=tuple(proto.neighbours),
+            suspected=tuple(proto.suspected_neighbours(now)),
+            loss=loss, metric=metric, distance=distance, voted=proto.convergence.voted(),
+            stop_round=proto.stop_round, reason=proto.stop_reason,
+            rounds_completed=proto.stats.rounds_completed, rejected=dict(self.node.stats.rejected),
+            bad_control=proto.stats.bad_control, exited=proto.exited,
+        )
 
     def _feed(self, event: Any) -> None:
         self._perform(self.protocol.handle(event, trio.current_time()))

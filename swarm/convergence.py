@@ -96,6 +96,11 @@ class ConvergenceTracker:
         """Drop a member's vote (used when nothing is known of it any more)."""
         self.votes.pop(origin, None)
 
+    def voted(self) -> bool:
+        """This peer's own latest vote (False before its first completed round)."""
+        own = self.votes.get(self.self_id)
+        return own is not None and own.converged
+
     def all_converged(self, alive: set[str]) -> bool:
         """True when this peer and every alive member it knows have voted converged."""
         own = self.votes.get(self.self_id)

@@ -340,6 +340,14 @@ class PeerProtocol:
         """Every member this peer has heard of, itself included."""
         return sorted({self.peer_id, *self._member_round, *self.neighbours})
 
+    def suspected_neighbours(self, now: float) -> list[str]:
+        """Neighbours silent for longer than ``suspect_after`` (left out of the quorum)."""
+        return [p for p in self.neighbours if self.liveness.is_suspected(p, now)]
+
+    def last_figures(self) -> tuple[float | None, float | None, float | None]:
+        """The latest training loss, validation metric and distance to the neighbours' average."""
+        return self._last_loss, self._last_metric, self._last_distance
+
     # ------------------------------------------------------------ phases
     def _reset_phase(self) -> None:
         self._ready_at: float | None = None

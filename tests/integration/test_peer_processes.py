@@ -7,8 +7,12 @@ every wait is bounded by a timeout.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -90,3 +94,82 @@ def test_bad_config_is_one_line_and_nonzero(hospitals, change, needle):
     code, out, err = finish(p, timeout=60)
     assert code == 2, err
     assert needle in err and "Traceback" not in err and err.strip().count("\n") == 0, err
+
+
+def read_until(proc, prefix):
+    """The peer's stdout lines up to the one starting with ``prefix``, as {first word: rest}."""
+    lines = {}
+    for _ in range(5):
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.poll() is not None else "stdout closed"
+        word, _, rest = line.strip().partition(" ")
+        lines[word] = rest
+        if word == prefix:
+            return lines
+    raise AssertionError(f"no {prefix!r} line in {lines}")
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.headers["Content-Type"], response.read().decode()
+
+
+def test_a_peer_run_from_a_config_file_serves_its_status_until_it_stops(hospitals):
+    tmp_path, ids = hospitals
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    # paths relative to the file; rounds = 40 is overridden by the command line below
+    (conf / "a.toml").write_text(
+        'key = "../a.key"\nconsortium = "../consortium.toml"\nsite = 0\nsites = 4\nstate_dir = "state-a"\n'
+        'data = "heart"\nrounds = 40\nheartbeat = 1\nsuspect-after = 8\ndeadline_max = 20\nlinger = 2\n'
+        'status_port = 0\n')
+    a = medswarm("peer", "--config", str(conf / "a.toml"), "--rounds", "6", cwd=tmp_path.parent)
+    lines = read_until(a, "listening")
+    url = lines["status"]
+    assert url.startswith("http://127.0.0.1:")
+    first = json.loads(get(url + "/status")[1])
+    assert first["state"] == "starting" and first["neighbours"] == [] and first["name"] == "a"
+    assert first["peer_id"] == ids["a"]
+
+    b, _ = start(tmp_path, "b", 1, lines["listening"])
+    docs, metrics = [], None
+    deadline = time.monotonic() + 120
+    while a.poll() is None and time.monotonic() < deadline:
+        try:
+            docs.append(json.loads(get(url + "/status")[1]))
+            if metrics is None and docs[-1]["state"] == "running":
+                metrics = get(url + "/metrics")
+        except (urllib.error.URLError, ConnectionError):
+            pass  # the peer is exiting: its server closes with it
+        time.sleep(0.05)  # polling interval; the bound is the deadline above
+    code_a, _, err_a = finish(a)
+    code_b, _, err_b = finish(b)
+    assert code_a == 0 and code_b == 0, (err_a[-2000:], err_b[-2000:])
+
+    running = [d for d in docs if d["state"] == "running"]
+    rounds = [d["round"] for d in running]
+    assert rounds == sorted(rounds) and len(set(rounds)) >= 2, rounds  # seen advancing
+    assert running[-1]["neighbours"] == [ids["b"]]
+    assert [d["state"] for d in docs] == sorted((d["state"] for d in docs), key=["starting", "running", "stopped"].index)
+    report = json.loads((conf / "state-a" / "report.json").read_text())
+    assert report["stop_round"] == 5  # --rounds 6 on the command line beat the file's 40
+    for doc in docs:
+        if doc["state"] == "stopped":
+            assert doc["round"] == 5 and doc["convergence"]["stop_round"] == 5
+    assert metrics is not None
+    content_type, text = metrics
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert "medswarm_neighbours 1.0" in text and "# TYPE medswarm_rejected_total counter" in text
+
+
+def test_a_status_port_in_use_is_one_line_and_nonzero(hospitals):
+    tmp_path, _ = hospitals
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = medswarm("peer", "--key", str(tmp_path / "a.key"), "--consortium", str(tmp_path / "consortium.toml"),
+                     "--site", "0", "--state-dir", str(tmp_path / "s"), *COMMON, "--status-port", str(port))
+        code, _, err = finish(p, timeout=60)
+    assert code == 2 and f"--status-port {port}" in err and "in use" in err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err

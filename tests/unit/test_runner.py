@@ -124,3 +124,33 @@ async def test_a_late_joiner_catching_up_never_trains_twice_at_once(autojump_clo
     assert c.protocol.stats.catch_ups >= 1  # the situation under test happened
     assert peak[0] == 1
     assert len({o.stop_round for o in outcomes.values()}) == 1
+
+
+async def test_view_reports_round_figures_stop_and_a_silent_neighbour_as_suspected(autojump_clock):
+    links = {"a": ["b", "z"], "b": ["a"], "z": ["a"]}  # z never starts
+    _, runners = build(3, links)
+    a, b = runners[0], runners[1]
+    first, suspected_seen = a.view(), []
+    outcomes = {}
+
+    async def one(runner):
+        outcomes[runner.node.peer_id] = await runner.run()
+
+    async def watch():
+        while not a.view().suspected:
+            await trio.sleep(0.5)
+        suspected_seen.append(a.view())
+
+    with trio.fail_after(3600):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            nursery.start_soon(one, a)
+            nursery.start_soon(one, b)
+    assert first.round == 0 and first.rounds_completed == 0 and first.loss is None and not first.suspected
+    mid = suspected_seen[0]
+    assert mid.suspected == ("z",) and mid.neighbours == ("b", "z") and not mid.exited
+    end = a.view()
+    assert end.exited and end.stop_round == outcomes["a"].stop_round and end.reason == outcomes["a"].reason
+    assert end.rounds_completed == outcomes["a"].rounds_completed >= 1
+    assert end.loss is not None and end.metric is not None and end.distance is not None
+    assert end.voted == a.protocol.convergence.voted()
