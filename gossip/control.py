@@ -1,4 +1,5 @@
-"""Small control messages that peers gossip: announcements, skips, progress and stop decisions.
+"""Small control messages that peers gossip: announcements, skips, progress, stop decisions
+and peer exchange.
 
 Weights travel separately (pulled from neighbours, see :mod:`gossip.codec`); these messages
 only say who has what and how the swarm is doing, so they stay tiny. Gossipsub drops messages
@@ -6,8 +7,9 @@ over about 1 MiB; :data:`MAX_CONTROL_BYTES` (64 KiB) is enforced on encode and d
 valid message is in fact at most a few KiB because every string is bounded.
 
 Wire format (version 1): one msgpack map ``{"v": 1, "t": <type>, <field>: <value>, ...}``
-where ``<type>`` is ``"announce"``, ``"skip"``, ``"progress"`` or ``"stop"`` and the fields
-are exactly those of the matching dataclass, under the same names. Encoding is deterministic
+where ``<type>`` is ``"announce"``, ``"skip"``, ``"progress"``, ``"stop"`` or ``"peers"`` and
+the fields are exactly those of the matching dataclass, under the same names (a
+:class:`PeerRecord` goes as the two-element array ``[peer_id, [addr, ...]]``). Encoding is deterministic
 (fixed key order), but :func:`forwarded` changes ``ttl``, so deduplicate flooded messages by
 ``(origin, seq)``, never by their bytes.
 
@@ -23,7 +25,13 @@ Field rules, checked by both :func:`encode_control` and :func:`decode_control`:
   A ``bool`` is not an ``int``;
 * ``loss``, ``metric``: ``None`` or a finite number; ``distance``: ``None`` or a finite
   number ``>= 0``. An ``int`` is accepted and becomes a ``float``;
-* ``converged``: ``bool``.
+* ``converged``: ``bool``;
+* ``peers``: an array of at most :data:`MAX_PEER_RECORDS` records with distinct peer ids,
+  each ``[peer id, addrs]`` with the peer id ruled as above and ``addrs`` an array of 1 to
+  :data:`MAX_RECORD_ADDRS` distinct addresses, each a visible-ASCII ``str`` (``!`` to
+  ``~``: no space, no control or non-ASCII character) of 1 to :data:`MAX_ADDR_CHARS`
+  characters starting with ``/`` (a multiaddr's text form; whether it parses and dials is
+  for the receiver to find out).
 
 Every malformed input raises :class:`~gossip.errors.CodecError` with ``reason`` from
 :data:`REASONS`, checked in this order:
@@ -38,7 +46,7 @@ Every malformed input raises :class:`~gossip.errors.CodecError` with ``reason`` 
 ``bad-version``     ``"v"`` is an ``int`` other than :data:`CONTROL_VERSION` (checked before
                     the fields, so a newer peer's message is reported as such)
 ``bad-type``        ``"t"`` is a ``str`` naming no known message type. On encode: an object
-                    that is not one of the four message classes
+                    that is not one of the five message classes
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import msgpack
 
@@ -60,6 +68,12 @@ MAX_TTL: int = 64
 MAX_ID_CHARS: int = 256
 #: Longest stop ``reason``, in characters.
 MAX_REASON_CHARS: int = 200
+#: Most (peer id, addresses) records in one :class:`PeerExchange`.
+MAX_PEER_RECORDS: int = 16
+#: Most addresses in one :class:`PeerRecord`.
+MAX_RECORD_ADDRS: int = 4
+#: Longest address in a :class:`PeerRecord`, in characters (visible ASCII).
+MAX_ADDR_CHARS: int = 200
 #: Length of a weights digest (:func:`gossip.codec.digest`, BLAKE2b-128 in hex).
 DIGEST_HEX_CHARS: int = 32
 REASONS: frozenset[str] = frozenset(
@@ -126,7 +140,26 @@ class StopDecision:
     ttl: int
 
 
-ControlMessage: TypeAlias = Announce | Skip | Progress | StopDecision
+class PeerRecord(NamedTuple):
+    """How to reach one member: its peer id and the multiaddrs to dial it at."""
+
+    peer_id: str
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PeerExchange:
+    """Members the sender knows how to reach, itself included (first when it has addresses).
+
+    Sent to a neighbour only, never flooded: when the link comes up, when the sender's table
+    changes and now and then. The receiver must check ``sender`` against the link.
+    """
+
+    sender: str
+    peers: tuple[PeerRecord, ...]
+
+
+ControlMessage: TypeAlias = Announce | Skip | Progress | StopDecision | PeerExchange
 
 
 # --- field checks: each returns the value normalised for the wire, or raises bad-field ---
@@ -203,6 +236,37 @@ def _flag(name: str, value: object) -> bool:
     return value
 
 
+def _address(name: str, value: object) -> str:
+    if not (isinstance(value, str) and 0 < len(value) <= MAX_ADDR_CHARS and value[0] == "/"
+            and all("!" <= c <= "~" for c in value)):
+        raise _bad(name, f"a visible-ASCII str of 1 to {MAX_ADDR_CHARS} chars starting with /",
+                   value)
+    return str(value)
+
+
+def _peer_records(name: str, value: object) -> tuple[PeerRecord, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_PEER_RECORDS:
+        raise _bad(name, f"an array of at most {MAX_PEER_RECORDS} records", value)
+    records: list[PeerRecord] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise _bad(where, "a [peer id, addrs] pair", item)
+        peer = _peer_id(f"{where}.peer_id", item[0])
+        if peer in seen:
+            raise _bad(f"{where}.peer_id", "distinct from the other records'", peer)
+        seen.add(peer)
+        addrs = item[1]
+        if not isinstance(addrs, (list, tuple)) or not 0 < len(addrs) <= MAX_RECORD_ADDRS:
+            raise _bad(f"{where}.addrs", f"an array of 1 to {MAX_RECORD_ADDRS} addresses", addrs)
+        checked = tuple(_address(f"{where}.addrs", a) for a in addrs)
+        if len(set(checked)) != len(checked):
+            raise _bad(f"{where}.addrs", "distinct addresses", addrs)
+        records.append(PeerRecord(peer, checked))
+    return tuple(records)
+
+
 _Check = Callable[[str, object], Any]
 
 #: Wire type and ordered field checks of each message class (names match the dataclasses).
@@ -221,6 +285,7 @@ _SCHEMAS: dict[type, tuple[str, tuple[tuple[str, _Check], ...]]] = {
         ("origin", _peer_id), ("seq", _count), ("stop_round", _count), ("reason", _reason),
         ("ttl", _ttl),
     )),
+    PeerExchange: ("peers", (("sender", _peer_id), ("peers", _peer_records))),
 }
 _BY_TAG: dict[str, tuple[type, tuple[tuple[str, _Check], ...]]] = {
     tag: (cls, checks) for cls, (tag, checks) in _SCHEMAS.items()
@@ -237,7 +302,7 @@ def encode_control(msg: ControlMessage) -> bytes:
     ------
     CodecError
         ``bad-type`` if the type of ``msg`` is not exactly :class:`Announce`, :class:`Skip`,
-        :class:`Progress` or :class:`StopDecision`; ``bad-field`` for
+        :class:`Progress`, :class:`StopDecision` or :class:`PeerExchange`; ``bad-field`` for
         a field breaking the rules; ``oversized`` if the result exceeds
         :data:`MAX_CONTROL_BYTES`.
     """

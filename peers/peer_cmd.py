@@ -1,10 +1,14 @@
 """``medswarm peer``: one hospital's peer process over libp2p.
 
-It loads its identity and the consortium allow-list, listens, dials its bootstrap peers,
-builds its site's data and model, resumes from its state directory if there is a
-checkpoint, then runs the leader-free protocol (``peers.runner``) until the swarm stops,
-writing a final JSON report. Links that come up later (peers dialling in) become
-neighbours. Ctrl-C or SIGTERM ends it after the current write (checkpoints are atomic).
+It loads its identity and the consortium allow-list, listens, builds its site's data and
+model, resumes from its state directory if there is a checkpoint, then finds its
+neighbours: it dials its ``--bootstrap`` members, learns more members by peer exchange
+and keeps ``--target-neighbours`` of them linked, redialling lost ones with backoff
+(``peers.discovery``, ``peers.connector``). Once it has one neighbour (waiting long
+enough for former neighbours to redial a restarted peer) and then its target or
+``--deadline-max`` more seconds, it runs the leader-free protocol (``peers.runner``)
+until the swarm stops, writing a final JSON report. Links that come up later become
+neighbours too. Ctrl-C or SIGTERM ends it after the current write (checkpoints are atomic).
 With ``--status-port`` it serves ``/status`` and ``/metrics`` (``peers.status``) from
 before the first neighbour connects until it exits.
 """
@@ -13,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+from dataclasses import dataclass
 import json
 import logging
+import random
 import signal
 import time
 
@@ -22,8 +28,11 @@ import numpy as np
 import trio
 
 from gossip.errors import TransportError
-from gossip.libp2p_identity import Consortium, load_key
+from gossip.libp2p_addrs import default_announce, parse_announce, peer_of
+from gossip.libp2p_identity import Consortium, NodeKey, load_key
 from gossip.libp2p_transport import Libp2pTransport
+from peers.connector import Connector
+from peers.discovery import Discovery, DiscoveryConfig
 from peers.errors import PeerError
 from peers.runner import PeerRunner
 from peers.status import PeerStatus, status_server
@@ -49,6 +58,9 @@ def run_peer(args: argparse.Namespace) -> int:
     consortium = Consortium.from_toml(args.consortium) if args.consortium else None
     if consortium is not None and not consortium.allows(key.peer_id):
         raise PeerError(f"this peer ({key.peer_id}) is not a member of {args.consortium}")
+    bootstrap = _bootstrap_peers(args.bootstrap, key, consortium)
+    announce = [parse_announce(a, key.peer_id) for a in args.announce]
+    discovery = DiscoveryConfig(target=args.target_neighbours)
     partition = args.partition or ("sites" if args.data == "heart" else "dirichlet:0.5")
     federation = build_federation(args.data, args.sites, parse_partition(partition), seed=args.seed)
     site = federation.sites[args.site]
@@ -68,7 +80,7 @@ def run_peer(args: argparse.Namespace) -> int:
     report_path = args.report or args.state_dir / "report.json"
     try:
         outcome = trio.run(_main, args, key, consortium, trainer, site, federation, weights, start_round,
-                           state, store, config)
+                           state, store, config, _Links(bootstrap, announce, discovery))
     except KeyboardInterrupt:
         log.info("event=interrupted peer=%s", key.peer_id)
         return 130
@@ -80,12 +92,37 @@ def run_peer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bootstrap_peers(addrs: list[str], key: NodeKey, consortium: Consortium | None) -> list[tuple[str, str]]:
+    """(peer id, address) of each ``--bootstrap``; PeerError for a malformed, own or foreign one."""
+    out = []
+    for addr in addrs:
+        try:
+            peer = peer_of(addr)
+        except TransportError as err:
+            raise PeerError(f"bad --bootstrap: {err}") from None
+        if peer == key.peer_id:
+            raise PeerError(f"--bootstrap {addr} is this peer itself")
+        if consortium is not None and not consortium.allows(peer):
+            raise PeerError(f"--bootstrap {addr}: {peer} is not in the consortium")
+        out.append((peer, addr))
+    return out
+
+
+@dataclass(frozen=True)
+class _Links:
+    """How this peer finds neighbours: checked options."""
+
+    bootstrap: list[tuple[str, str]]
+    announce: list[str]
+    discovery: DiscoveryConfig
+
+
 async def _main(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
-                config) -> dict | None:
+                config, links: _Links) -> dict | None:
     status = PeerStatus(key.peer_id, args.site, consortium.name_of(key.peer_id) if consortium else None,
                         start_round)
     run = functools.partial(_run, args, key, consortium, trainer, site, federation, weights, start_round,
-                            state, store, config, status)
+                            state, store, config, links, status)
     if args.status_port is None:
         return await run()
     async with status_server(status, args.status_host, args.status_port) as url:
@@ -98,22 +135,31 @@ async def _main(args, key, consortium, trainer, site, federation, weights, start
 
 
 async def _run(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
-               config, status: PeerStatus) -> dict | None:
+               config, links: _Links, status: PeerStatus) -> dict | None:
     async with Libp2pTransport.start(key, args.listen, consortium=consortium) as transport:
         for addr in transport.listen_addrs:
             full = addr if "/p2p/" in addr else f"{addr}/p2p/{key.peer_id}"
             print(f"listening {full}", flush=True)
-        for addr in args.bootstrap:
-            await _dial(transport, addr)
-        with trio.move_on_after(args.deadline_max):
-            while not transport.neighbours():
-                await trio.sleep(0.1)  # waiting for the first peer to dial in
-        if not transport.neighbours():
-            raise PeerError("no neighbour connected: check --bootstrap and the consortium")
-        neighbours = transport.neighbours()
-        node = SwarmNode(key.peer_id, trainer.train, site.train, trainer.model_id, weights,
-                         {p: 1 for p in neighbours})
-        protocol = PeerProtocol(key.peer_id, neighbours, config, start_round=start_round,
+        own = links.announce or default_announce(transport.listen_addrs, key.peer_id)
+        if own:
+            log.info("event=announce peer=%s addrs=%s", key.peer_id, ",".join(own))
+        else:
+            log.warning("event=no-announce peer=%s listen=%s detail=listening on a wildcard address "
+                        "and no interface address found: others cannot learn how to dial this peer; "
+                        "pass --announce", key.peer_id, ",".join(transport.listen_addrs))
+        allows = consortium.allows if consortium is not None else (lambda _peer: True)
+        discovery = Discovery(key.peer_id, allows, links.discovery, own,
+                              random.Random(f"{args.seed}:{key.peer_id}"))
+        for peer, addr in links.bootstrap:
+            discovery.add_bootstrap(peer, addr, trio.current_time())
+        connector = Connector(transport, discovery)
+        others = len(consortium) - 1 if consortium is not None else links.discovery.target
+        want = max(1, min(links.discovery.target, others))
+        # A restarted peer without --bootstrap waits for its former neighbours to redial it.
+        first_wait = max(args.deadline_max, 2 * links.discovery.backoff_max)
+
+        node = SwarmNode(key.peer_id, trainer.train, site.train, trainer.model_id, weights, {})
+        protocol = PeerProtocol(key.peer_id, [], config, start_round=start_round,
                                 deadline_history=list(state.extra.get("deadline", [])) if state else None)
         if state is not None:
             protocol.convergence.restore(state.extra.get("convergence", {}))
@@ -127,9 +173,17 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
             status.touch()
 
         runner = PeerRunner(transport, node, protocol, evaluate=metric, store=store,
-                            train_seed=lambda r: train_seed(args.seed, args.site, r), on_round=on_round)
-        status.running(runner)
+                            train_seed=lambda r: train_seed(args.seed, args.site, r), on_round=on_round,
+                            on_exchange=connector.on_exchange)
+
+        async def ready():
+            with trio.move_on_after(args.deadline_max):
+                await connector.wait_for_neighbours(want)
+            log.info("event=ready peer=%s round=%d neighbours=%d target=%d", key.peer_id, start_round,
+                     len(discovery.connected), want)
+
         outcome = None
+        failure: PeerError | None = None
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 async def watch():
@@ -139,35 +193,38 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
                         return
 
                 async def work():
-                    nonlocal outcome
-                    outcome = await runner.run(int(state.extra.get("seq", 0)) if state else 0)
+                    nonlocal outcome, failure
+                    with trio.move_on_after(first_wait):
+                        await connector.wait_for_neighbours(1)
+                    if not discovery.connected:
+                        failure = PeerError(f"no neighbour connected within {first_wait:g} s: "
+                                            "check --bootstrap and the consortium")
+                    else:
+                        status.running(runner)
+                        outcome = await runner.run(int(state.extra.get("seq", 0)) if state else 0,
+                                                   ready=ready)
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(watch)
+                nursery.start_soon(connector.run)
                 nursery.start_soon(work)
         status.stopped()
+        if failure is not None:
+            raise failure
         if outcome is None:
             return None
         # in a thread, so /status keeps answering ("stopped") while the global test set is scored
         glob = await trio.to_thread.run_sync(trainer.evaluate, node.weights, federation.global_test)
         return {
-            "peer_id": key.peer_id, "site": args.site, "stop_round": outcome.stop_round,
+            "peer_id": key.peer_id, "site": args.site, "start_round": start_round,
+            "stop_round": outcome.stop_round,
             "reason": outcome.reason, "rounds_completed": outcome.rounds_completed,
             "rejected": outcome.rejected, "bad_control": outcome.bad_control,
             "auroc": None if np.isnan(glob.auroc) else glob.auroc, "accuracy": glob.accuracy,
+            "announce": list(discovery.own_addrs),
+            "neighbours_seen": sorted(discovery.stats.neighbours_seen),
+            "known_peers": discovery.known(),
+            "dials": discovery.stats.dials, "redials": discovery.stats.redials,
+            "dial_failures": discovery.stats.dial_failures,
             "finished_at": time.time(),
         }
-
-
-async def _dial(transport: Libp2pTransport, addr: str, attempts: int = 8) -> None:
-    """Dial a bootstrap peer, retrying with backoff (it may still be starting)."""
-    delay = 0.2
-    for attempt in range(attempts):
-        try:
-            await transport.connect(addr)
-            return
-        except TransportError as err:
-            if attempt == attempts - 1:
-                raise PeerError(f"cannot reach bootstrap {addr}: {err}") from None
-            await trio.sleep(delay)
-            delay = min(delay * 2, 2.0)

@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", help="multiaddr to listen on")
     parser.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR",
                         help="full /ip4/.../tcp/.../p2p/<id> address of a member (repeatable)")
+    parser.add_argument("--announce", action="append", default=[], metavar="MULTIADDR",
+                        help="address others should dial this peer at, /ip4|dns4/<host>/tcp/<port> "
+                             "(repeatable; default: the listen address, 0.0.0.0 replaced by the "
+                             "interfaces' addresses)")
+    parser.add_argument("--target-neighbours", type=int, default=4, metavar="N",
+                        help="members to keep linked, found by peer exchange; lost ones are "
+                             "redialled with backoff")
     parser.add_argument("--data", default="breastmnist", help="breastmnist | pneumoniamnist | heart | PATH.npz")
     parser.add_argument("--site", type=int, required=True, help="this hospital's site index in the split")
     parser.add_argument("--sites", type=int, required=True, help="number of sites in the split")

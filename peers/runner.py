@@ -6,6 +6,10 @@ the transport, model fetches with deadlines and size limits, training in a worke
 performing its actions is synchronous; only sends, fetches and training run as tasks,
 which report back with new events. The simulation drives the very same protocol and
 ``SwarmNode`` on a virtual clock instead.
+
+Peer-exchange messages are not the protocol's business: they go to ``on_exchange`` (the
+discovery component, :mod:`peers.connector`), and are counted as bad control if there is
+none or it refuses them.
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import numpy as np
 import trio
 
 from gossip.codec import digest
-from gossip.control import decode_control, encode_control
+from gossip.control import PeerExchange, decode_control, encode_control
 from gossip.errors import CodecError, TransportError
 from gossip.transport import AsyncTransport
 from swarm.checkpoint import CheckpointStore
@@ -84,11 +88,14 @@ class PeerRunner:
         store: CheckpointStore | None = None,
         max_model_bytes: int = 256 * 1024 * 1024,
         on_round: Callable[[int, Mapping[str, Any]], None] | None = None,
+        on_exchange: Callable[[str, PeerExchange], bool] | None = None,
+        max_held: int = 1024,
     ) -> None:
         self.transport, self.node, self.protocol = transport, node, protocol
         self.evaluate, self.train_seed, self.store = evaluate, train_seed, store
         self.max_model_bytes = max_model_bytes
         self.on_round = on_round
+        self.on_exchange = on_exchange
         self.outcome = PeerOutcome(node.peer_id)
         self._inbox: dict[tuple[str, int, int], Any] = {}
         self._degrees: dict[str, int] = {}
@@ -96,16 +103,31 @@ class PeerRunner:
         self._wake = trio.Event()
         self._done = trio.Event()
         self._train_lock = trio.Lock()
+        self._started = False
+        self._held: deque[ControlIn] = deque(maxlen=max_held)
 
     # ------------------------------------------------------------ running
-    async def run(self, seq_floor: int = 0) -> PeerOutcome:
-        """Start (or resume) the protocol and run until it exits."""
+    async def run(self, seq_floor: int = 0,
+                  ready: Callable[[], Awaitable[None]] | None = None) -> PeerOutcome:
+        """Start (or resume) the protocol and run until it exits.
+
+        ``ready``, if given, is awaited before the protocol starts (e.g. until enough
+        neighbours are linked). Messages keep being received meanwhile: peer exchanges are
+        handled at once, the others are held (the newest ``max_held``) and fed to the
+        protocol as soon as it has started.
+        """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._receive_loop)
+            if ready is not None:
+                await ready()
+            self._add_new_neighbours()
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._membership_loop)
+            self._started = True
             self._perform(self.protocol.start(trio.current_time(), seq_floor))
+            while self._held and not self._done.is_set():
+                self._feed(self._held.popleft())
             await self._done.wait()
             nursery.cancel_scope.cancel()
         self.outcome.rounds_completed = self.protocol.stats.rounds_completed
@@ -143,17 +165,31 @@ class PeerRunner:
                 log.warning("event=bad-control peer=%s round=%d from=%s reason=%s",
                             self.node.peer_id, self.protocol.round, env.sender, err.reason)
                 continue
+            if isinstance(msg, PeerExchange):
+                if self.on_exchange is None or not self.on_exchange(env.sender, msg):
+                    self.protocol.stats.bad_control += 1
+                    log.warning("event=bad-control peer=%s round=%d from=%s reason=%s",
+                                self.node.peer_id, self.protocol.round, env.sender,
+                                "unexpected-peer-exchange" if self.on_exchange is None
+                                else "refused-peer-exchange")
+                continue
+            if not self._started:
+                self._held.append(ControlIn(env.sender, msg))
+                continue
             self._feed(ControlIn(env.sender, msg))
 
+    def _add_new_neighbours(self) -> None:
+        for peer in self.transport.neighbours():
+            if peer not in self.protocol.neighbours:
+                self.protocol.add_neighbour(peer, trio.current_time())
+                self.node.neighbour_degrees.setdefault(peer, 1)
+                log.info("event=neighbour peer=%s round=%d neighbour=%s",
+                         self.node.peer_id, self.protocol.round, peer)
+
     async def _membership_loop(self, every: float = 0.5) -> None:
-        """Links that come up later (peers dialling in) become neighbours of the protocol."""
+        """Links that come up later (peers dialling in or found) become protocol neighbours."""
         while True:
-            for peer in self.transport.neighbours():
-                if peer not in self.protocol.neighbours:
-                    self.protocol.add_neighbour(peer, trio.current_time())
-                    self.node.neighbour_degrees.setdefault(peer, 1)
-                    log.info("event=neighbour peer=%s round=%d neighbour=%s",
-                             self.node.peer_id, self.protocol.round, peer)
+            self._add_new_neighbours()
             await trio.sleep(every)
 
     async def _timer_loop(self) -> None:

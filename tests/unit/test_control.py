@@ -16,13 +16,18 @@ from gossip.codec import digest
 from gossip.control import (
     CONTROL_VERSION,
     DIGEST_HEX_CHARS,
+    MAX_ADDR_CHARS,
     MAX_CONTROL_BYTES,
     MAX_ID_CHARS,
+    MAX_PEER_RECORDS,
     MAX_REASON_CHARS,
+    MAX_RECORD_ADDRS,
     MAX_TTL,
     REASONS,
     Announce,
     ControlMessage,
+    PeerExchange,
+    PeerRecord,
     Progress,
     Skip,
     StopDecision,
@@ -37,13 +42,18 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
 ROUND_TRIP = settings(max_examples=100, deadline=None, derandomize=True)
 
 _MAX_INT = 2**63 - 1
-TAGS = {Announce: "announce", Skip: "skip", Progress: "progress", StopDecision: "stop"}
+TAGS = {Announce: "announce", Skip: "skip", Progress: "progress", StopDecision: "stop",
+        PeerExchange: "peers"}
 
 ANNOUNCE = Announce("hospital-a", 3, 1, digest(b"weights"), 1024, 120, 4)
 SKIP = Skip("hospital-b", 3, 1)
 PROGRESS = Progress("hospital-c", 7, 3, 0.25, 0.9, 0.01, False, 0, 8)
 STOP = StopDecision("hospital-d", 2, 10, "converged", 8)
-EXAMPLES: list[ControlMessage] = [ANNOUNCE, SKIP, PROGRESS, STOP]
+PEERS = PeerExchange("hospital-e", (
+    PeerRecord("hospital-e", ("/ip4/10.0.0.5/tcp/4001/p2p/hospital-e",)),
+    PeerRecord("hospital-f", ("/ip4/10.0.0.6/tcp/4001", "/dns4/f.example/tcp/4001")),
+))
+EXAMPLES: list[ControlMessage] = [ANNOUNCE, SKIP, PROGRESS, STOP, PEERS]
 
 
 def _wire(msg: ControlMessage) -> dict[str, Any]:
@@ -88,7 +98,14 @@ skips = st.builds(Skip, peer_ids, counts, counts)
 progresses = st.builds(Progress, peer_ids, counts, counts, finite, finite, non_negative,
                        st.booleans(), counts, ttls)
 stops = st.builds(StopDecision, peer_ids, counts, counts, reasons, ttls)
-messages = st.one_of(announces, skips, progresses, stops)
+addresses = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E),
+                    max_size=MAX_ADDR_CHARS - 1).map(lambda t: "/" + t)
+records = st.lists(
+    st.tuples(peer_ids, st.lists(addresses, min_size=1, max_size=MAX_RECORD_ADDRS, unique=True)),
+    max_size=MAX_PEER_RECORDS, unique_by=lambda r: r[0],
+).map(lambda rs: tuple(PeerRecord(p, tuple(a)) for p, a in rs))
+exchanges = st.builds(PeerExchange, peer_ids, records)
+messages = st.one_of(announces, skips, progresses, stops, exchanges)
 
 
 # --- round trips and wire format ----------------------------------------------------------
@@ -122,7 +139,8 @@ def test_wire_map_holds_version_type_and_exactly_the_dataclass_fields(
     assert list(wire) == ["v", "t", *names]
     assert wire["v"] == CONTROL_VERSION
     assert wire["t"] == TAGS[type(msg)]
-    assert {name: wire[name] for name in names} == dataclasses.asdict(msg)
+    as_lists = msgpack.unpackb(msgpack.packb(dataclasses.asdict(msg)), raw=False)
+    assert {name: wire[name] for name in names} == as_lists
 
 
 def test_every_message_type_has_a_distinct_wire_tag() -> None:
@@ -187,6 +205,36 @@ def test_largest_valid_messages_stay_far_below_the_cap() -> None:
     assert max(sizes) < 4 * 1024 < MAX_CONTROL_BYTES
 
 
+def test_the_largest_peer_exchange_fits_under_the_cap() -> None:
+    widest = "\U0001f600"
+    recs = tuple(PeerRecord(f"{i:02d}" + widest * (MAX_ID_CHARS - 2),
+                            tuple(f"/{i:02d}{j}" + "~" * (MAX_ADDR_CHARS - 4)
+                                  for j in range(MAX_RECORD_ADDRS)))
+                 for i in range(MAX_PEER_RECORDS))
+    msg = PeerExchange(widest * MAX_ID_CHARS, recs)
+
+    data = encode_control(msg)
+
+    assert len(data) < MAX_CONTROL_BYTES
+    assert decode_control(data) == msg
+
+
+def test_a_peer_exchange_may_be_empty_and_records_keep_their_order() -> None:
+    empty = PeerExchange("p", ())
+    flipped = PeerExchange(PEERS.sender, PEERS.peers[::-1])
+
+    assert decode_control(encode_control(empty)) == empty
+    assert decode_control(encode_control(flipped)).peers == flipped.peers  # type: ignore[union-attr]
+
+
+def test_decoded_peer_records_are_named_tuples_of_tuples() -> None:
+    decoded = decode_control(encode_control(PEERS))
+
+    assert isinstance(decoded, PeerExchange)
+    assert all(type(r) is PeerRecord and type(r.addrs) is tuple for r in decoded.peers)
+    assert decoded.peers[1].addrs == ("/ip4/10.0.0.6/tcp/4001", "/dns4/f.example/tcp/4001")
+
+
 # --- invalid fields: the same rule on encode and on decode --------------------------------
 
 # (message, field, bad value); each must give "bad-field" on both sides.
@@ -247,6 +295,33 @@ INVALID_FIELDS: list[tuple[ControlMessage, str, Any]] = [
     (STOP, "reason", "two\nlines"),
     (STOP, "reason", None),
     (STOP, "ttl", 65),
+    (PEERS, "sender", ""),
+    (PEERS, "sender", "a\nb"),
+    (PEERS, "peers", None),
+    (PEERS, "peers", "hospital-e"),
+    (PEERS, "peers", {"hospital-e": ["/ip4/1.2.3.4/tcp/1"]}),
+    (PEERS, "peers", [["p", ["/a"]]] * 2),  # a repeated peer id
+    (PEERS, "peers", [[f"p{i}", ["/a"]] for i in range(MAX_PEER_RECORDS + 1)]),
+    (PEERS, "peers", [["p"]]),
+    (PEERS, "peers", [["p", ["/a"], 1]]),
+    (PEERS, "peers", ["p"]),
+    (PEERS, "peers", [[None, ["/a"]]]),
+    (PEERS, "peers", [["", ["/a"]]]),
+    (PEERS, "peers", [["x" * (MAX_ID_CHARS + 1), ["/a"]]]),
+    (PEERS, "peers", [["p\x00", ["/a"]]]),
+    (PEERS, "peers", [["p", []]]),
+    (PEERS, "peers", [["p", "/ip4/1.2.3.4/tcp/1"]]),  # a bare string is not an array
+    (PEERS, "peers", [["p", None]]),
+    (PEERS, "peers", [["p", [f"/{i}" for i in range(MAX_RECORD_ADDRS + 1)]]]),
+    (PEERS, "peers", [["p", ["/a", "/a"]]]),
+    (PEERS, "peers", [["p", [""]]]),
+    (PEERS, "peers", [["p", ["ip4/1.2.3.4/tcp/1"]]]),
+    (PEERS, "peers", [["p", ["/" + "a" * MAX_ADDR_CHARS]]]),
+    (PEERS, "peers", [["p", ["/ip4/1.2.3.4 /tcp/1"]]]),
+    (PEERS, "peers", [["p", ["/ip4/1.2.3.4/tcp/1\n"]]]),
+    (PEERS, "peers", [["p", ["/dns4/h\u00f4pital/tcp/1"]]]),
+    (PEERS, "peers", [["p", [b"/ip4/1.2.3.4/tcp/1"]]]),
+    (PEERS, "peers", [["p", [7]]]),
 ]
 
 
@@ -295,6 +370,8 @@ def test_boundary_values_are_accepted(msg: ControlMessage) -> None:
             changes[f.name] = ""
         elif f.name in {"loss", "metric", "distance"}:
             changes[f.name] = None
+        elif f.name == "peers":
+            changes[f.name] = (PeerRecord("p", ("/", "/" + "~" * (MAX_ADDR_CHARS - 1))),)
         elif f.type == "int":
             changes[f.name] = 0
     edge = dataclasses.replace(msg, **changes)
@@ -499,7 +576,7 @@ def test_a_max_ttl_message_travels_exactly_max_ttl_more_hops() -> None:
     assert hops == MAX_TTL
 
 
-@pytest.mark.parametrize("msg", [ANNOUNCE, SKIP], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("msg", [ANNOUNCE, SKIP, PEERS], ids=lambda m: type(m).__name__)
 def test_forwarded_refuses_neighbour_only_messages(msg: ControlMessage) -> None:
     with pytest.raises(TypeError):
         forwarded(msg)  # type: ignore[arg-type]
@@ -541,6 +618,7 @@ def test_random_msgpack_objects_raise_only_codec_error(obj: Any) -> None:
 
 _field_values = (
     _msgpack_values | counts | st.integers(-3, MAX_TTL + 3) | peer_ids | digests | finite
+    | records | st.lists(st.lists(_msgpack_values, max_size=3), max_size=3)
     | st.sampled_from([math.nan, math.inf, -0.0, "", "a\nb", 2**63, -1])
 )
 
