@@ -71,6 +71,8 @@ async def _handle(client_r, client_w, target: tuple[str, int], delay: float) -> 
     finally:
         for w in (client_w, server_w):
             w.close()
+            with contextlib.suppress(OSError):
+                await w.wait_closed()
 
 
 async def serve(listen: tuple[str, int], target: tuple[str, int], delay: float,

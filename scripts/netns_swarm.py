@@ -31,7 +31,9 @@ and leftovers of a crashed earlier run are removed at start. Needs root and ``ip
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
+import ctypes
 import ipaddress
 import json
 import os
@@ -41,6 +43,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -49,9 +53,11 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 RELAY = ROOT / "scripts" / "delay_relay.py"
+TABLE = ROOT / "scripts" / "swarm_status.py"
 PREFIX = "msw-"
 BRIDGE_NS = PREFIX + "bridge"
 BRIDGE = "br0"
+RELAY_PORT = 4101
 #: compose volume mount points -> the entrypoint variable that names them
 VOLUME_VARS = {
     "/var/lib/medswarm/key": "MEDSWARM_KEY_DIR",
@@ -59,6 +65,7 @@ VOLUME_VARS = {
     "/var/lib/medswarm/enrol": "MEDSWARM_ENROL_DIR",
 }
 _ROUND = re.compile(r"event=round peer=\S+ round=(\d+)")
+CLONE_NEWNET = 0x40000000
 _LOADED = re.compile(r"event=checkpoint-loaded peer=\S+ round=(\d+)")
 _ROUND_DISTANCE = re.compile(r"event=round peer=\S+ round=(\d+) .*?distance=(\S+)")
 
@@ -231,6 +238,39 @@ def clean_leftovers() -> list[str]:
     return left
 
 
+def _enter_netns(ns: str) -> None:
+    """Move the calling thread into network namespace ``ns`` (setns(2); Python 3.11 has no
+    os.setns). Sockets this thread opens afterwards live in that namespace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(f"/run/netns/{ns}") as handle:
+        if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {ns}: {os.strerror(err)}")
+
+
+def _get_json(url: str, timeout: float) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return json.loads(answer.read())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+
+
+class NamespaceHTTP:
+    """GET JSON documents from inside one namespace (the bridge's, which sees every
+    hospital), through a worker thread that entered it: the host namespace stays as it is."""
+
+    def __init__(self, ns: str) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, initializer=_enter_netns, initargs=(ns,))
+
+    def get_json(self, url: str, timeout: float = 2.0) -> dict | None:
+        """The JSON at ``url``, or None if it does not answer (in time) or is not JSON."""
+        return self._pool.submit(_get_json, url, timeout).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 def _wrapper(bin_dir: Path) -> None:
     """A ``medswarm`` on PATH that runs this checkout with this interpreter."""
     bin_dir.mkdir(parents=True, exist_ok=True)
@@ -289,6 +329,9 @@ class NetnsSwarm:
         self.run_dir = Path(run_dir)
         self.extra_args = tuple(extra_args)
         self.env_overrides = dict(env or {})
+        #: options added to one hospital's command only (after ``extra_args``)
+        self.service_args: dict[str, list[str]] = {}
+        self.http: NamespaceHTTP | None = None
         self.hospitals = {s.name: Hospital(s, self.run_dir / s.name) for s in scenario.services}
         self._namespaces: list[str] = []
         self._helpers: list[subprocess.Popen] = []
@@ -331,9 +374,13 @@ class NetnsSwarm:
             _run("ip", "-n", service.netns, "addr", "add", f"{service.address}/{prefix}", "dev", "eth0")
             _run("ip", "-n", service.netns, "link", "set", "eth0", "up")
         _wrapper(self.run_dir / "bin")
+        self.http = NamespaceHTTP(BRIDGE_NS)
 
     def close(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL) and delete every namespace."""
+        if self.http is not None:
+            self.http.close()
+            self.http = None
         for proc in [h.proc for h in self.hospitals.values()] + self._helpers:
             if proc is not None and proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -379,7 +426,7 @@ class NetnsSwarm:
         hospital.starts += 1
         service = hospital.service
         argv = ["ip", "netns", "exec", service.netns, "/bin/sh", str(ENTRYPOINT),
-                *service.command, *self.extra_args]
+                *service.command, *self.extra_args, *self.service_args.get(name, ())]
         with open(hospital.home / f"stdout.{hospital.starts}.log", "w") as out, \
                 open(hospital.stderr, "w") as err:
             hospital.proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -444,9 +491,30 @@ class NetnsSwarm:
             raise SetupError(f"delay relay did not start: {line!r}")
         return f"/ip4/{service.address}/tcp/{port}"
 
+    def show_table(self) -> None:
+        """Run scripts/swarm_status.py in the bridge namespace (it sees every hospital's
+        /status), drawing on this terminal until all hospitals stopped."""
+        urls = [s.status_url for s in self.scenario.services if s.status_url]
+        if urls:
+            self._helpers.append(subprocess.Popen(
+                ["ip", "netns", "exec", BRIDGE_NS, sys.executable, str(TABLE), "--interval", "0.5", *urls],
+                start_new_session=True))
+
     # -------------------------------------------------------------- observing
+    def statuses(self) -> dict[str, dict | None]:
+        """Every hospital's ``/status`` document, seen from the bridge namespace (None where
+        it does not answer: not started yet, killed, cut off, or no status port)."""
+        out: dict[str, dict | None] = {}
+        for name, h in self.hospitals.items():
+            url = h.service.status_url
+            out[name] = self.http.get_json(url, timeout=1.0) if url and self.http and h.running() else None
+        return out
+
     def rounds(self) -> dict[str, int | None]:
-        """Every hospital's last completed round, from its logs."""
+        """Every hospital's current round: from ``/status`` when the compose services have a
+        status port (None for one that does not answer), else its last round in its logs."""
+        if all(h.service.status_url for h in self.hospitals.values()):
+            return {name: None if doc is None else int(doc["round"]) for name, doc in self.statuses().items()}
         return {name: h.round() for name, h in self.hospitals.items()}
 
     def wait_until(self, condition: Callable[[], bool], timeout: float, what: str,
@@ -555,12 +623,16 @@ def run_scenario(swarm: NetnsSwarm, fault: str = "none", victim: str | None = No
     outcome = Outcome(fault, victim if fault in ("cut", "kill") else None)
     if fault == "loss":
         swarm.add_loss(loss)
-        boot = swarm.env_overrides.get("MEDSWARM_BOOTSTRAP") or \
-            swarm.scenario.services[0].environment.get("MEDSWARM_BOOTSTRAP", "")
+        # every hospital is dialled through a relay of its own: it announces the relay's
+        # address, and the bootstrap address is the first hospital's relay
+        relays = {name: swarm.add_delay_relay(name, RELAY_PORT, delay) for name in names}
+        for name, relay in relays.items():
+            swarm.service_args[name] = ["--announce", relay]
+        boot = swarm.scenario.services[0].environment.get("MEDSWARM_BOOTSTRAP", "")
         boot_name = boot.split("=", 1)[0]
-        relay = swarm.add_delay_relay(boot_name, 4101, delay)
-        swarm.env_overrides["MEDSWARM_BOOTSTRAP"] = f"{boot_name}={relay}"
-        say(f"loss {loss:.0%} at every hospital; {delay * 1000:.0f} ms each way via {relay}")
+        if boot_name in relays:
+            swarm.env_overrides["MEDSWARM_BOOTSTRAP"] = f"{boot_name}={relays[boot_name]}"
+        say(f"loss {loss:.0%} at every hospital; {delay * 1000:.0f} ms each way through relays on port {RELAY_PORT}")
     swarm.start_all()
     say("started " + " ".join(names))
     if fault in ("cut", "kill"):
@@ -596,8 +668,8 @@ def run_scenario(swarm: NetnsSwarm, fault: str = "none", victim: str | None = No
         outcome.victim_resumed_from = int(loaded[1]) if loaded else None
     if fault == "loss":
         outcome.dropped_packets = swarm.dropped_packets()
-        relay_log = swarm.run_dir / f"relay-{boot_name}.log"
-        outcome.relay_connections = relay_log.read_text().count("event=relay-connection")
+        outcome.relay_connections = sum((swarm.run_dir / f"relay-{name}.log").read_text().count(
+            "event=relay-connection") for name in names)
     for name, h in swarm.hospitals.items():
         outcome.reports[name] = swarm.report(name)
         peer_id = (h.home / "key" / "peer.id").read_text().strip() if (h.home / "key" / "peer.id").exists() else None
@@ -635,6 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loss", type=float, default=0.05)
     parser.add_argument("--delay", type=float, default=0.05, help="one-way latency, s (loss fault)")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--table", action="store_true", help="show the live status table meanwhile")
     parser.add_argument("peer_args", nargs="*", help="after --: options added to every peer command")
     args = parser.parse_args(argv)
     problem = host_problem(need_iptables=args.fault == "loss")
@@ -646,9 +719,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(args.run_dir)
     try:
         with NetnsSwarm(load_scenario(args.compose), args.run_dir, args.peer_args) as swarm:
+            if args.table:
+                swarm.show_table()
             outcome = run_scenario(swarm, args.fault, args.victim, advance=args.advance, outage=args.outage,
                                    loss=args.loss,
-                                   delay=args.delay, timeout=args.timeout, say=print)
+                                   delay=args.delay, timeout=args.timeout,
+                                   say=lambda line: print(line, file=sys.stderr))
     except KeyboardInterrupt:
         print("netns_swarm: interrupted; namespaces removed", file=sys.stderr)
         return 130
