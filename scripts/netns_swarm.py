@@ -714,11 +714,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"netns_swarm: error: {problem}", file=sys.stderr)
         return 2
+    try:
+        scenario = load_scenario(args.compose)
+    except Exception as err:  # missing file, bad YAML, a service without a static address
+        print(f"netns_swarm: error: {args.compose}: {err}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
     if args.run_dir.exists():
         shutil.rmtree(args.run_dir)
     try:
-        with NetnsSwarm(load_scenario(args.compose), args.run_dir, args.peer_args) as swarm:
+        with NetnsSwarm(scenario, args.run_dir, args.peer_args) as swarm:
             if args.table:
                 swarm.show_table()
             outcome = run_scenario(swarm, args.fault, args.victim, advance=args.advance, outage=args.outage,
@@ -728,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("netns_swarm: interrupted; namespaces removed", file=sys.stderr)
         return 130
-    except (SetupError, TimeoutError, RuntimeError) as err:
+    except (SetupError, TimeoutError, RuntimeError, OSError) as err:
         print(f"netns_swarm: error: {err}", file=sys.stderr)
         return 1
     print(summary(outcome))
