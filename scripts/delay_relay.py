@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 CHUNK = 64 * 1024
 

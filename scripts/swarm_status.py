@@ -18,8 +18,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -51,7 +52,7 @@ class Row:
 def status_url(text: str) -> str:
     """``text`` with ``/status`` appended when it has no path (``http://h:8081`` -> ``.../status``)."""
     text = text.rstrip("/")
-    scheme, _, rest = text.partition("://")
+    _, _, rest = text.partition("://")
     return text if "/" in rest else f"{text}/status"
 
 

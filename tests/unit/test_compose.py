@@ -24,10 +24,10 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="PyYAML (the test extra) reads the compose file")
 
-from gossip.libp2p_identity import Consortium, NodeKey  # noqa: E402
-from peers import cli  # noqa: E402
-from peers.peer_options import add_arguments  # noqa: E402
-from tests.scripts import load_script  # noqa: E402
+from gossip.libp2p_identity import Consortium, NodeKey
+from peers import cli
+from peers.peer_options import add_arguments
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -67,7 +67,7 @@ def entrypoint(env, *args, tmp_path):
     """Run docker/entrypoint.sh as the image would, with the given environment."""
     full = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     full.update(env)
-    return subprocess.run(["sh", str(ENTRYPOINT), *args], env=full, capture_output=True, text=True,
+    return subprocess.run(["sh", str(ENTRYPOINT), *args], env=full, capture_output=True, text=True, check=False,
                           timeout=60)
 
 
@@ -185,7 +185,7 @@ def test_the_healthcheck_asks_each_hospitals_own_status_endpoint():
 
 def test_each_hospital_has_its_own_key_and_state_volume_and_shares_only_enrolment():
     declared = set(COMPOSE["volumes"])
-    image_volumes = set(json.loads(re.search(r"^VOLUME (\[.*\])$", DOCKERFILE, re.M)[1]))
+    image_volumes = set(json.loads(re.search(r"^VOLUME (\[.*\])$", DOCKERFILE, re.MULTILINE)[1]))
     owners: dict[str, set[str]] = {}
     for name in NAMES:
         targets = {}
@@ -232,7 +232,7 @@ def test_the_image_installs_the_pinned_cpu_torch_before_the_project():
     assert "-c constraints.txt" in build[torch] and "-c constraints.txt" in build[project]
     assert "/whl/cpu" in build[torch]  # the CPU wheel index, not a CUDA build
     pin = (ROOT / "constraints.txt").read_text()
-    assert re.search(r"^torch==\d", pin, re.M)
+    assert re.search(r"^torch==\d", pin, re.MULTILINE)
 
 
 def test_the_image_runs_the_entrypoint_as_a_non_root_user():
@@ -305,7 +305,7 @@ def test_a_forged_enrolment_file_never_reaches_the_consortium(tmp_path):
     proc, state_dir = dry_run(tmp_path, name)
     assert proc.returncode == 0
     (tmp_path / "enrol" / f"{NAMES[2]}.id").write_text('x"\n[[member]]\nname = "evil"\n')
-    proc = subprocess.run(["sh", str(ENTRYPOINT)], capture_output=True, text=True, env={
+    proc = subprocess.run(["sh", str(ENTRYPOINT)], capture_output=True, text=True, check=False, env={
         "PATH": os.environ["PATH"], "MEDSWARM_NAME": name, "MEDSWARM_MEMBERS": " ".join(NAMES),
         "MEDSWARM_KEY_DIR": str(tmp_path / name / "key"), "MEDSWARM_STATE_DIR": str(state_dir),
         "MEDSWARM_ENROL_DIR": str(tmp_path / "enrol"), "MEDSWARM_DRY_RUN": "1"})
