@@ -121,3 +121,14 @@ def test_the_relay_forwards_both_ways_in_order_no_earlier_than_its_delay():
     got, elapsed = asyncio.run(main())
     assert got == b"0;1;2;3;4;"
     assert elapsed >= 2 * delay  # there and back, each held for the delay
+
+
+def test_the_namespace_tests_say_why_they_cannot_run(monkeypatch):
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    assert "root" in netns.host_problem()
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(netns.shutil, "which", lambda name: None)
+    assert "`ip`" in netns.host_problem()
+    monkeypatch.setattr(netns.shutil, "which", lambda name: None if name == "iptables" else f"/usr/sbin/{name}")
+    assert netns.host_problem() is None
+    assert "iptables" in netns.host_problem(need_iptables=True)
