@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -59,7 +60,8 @@ def status_url(text: str) -> str:
 def row_from_status(url: str, doc: Mapping[str, Any] | None, error: str | None = None) -> Row:
     """The table row of one ``/status`` document (``doc`` None: the peer did not answer)."""
     if doc is None:
-        return Row(url, url, "unreachable", error=error or "no answer")
+        host = url.partition("://")[2].split("/")[0] or url
+        return Row(url, host, "unreachable", error=error or "no answer")
     last = doc.get("last") or {}
     conv = doc.get("convergence") or {}
     name = doc.get("name") or (str(doc.get("peer_id", ""))[:16] or url)
@@ -89,18 +91,22 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def render(rows: Sequence[Row], title: str = "medswarm") -> Table:
     """The rich table of ``rows``."""
-    table = Table(title=title, title_justify="left")
-    for header, justify in (("hospital", "left"), ("state", "left"), ("round", "right"),
-                            ("neighbours", "right"), ("suspected", "right"), ("loss", "right"),
-                            ("val. metric", "right"), ("distance", "right"), ("rejected", "right"),
-                            ("stop", "left")):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1),
+                  collapse_padding=True, pad_edge=False)
+    # fits 80 columns: nbrs = neighbours ("3 (1?)": one of them suspected), metric =
+    # validation loss on the hospital's local test split, dist = relative distance to the
+    # neighbours' average; rejected messages are in /status itself
+    for header, justify in (("hospital", "left"), ("state", "left"), ("round", "right"), ("nbrs", "right"),
+                            ("loss", "right"), ("metric", "right"), ("dist", "right"), ("stop", "left")):
+        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in rows:
-        stop = "" if r.stop_round is None else f"round {r.stop_round}" + (f" ({r.reason})" if r.reason else "")
+        # "converged: 4 live members voted converged" -> "68 converged"
+        stop = "" if r.stop_round is None else f"{r.stop_round} {(r.reason or '').split(':')[0]}".strip()
+        nbrs = str(r.neighbours) + (f" ({r.suspected}?)" if r.suspected else "")
         table.add_row(
             r.name, f"[{STYLES.get(r.state, 'white')}]{r.state}[/]",
-            "–" if r.round is None else str(r.round), str(r.neighbours), str(r.suspected),
-            _fmt(r.loss), _fmt(r.metric), _fmt(r.distance), str(r.rejected), stop or (r.error or ""),
+            "–" if r.round is None else str(r.round), nbrs,
+            _fmt(r.loss), _fmt(r.metric), _fmt(r.distance), stop or (r.error or ""),
         )
     return table
 
