@@ -184,7 +184,9 @@ def test_a_peer_run_from_a_config_file_serves_its_status_until_it_stops(hospital
         'key = "../a.key"\nconsortium = "../consortium.toml"\nsite = 0\nsites = 4\nstate_dir = "state-a"\n'
         'data = "heart"\nrounds = 40\nheartbeat = 1\nsuspect-after = 8\ndeadline_max = 20\nlinger = 2\n'
         'status_port = 0\n')
-    a = medswarm("peer", "--config", str(conf / "a.toml"), "--rounds", "6", cwd=tmp_path.parent)
+    # --target-neighbours 1: a starts as soon as b is linked (c never comes), not after deadline_max
+    a = medswarm("peer", "--config", str(conf / "a.toml"), "--rounds", "6", "--target-neighbours", "1",
+                 cwd=tmp_path.parent)
     lines = read_until(a, "listening")
     url = lines["status"]
     assert url.startswith("http://127.0.0.1:")
