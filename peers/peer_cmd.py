@@ -79,7 +79,7 @@ def run_peer(args: argparse.Namespace) -> int:
         gossip_steps=args.gossip_steps,
         deadline=DeadlineConfig(minimum=0.2, initial=min(5.0, args.deadline_max), maximum=args.deadline_max),
         suspect_after=args.suspect_after, heartbeat=args.heartbeat,
-        fetch_timeout=min(60.0, args.deadline_max), linger=args.linger,
+        fetch_timeout=min(60.0, args.deadline_max), linger=args.linger, isolation_wait=args.isolation_wait,
         convergence=ConvergenceConfig.for_run(args.converge_window, args.metric_tol, args.distance_tol,
                                               args.rounds, not args.no_converge),
     )

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="before round 0, wait (up to --deadline-max) for N neighbours, so peers "
                              "started together train together (default 1)")
     parser.add_argument("--linger", type=float, default=5.0, help="seconds to wait after stopping")
+    parser.add_argument("--isolation-wait", type=float, default=300.0, metavar="SECONDS",
+                        help="when every neighbour is suspected, hold the round this long for them "
+                             "to come back before training on alone (default 300)")
     learn = parser.add_argument_group("learning (the defaults are those of medswarm simulate)")
     learn.add_argument("--gossip-steps", type=int, default=3, help="exchanges with neighbours per round (default 3)")
     learn.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")

@@ -246,6 +246,8 @@ class PeerRunner:
             msg = self._inbox.pop(("catch-up:" + action.peer, action.round, -1), None)
             if msg is not None:
                 self.node.adopt(msg, action.keep_own)
+                log.info("event=catch-up peer=%s round=%d from=%s keep_own=%.2f", self.node.peer_id,
+                         action.round, action.peer, action.keep_own)
         elif isinstance(action, Checkpoint):
             self._checkpoint(action.round)
         elif isinstance(action, Stop):

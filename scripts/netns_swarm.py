@@ -68,7 +68,8 @@ VOLUME_VARS = {
 _ROUND = re.compile(r"event=round peer=\S+ round=(\d+)")
 CLONE_NEWNET = 0x40000000
 _LOADED = re.compile(r"event=checkpoint-loaded peer=\S+ round=(\d+)")
-_ROUND_DISTANCE = re.compile(r"event=round peer=\S+ round=(\d+) .*?distance=(\S+)")
+_ROUND_OR_CATCH_UP = re.compile(r"event=round peer=\S+ round=(\d+) .*?distance=(\S+)"
+                                r"|event=catch-up peer=\S+ round=(\d+)")
 
 
 class SetupError(RuntimeError):
@@ -182,14 +183,18 @@ def latest_round(log_text: str) -> int | None:
 
 
 def round_events(log_text: str) -> list[tuple[int, bool]]:
-    """Every round a peer logged as done, with whether it mixed neighbours' models then
-    (its distance to their average is a number, not None)."""
-    return [(int(r), d != "None") for r, d in _ROUND_DISTANCE.findall(log_text)]
+    """Every round a peer logged as done, with whether it mixed neighbours' models then (its
+    distance to their average is a number, not None); a catch-up (it adopted a neighbour's
+    model of that round) counts as mixed."""
+    events = []
+    for done, distance, adopted in _ROUND_OR_CATCH_UP.findall(log_text):
+        events.append((int(done), distance != "None") if done else (int(adopted), True))
+    return events
 
 
 def rejoined(events: Sequence[tuple[int, bool]]) -> bool:
     """Whether a peer's rounds show it working with the swarm again: it mixed a neighbour's
-    model in some round, or jumped two or more rounds ahead at once (a catch-up)."""
+    model in some round, caught up to one, or jumped two or more rounds ahead at once."""
     previous = None
     for round_, mixed in events:
         if mixed or (previous is not None and round_ >= previous + 2):
@@ -198,7 +203,6 @@ def rejoined(events: Sequence[tuple[int, bool]]) -> bool:
     return False
 
 
-# ------------------------------------------------------------------ namespaces
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(list(args), capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:

@@ -48,6 +48,7 @@ class ProtocolConfig:
     fetch_timeout: float = 30.0
     fetch_retries: int = 2
     linger: float = 5.0
+    isolation_wait: float = 300.0
     progress_ttl: int = 16
     convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
 
@@ -64,6 +65,8 @@ class ProtocolConfig:
             raise ConfigError("stale_weight", f"must be in [0, 1), got {self.stale_weight}")
         if self.fetch_retries < 0 or self.fetch_timeout <= 0:
             raise ConfigError("fetch", "fetch_timeout > 0 and fetch_retries >= 0")
+        if not self.isolation_wait >= 0:
+            raise ConfigError("isolation_wait", f"must be >= 0, got {self.isolation_wait}")
 
 
 # ---------------------------------------------------------------- events (in)
@@ -212,6 +215,7 @@ class ProtocolStats:
     stale: int = 0
     fetch_failures: int = 0
     bad_control: int = 0
+    holds: int = 0
 
 
 class PeerProtocol:
@@ -376,6 +380,7 @@ class PeerProtocol:
         self._announced: dict[str, Announce] = {}
         self._skipped: set[str] = set()
         self._mixing = False
+        self._held_since: float | None = None
 
     def _enter(self, phase: Phase, now: float) -> list[Action]:
         """Move to ``phase`` (never backwards) and act on what was buffered for it."""
@@ -473,10 +478,48 @@ class PeerProtocol:
                 and self._member_round.get(p, behind) >= behind}
         return live, math.ceil(self.config.quorum * len(live) - 1e-9)
 
+    def _cut_off(self, now: float) -> bool:
+        """Every neighbour is suspected (a peer with none at all is not cut off)."""
+        return bool(self.neighbours) and not self.live_neighbours(now)
+
+    def _hold(self, live: set[str], now: float) -> bool:
+        """Whether to hold this phase: nobody can deliver it (``live`` is empty) although some
+        neighbour has not said to go on without it (a Skip), for less than ``isolation_wait``.
+
+        Rounds alone are worth little and cost a lot. Without a hold, a hospital whose network
+        dropped would time out once, find its neighbours a round behind (no longer waited
+        for) and run its remaining rounds by itself in seconds, never to mix with the swarm
+        again. Held, it waits: neighbours that are behind reach this phase (or catch up and
+        skip it), silent ones come back, and after ``isolation_wait`` it trains one round
+        alone and holds again.
+        """
+        if live or all(p in self._skipped for p in self.neighbours):
+            self._held_since = None
+            return False
+        if self._held_since is None:
+            self._held_since = now
+            self.stats.holds += 1
+        return now < self._held_since + self.config.isolation_wait
+
+    def _reconnected(self, sender: str, now: float) -> list[Action]:
+        """A suspected neighbour was heard again while this peer held its phase: give the phase
+        a fresh deadline and tell the neighbour where this peer is, so that it answers with
+        its model of this phase or its later announcements start a catch-up."""
+        self._held_since = None
+        if self._ready_at is None or self._mixing or self.stopped_at is not None:
+            return []
+        self._deadline_at = now + self.deadline.current()
+        return self._send_own([sender], self.phase, now) if self.phase in self._own else []
+
     def _maybe_advance(self, now: float, timed_out: bool = False) -> list[Action]:
         if self._ready_at is None or self._mixing or self.stopped_at is not None:
             return []
         live, needed = self._needed(now)
+        if self._hold(live, now):
+            # wake when the hold runs out (a neighbour heard meanwhile ends it earlier)
+            assert self._held_since is not None
+            self._deadline_at = self._held_since + self.config.isolation_wait
+            return []
         have = len(self._fetched & live)
         if have < needed and not timed_out:
             return []
@@ -529,9 +572,15 @@ class PeerProtocol:
         if sender not in self.neighbours:
             self.stats.bad_control += 1
             return []
-        if self.liveness.heard(sender, now):
-            self.stats.rejoins_seen += 1
+        back = self.liveness.heard(sender, now)
         self._suspected.discard(sender)
+        if not back:
+            return self._on_control_from(sender, msg, now)
+        self.stats.rejoins_seen += 1
+        held = self._reconnected(sender, now) if self._held_since is not None else []
+        return held + self._on_control_from(sender, msg, now)
+
+    def _on_control_from(self, sender: str, msg: ControlMessage, now: float) -> list[Action]:
         if isinstance(msg, Announce):
             if msg.sender != sender or msg.round >= self.config.convergence.max_rounds:
                 self.stats.bad_control += 1
@@ -698,8 +747,8 @@ class PeerProtocol:
         return actions + self._maybe_decide(now)
 
     def _maybe_decide(self, now: float) -> list[Action]:
-        if self.stop_round is not None:
-            return []
+        if self.stop_round is not None or self._cut_off(now):
+            return []  # a peer cut off from the swarm cannot speak for it
         alive = self.alive_members(now)
         if not self.convergence.all_converged(alive):
             return []

@@ -110,6 +110,7 @@ class SimConfig:
             heartbeat=1.5 * unit,
             fetch_timeout=2.0 * unit,
             linger=3.0 * unit,
+            isolation_wait=30.0 * unit,
             convergence=ConvergenceConfig.for_run(self.converge_window, self.metric_tol, self.distance_tol,
                                                   self.rounds, self.converge),
         )

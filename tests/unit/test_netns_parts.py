@@ -57,11 +57,18 @@ LOG = """medswarm-entrypoint: hospital-c waits
 2026 INFO medswarm.peer event=round peer=P round=4 loss=0.1 metric=0.2 distance=None
 2026 INFO medswarm.peer event=stop peer=P round=4 reason=max-rounds
 """
+CAUGHT_UP = """2026 INFO medswarm.peer event=round peer=P round=2 loss=0.1 metric=0.2 distance=None
+2026 INFO medswarm.peer event=catch-up peer=P round=16 from=Q keep_own=0.50
+2026 INFO medswarm.peer event=stop peer=P round=16 reason=converged
+"""
 
 
 def test_rounds_are_read_off_the_logs():
     assert netns.latest_round(LOG) == 4 and netns.latest_round("nothing") is None
     assert netns.round_events(LOG) == [(3, True), (4, False)]
+    # a catch-up adopted a neighbour's model: it worked with the swarm in that round
+    assert netns.round_events(CAUGHT_UP) == [(2, False), (16, True)]
+    assert netns.rejoined(netns.round_events(CAUGHT_UP))
 
 
 def test_rejoined_means_mixing_again_or_a_catch_up_jump():

@@ -364,6 +364,112 @@ def test_message_from_a_suspected_neighbour_clears_the_suspicion_and_it_counts_a
     assert actions == []  # waits for c again
 
 
+# ---------------------------------------------------------------- cut off from every neighbour
+def _cut_off(isolation_wait: float = 60.0) -> PeerProtocol:
+    """Peer "a" whose neighbours both went silent at 0.0; its round-0 model is ready at 10.6."""
+    proto = started(config(isolation_wait=isolation_wait))
+    proto.handle(TimerFired(), 10.5)  # both suspected now
+    proto.handle(ready(0), 10.6)
+    return proto
+
+
+def test_a_peer_cut_off_from_every_neighbour_holds_its_round_instead_of_training_alone():
+    proto = _cut_off(isolation_wait=60.0)
+    hold_ends = 10.6 + 60.0  # from when its model was ready and nobody could deliver theirs
+    actions, now = [], 10.6
+    while (now := proto.next_timer()) < hold_ends:  # every timer it asks for until then
+        assert now > 10.6  # never a timer in the past (no busy loop)
+        actions += proto.handle(TimerFired(), now)
+
+    assert not of(actions, Mix) and proto.round == 0
+    assert proto.stats.holds == 1
+    assert now == pytest.approx(hold_ends)
+    # then it trains on alone rather than waiting forever for a swarm that may be gone
+    assert of(proto.handle(TimerFired(), now), Mix) == [Mix(0, 0, (), True)]
+
+
+def test_without_a_hold_a_cut_off_peer_mixes_alone_at_once():
+    """The positive control of the test above: ``isolation_wait=0`` is the old behaviour."""
+    proto = started(config(isolation_wait=0.0))
+    proto.handle(TimerFired(), 10.5)
+
+    assert of(proto.handle(ready(0), 10.6), Mix) == [Mix(0, 0, (), True)]
+
+
+def test_a_neighbour_heard_again_ends_the_hold_and_the_peer_catches_up_to_it():
+    proto = _cut_off()
+    proto.handle(TimerFired(), 20.0)
+
+    back = proto.handle(progress("b", 1, round_=4), 30.0)
+
+    # it tells b where it is at once and gives the phase a fresh deadline, not the stale one
+    assert [(a.peer, a.msg.round) for a in sent(back, Announce)] == [("b", 0)]
+    assert not of(proto.handle(TimerFired(), 30.0 + EPS), Mix)
+    # b is rounds ahead: its announcement starts a catch-up, not a round alone
+    fetch = of(proto.handle(announce("b", 4), 30.1), Fetch)
+    assert [(f.peer, f.round, f.catch_up) for f in fetch] == [("b", 4, True)]
+    adopted = proto.handle(done("b", 4), 30.2)
+    assert of(adopted, Adopt) == [Adopt("b", 4, BASE.stale_weight)]
+    assert proto.round == 5
+
+
+def _ahead_of_both(now: float = 0.0) -> tuple[PeerProtocol, float]:
+    """Peer "a" in round 2 (it timed out on rounds 0 and 1) while b and c were last seen in round 0."""
+    proto = started(config(isolation_wait=60.0))
+    proto.handle(announce("b", 0), now)
+    proto.handle(announce("c", 0), now)
+    for r in range(2):
+        proto.handle(ready(r), now)
+        now = proto.next_timer()
+        while not of(actions := proto.handle(TimerFired(), now), Mix):
+            now = proto.next_timer()
+        proto.handle(Mixed(r, 0), now)
+    return proto, now
+
+
+def test_a_peer_two_rounds_ahead_of_every_neighbour_waits_for_them_instead_of_running_on():
+    proto, now = _ahead_of_both()
+    assert proto.round == 2 and proto.live_neighbours(now) == ["b", "c"]
+
+    actions = proto.handle(ready(2), now + EPS)
+    actions += proto.handle(TimerFired(), now + 5.0)  # well past any phase deadline
+
+    assert not of(actions, Mix) and proto.stats.holds == 1
+    # b gets there: its model is fetched and mixed as usual
+    proto.handle(announce("b", 2), now + 6.0)
+    assert of(proto.handle(done("b", 2), now + 6.1), Mix) == [Mix(2, 0, ("b",), True)]
+
+
+def test_a_held_peer_goes_on_when_every_neighbour_says_to_skip_the_phase():
+    proto, now = _ahead_of_both()
+    proto.handle(ready(2), now + EPS)
+
+    proto.handle(ControlIn("b", Skip("b", 2, 0)), now + 1.0)
+    actions = proto.handle(ControlIn("c", Skip("c", 2, 0)), now + 1.1)
+
+    assert of(actions, Mix) == [Mix(2, 0, (), True)]
+
+
+def test_a_cut_off_peer_does_not_decide_for_the_swarm():
+    cfg = config(isolation_wait=60.0, convergence=ConvergenceConfig(max_rounds=10, window=1, min_rounds=0,
+                                                                    distance_tol=10.0))
+    proto = started(cfg)
+    now, seq = 0.0, 0
+    for r in range(3):  # it converges; b and c are around but have not
+        for peer in NEIGHBOURS:
+            seq += 1
+            proto.handle(progress(peer, seq, round_=r, via=peer), now)
+        _, now = run_round(proto, r, now, metric=0.5, distance=0.0)
+    assert proto.convergence.voted() and proto.stop_round is None
+
+    # then both go silent: no one left to wait for, but it is cut off, not the whole swarm
+    actions = proto.handle(TimerFired(), now + 10.5)
+    actions += proto.handle(TimerFired(), now + 12.5)
+
+    assert proto.alive_members(now + 12.5) == set()
+    assert not sent(actions, StopDecision) and proto.stop_round is None
+
+
 def test_skip_for_the_current_phase_removes_the_neighbour_from_the_quorum():
     proto = _b_fetched_c_silent()
 

@@ -93,13 +93,15 @@ async def test_garbage_and_forged_control_messages_are_counted_and_ignored(autoj
     assert len({o.stop_round for o in outcomes.values()}) == 1
 
 
-async def test_a_late_joiner_catching_up_never_trains_twice_at_once(autojump_clock):
+async def test_a_late_joiner_catching_up_never_trains_twice_at_once(autojump_clock, caplog):
     # c starts when a and b are rounds ahead: it adopts their model and asks to train a later
     # round while its round-0 training still runs in a thread. Two threads on one trainer
     # corrupt torch's autograd state (seen with real peers), so trainings must not overlap.
+    import logging
     import threading
     import time
 
+    caplog.set_level(logging.INFO)
     _, runners = build(3, LINE, max_rounds=12, offload=None)  # real worker threads
     a, b, c = runners
     active, peak, lock = [0], [0], threading.Lock()
@@ -130,6 +132,10 @@ async def test_a_late_joiner_catching_up_never_trains_twice_at_once(autojump_clo
         nursery.start_soon(one, c)
     assert c.protocol.stats.catch_ups >= 1  # the situation under test happened
     assert peak[0] == 1
+    # each adoption is logged, so an operator (and the namespace tests) can see it
+    logged = [r.getMessage() for r in caplog.records
+              if f"event=catch-up peer={c.node.peer_id} " in r.getMessage()]
+    assert len(logged) == c.protocol.stats.catch_ups
     assert len({o.stop_round for o in outcomes.values()}) == 1
 
 
