@@ -702,7 +702,10 @@ class PeerProtocol:
         self.stats.catch_ups += 1
         old_round = self.round
         target = event.round
-        actions: list[Action] = [Adopt(event.sender, target, self.config.stale_weight)]
+        # a stopped neighbour's final model (offered as step ``gossip_steps``) is the swarm's
+        # result: taken whole, so a latecomer ends with the model the others ended with
+        final = event.step == self.config.gossip_steps
+        actions: list[Action] = [Adopt(event.sender, target, 0.0 if final else self.config.stale_weight)]
         # tell neighbours not to wait for this peer in the phases it skips
         skipped = [(r, step) for r in range(old_round, target + 1) for step in range(self.config.gossip_steps)
                    if (r, step) >= self.phase]
