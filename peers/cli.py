@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "BACK_AT_ROUND (repeatable)")
     faults.add_argument("--late", action="append", default=[], metavar="PEER@ROUND",
                         help="peer PEER joins only when the swarm reaches ROUND (repeatable)")
+    faults.add_argument("--cut", action="append", default=[], metavar="PEER@ROUND:BACK_AT_ROUND",
+                        help="peer PEER's links carry nothing from its ROUND until the swarm reaches "
+                             "BACK_AT_ROUND; it keeps running (repeatable)")
     proto = sim.add_argument_group("protocol")
     proto.add_argument("--quorum", type=float, default=1.0,
                        help="share of live neighbours whose model a peer waits for (default 1.0)")

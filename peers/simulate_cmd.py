@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from swarm.faults import FaultConfig, parse_crash, parse_late
+from swarm.faults import FaultConfig, parse_crash, parse_cut, parse_late
 from swarm.report import write_report
 from swarm.simulate import ARMS, Simulation, SimConfig, config_dict, summarize
 
@@ -40,6 +40,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             stragglers=args.stragglers, slowdown=args.slowdown,
             crashes=tuple(parse_crash(c) for c in args.crash),
             late=tuple(parse_late(lj) for lj in args.late),
+            cuts=tuple(parse_cut(c) for c in args.cut),
         ),
         quorum=args.quorum,
         converge=not args.no_converge,

@@ -1,4 +1,4 @@
-"""Fault settings for the virtual-clock swarm: link delay, jitter, drops, stragglers, crashes."""
+"""Fault settings for the virtual-clock swarm: link delay, jitter, drops, stragglers, crashes, cuts."""
 
 from __future__ import annotations
 
@@ -15,6 +15,16 @@ class Crash:
     peer: int
     at_round: int
     back_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Peer ``peer``'s links carry nothing from when it reaches round ``at_round`` until the
+    swarm reaches round ``back_at``: the peer keeps running, cut off (a network outage)."""
+
+    peer: int
+    at_round: int
+    back_at: int
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,7 @@ class FaultConfig:
     slowdown: float = 5.0
     crashes: tuple[Crash, ...] = ()
     late: tuple[LateJoin, ...] = ()
+    cuts: tuple[Cut, ...] = ()
 
     def __post_init__(self) -> None:
         if self.delay < 0 or self.jitter < 0 or self.jitter > self.delay + 1e-12 and self.delay > 0:
@@ -59,6 +70,9 @@ class FaultConfig:
         for crash in self.crashes:
             if crash.at_round < 0 or (crash.back_at is not None and crash.back_at <= crash.at_round):
                 raise ConfigError("crash", f"{crash}: need 0 <= ROUND < BACK_AT_ROUND")
+        for cut in self.cuts:
+            if not 0 <= cut.at_round < cut.back_at:
+                raise ConfigError("cut", f"{cut}: need 0 <= ROUND < BACK_AT_ROUND")
 
     def validate_for(self, peers: int) -> None:
         """Check peer indices against the swarm size (ConfigError naming the option)."""
@@ -70,6 +84,11 @@ class FaultConfig:
         for late in self.late:
             if not 0 <= late.peer < peers:
                 raise ConfigError("late", f"peer {late.peer} does not exist (peers 0..{peers - 1})")
+        for cut in self.cuts:
+            if not 0 <= cut.peer < peers:
+                raise ConfigError("cut", f"peer {cut.peer} does not exist (peers 0..{peers - 1})")
+        if len({c.peer for c in self.cuts}) != len(self.cuts):
+            raise ConfigError("cut", "a peer may be cut off only once")
         crashed = [c.peer for c in self.crashes]
         if len(set(crashed)) != len(crashed):
             raise ConfigError("crash", "a peer may crash only once")
@@ -79,6 +98,7 @@ class FaultConfig:
 
 _CRASH = re.compile(r"^(\d+)@(\d+)(?::(\d+))?$")
 _LATE = re.compile(r"^(\d+)@(\d+)$")
+_CUT = re.compile(r"^(\d+)@(\d+):(\d+)$")
 
 
 def parse_crash(text: str) -> Crash:
@@ -99,3 +119,14 @@ def parse_late(text: str) -> LateJoin:
     if not m:
         raise ConfigError("late", f"expected PEER@ROUND, got {text!r}")
     return LateJoin(int(m.group(1)), int(m.group(2)))
+
+
+def parse_cut(text: str) -> Cut:
+    """``PEER@ROUND:BACK_AT_ROUND`` -> Cut (ConfigError otherwise)."""
+    m = _CUT.match(text.strip())
+    if not m:
+        raise ConfigError("cut", f"expected PEER@ROUND:BACK_AT_ROUND, got {text!r}")
+    cut = Cut(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    if cut.back_at <= cut.at_round:
+        raise ConfigError("cut", f"{text!r}: BACK_AT_ROUND must be after ROUND")
+    return cut

@@ -266,6 +266,7 @@ class PeerProtocol:
         self._last_metric: float | None = None
         self._last_distance: float | None = None
         self._final_announce: Announce | None = None  # of the model offered after stopping
+        self._touch_since: float | None = None  # see _in_touch
 
     # ------------------------------------------------------------ public API
     @property
@@ -281,6 +282,7 @@ class PeerProtocol:
         and above the clock in milliseconds.
         """
         self._seq = max(self._seq, seq_floor, int(now * 1000))
+        self._touch_since = now
         for peer in self.neighbours:
             self.liveness.track(peer, now)
         self._next_heartbeat = now + self.config.heartbeat
@@ -749,12 +751,23 @@ class PeerProtocol:
         actions: list[Action] = [SendControl(p, out) for p in self.neighbours if p != sender] if out else []
         return actions + self._maybe_decide(now)
 
+    def _in_touch(self, now: float) -> bool:
+        """Whether this peer may speak for the swarm: not cut off from its neighbours, and not
+        for ``suspect_after`` since it was (or since it started), so that a record from every
+        live member has reached it. Just back, it knows only the few members heard so far."""
+        if self._cut_off(now):
+            self._touch_since = None
+            return False
+        if self._touch_since is None:
+            self._touch_since = now
+        return now - self._touch_since >= self.config.suspect_after
+
     def _maybe_decide(self, now: float) -> list[Action]:
-        if self.stop_round is not None or self._cut_off(now):
-            return []  # a peer cut off from the swarm cannot speak for it
-        alive = self.alive_members(now)
-        if not self.convergence.all_converged(alive):
+        if self.stop_round is not None or not self._in_touch(now):
             return []
+        alive = self.alive_members(now)
+        if (self.neighbours and not alive) or not self.convergence.all_converged(alive):
+            return []  # no recent record from anyone: not in touch either
         self.stop_round = max(self.convergence.stop_round(alive), self.round)
         self.stop_reason = f"converged: {len(alive) + 1} live members voted converged"
         self._seq += 1

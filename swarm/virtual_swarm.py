@@ -4,7 +4,7 @@ Real training, real encoding, real validation and mixing happen for every peer; 
 time is simulated. Each local epoch takes ``train_time`` virtual seconds (times a
 straggler's slowdown), control messages and model transfers take the link delay (plus
 size over bandwidth), and either can be dropped. Peers crash, come back from their
-checkpoint and join late as ``FaultConfig`` says. Nothing waits on the wall clock, so a
+checkpoint, join late and are cut off from the network for a while as ``FaultConfig`` says. Nothing waits on the wall clock, so a
 run is a deterministic, seeded loop.
 """
 
@@ -123,6 +123,9 @@ class VirtualSwarm:
                        if state_dir is not None else None)
         self.crashes = {c.peer: c for c in faults.crashes}
         self.late = {lj.peer: lj for lj in faults.late}
+        self.cuts = {c.peer: c for c in faults.cuts}
+        self.cut_now: set[int] = set()  # peers whose links carry nothing at the moment
+        self.cut_over: set[int] = set()
         self.restarted: set[int] = set()
         self.now = 0.0
         self._heap: list[tuple[float, int, str, tuple]] = []
@@ -165,7 +168,9 @@ class VirtualSwarm:
         return min(rounds) if rounds else 0
 
     def _swarm_round(self) -> int:
-        rounds = [p.proto.round for p in self.peers if p.alive and p.proto is not None]
+        """The highest round of a live peer that is not cut off (a cut-off peer's rounds are its own)."""
+        rounds = [p.proto.round for p in self.peers
+                  if p.alive and p.proto is not None and p.index not in self.cut_now]
         return max(rounds) if rounds else 0
 
     # ---------------------------------------------------------------- life cycle
@@ -209,6 +214,9 @@ class VirtualSwarm:
                 self.restarted.add(idx)
                 peer.run.restarted_at = self.now
                 self._start(peer, fresh=False)
+        for idx in [i for i in self.cut_now if swarm_round >= self.cuts[i].back_at]:
+            self.cut_now.discard(idx)
+            self.cut_over.add(idx)
         for idx, late in self.late.items():
             peer = self.peers[idx]
             if not peer.alive and peer.proto is None and peer.run.joined_at == 0.0 and swarm_round >= late.at_round:
@@ -251,6 +259,9 @@ class VirtualSwarm:
         srv = self.peers[server]
         if not srv.alive:
             return  # no answer: the client's fetch times out
+        if self._cut(server, client):
+            self.transfers_dropped += 1
+            return
         entry = srv.served.get((fetch.round, fetch.step))
         if entry is None or entry[1] != fetch.digest:
             self._at(self.now + self._delay(), "fetch_response", client, client_inc, srv.id, fetch, None)
@@ -296,6 +307,9 @@ class VirtualSwarm:
             self._at(when, "timer", peer.index, peer.incarnation, when)
 
     def _do_train(self, peer: _Peer, action: Train) -> None:
+        cut = self.cuts.get(peer.index)
+        if cut is not None and action.round >= cut.at_round and peer.index not in self.cut_over:
+            self.cut_now.add(peer.index)
         crash = self.crashes.get(peer.index)
         if crash is not None and action.round >= crash.at_round and peer.index not in self.restarted:
             self._crash(peer)
@@ -323,18 +337,18 @@ class VirtualSwarm:
     def _do_sendcontrol(self, peer: _Peer, action: SendControl) -> None:
         data = encode_control(action.msg)
         peer.run.bytes_sent += len(data)
-        if self._dropped():
+        target = self.peers[self.ids.index(action.peer)]
+        if self._dropped() or self._cut(peer.index, target.index):
             self.control_dropped += 1
             peer.run.messages_dropped += 1
             return
-        target = self.peers[self.ids.index(action.peer)]
         self._at(self.now + self._delay(), "control", target.index, target.incarnation, peer.id, data)
 
     def _do_fetch(self, peer: _Peer, action: Fetch) -> None:
-        if self._dropped():
+        server = self.ids.index(action.peer)
+        if self._dropped() or self._cut(peer.index, server):
             self.transfers_dropped += 1
             return
-        server = self.ids.index(action.peer)
         degree = peer.proto.announced_degree(action.peer) if peer.proto else None
         if degree is not None:
             peer.degrees[action.peer] = degree
@@ -379,6 +393,10 @@ class VirtualSwarm:
     def _delay(self) -> float:
         f = self.faults
         return max(0.0, f.delay + f.jitter * (2 * self.rng.random() - 1))
+
+    def _cut(self, a: int, b: int) -> bool:
+        """Whether the link between peers ``a`` and ``b`` is down (either end cut off)."""
+        return a in self.cut_now or b in self.cut_now
 
     def _dropped(self) -> bool:
         return self.faults.drop > 0 and self.rng.random() < self.faults.drop

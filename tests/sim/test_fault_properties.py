@@ -6,6 +6,7 @@ on a virtual clock; only training is a fast fake (``tests.fakes``). Nothing slee
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from gossip.control import StopDecision
 from swarm.convergence import ConvergenceConfig
-from swarm.faults import Crash, FaultConfig, LateJoin
+from swarm.faults import Crash, Cut, FaultConfig, LateJoin
 from swarm.protocol import ProtocolConfig, SendControl
 from swarm.round_counter import DeadlineConfig
 from swarm.topology import build_topology, is_connected
@@ -73,12 +74,13 @@ class WatchedSwarm(VirtualSwarm):
             self.max_spread = max(self.max_spread, max(active) - min(active))
 
 
-def run_swarm(n, topology, seed, faults, gossip_steps=1, max_rounds=MAX_ROUNDS):
+def run_swarm(n, topology, seed, faults, gossip_steps=1, max_rounds=MAX_ROUNDS, **overrides):
     graph = build_topology(topology, n, seed=seed, degree=3)
     trainer = FakeTrainer(n, seed)
+    config = protocol(gossip_steps, max_rounds, faults.slowdown if faults.stragglers else 1.0)
     swarm = WatchedSwarm(
         trainer, fake_federation(n, seed), graph, trainer.initial_weights(seed),
-        protocol(gossip_steps, max_rounds, faults.slowdown if faults.stragglers else 1.0), faults,
+        dataclasses.replace(config, **overrides), faults,
         seed=seed, train_seed=lambda site, r: seed * 100_003 + site * 1009 + r, max_events=400_000,
     )
     runs = swarm.run()
@@ -183,6 +185,31 @@ def test_a_straggler_does_not_set_the_pace():
     straggler = next(r for r in slow_runs if r.straggler)
     assert straggler.exited and straggler.stop_round == 11
     assert slow.peers[straggler.peer].proto.stats.catch_ups >= 1
+
+
+def test_a_peer_cut_off_for_a_while_holds_then_catches_up_and_stops_with_the_rest():
+    """Peer 2's links go down at its round 3 until the swarm reaches round 9. It holds its
+    round instead of running on alone, catches up to the swarm when the links are back, and
+    the swarm never adopts a model it trained alone."""
+    faults = FaultConfig(cuts=(Cut(2, 3, 9),))
+    swarm, runs = run_swarm(8, "smallworld", 4, faults, max_rounds=16, isolation_wait=100.0)
+    cut, others = swarm.peers[2].proto, [p.proto for p in swarm.peers if p.index != 2]
+
+    assert swarm.control_dropped > 0  # the cut was there
+    assert all(r.exited for r in runs) and len({r.stop_round for r in runs}) == 1
+    assert cut.stats.holds >= 1 and cut.stats.catch_ups >= 1
+    assert sum(p.stats.catch_ups for p in others) == 0
+    assert runs[2].rounds_completed < min(r.rounds_completed for r in runs if r.peer != 2)
+
+
+def test_without_the_hold_a_cut_off_peer_runs_ahead_alone():
+    """The positive control of the test above: ``isolation_wait=0`` is the old behaviour."""
+    faults = FaultConfig(cuts=(Cut(2, 3, 9),))
+    swarm, runs = run_swarm(8, "smallworld", 4, faults, max_rounds=16, isolation_wait=0.0)
+
+    # it never waited: as many rounds as anyone, trained alone, and never caught up
+    assert runs[2].rounds_completed >= min(r.rounds_completed for r in runs if r.peer != 2)
+    assert swarm.peers[2].proto.stats.catch_ups == 0
 
 
 def test_late_joiner_catches_up_and_stops_with_the_rest():

@@ -59,6 +59,23 @@ def started(cfg: ProtocolConfig | None = None, start_round: int = 0,
     return proto
 
 
+def in_touch() -> PeerProtocol:
+    """A peer started ``suspect_after`` ago (nearly): long enough to speak for the swarm."""
+    return started(now=-BASE.suspect_after + 0.05)
+
+
+def test_a_peer_just_started_or_back_does_not_decide_until_every_record_had_time_to_arrive():
+    for proto, decides in ((started(), False), (in_touch(), True)):
+        proto.handle(progress("b", 1, round_=0, converged=True, via="b"), 0.05)
+        proto.handle(progress("c", 1, round_=0, converged=True, via="c"), 0.05)
+        now = 0.1
+        actions = []
+        for r in range(3):
+            more, now = run_round(proto, r, now, **STEADY)
+            actions += more
+        assert bool(sent(actions, StopDecision)) is decides
+
+
 def digest(sender: str, round_: int, step: int) -> str:
     """A distinct, valid digest (32 lowercase hex chars) per model."""
     return f"{ord(sender):08x}{round_:012x}{step:012x}"
@@ -822,7 +839,7 @@ STEADY = {"metric": 0.5, "distance": 0.01}  # flat loss and small distance: conv
 
 
 def test_converged_peer_decides_to_stop_when_every_alive_member_voted_converged():
-    proto = started()
+    proto = in_touch()
     proto.handle(progress("b", 1, round_=0, converged=True, via="b"), 0.05)
     proto.handle(progress("c", 1, round_=0, converged=True, via="c"), 0.05)
     early, now = run_round(proto, 0, 0.1, **STEADY)
@@ -839,7 +856,7 @@ def test_converged_peer_decides_to_stop_when_every_alive_member_voted_converged(
 
 
 def test_alive_member_not_yet_converged_blocks_the_stop_decision():
-    proto = started()
+    proto = in_touch()
     proto.handle(progress("b", 1, converged=True, via="b"), 0.05)
     proto.handle(progress("c", 1, converged=False, via="c"), 0.05)
     now = 0.1
@@ -869,7 +886,7 @@ def test_member_silent_longer_than_suspect_after_is_not_waited_for():
 
 
 def test_own_stop_decision_echoed_back_is_not_forwarded_again():
-    proto = started()
+    proto = in_touch()
     proto.handle(progress("b", 1, converged=True, via="b"), 0.05)
     proto.handle(progress("c", 1, converged=True, via="c"), 0.05)
     now = 0.1
