@@ -262,6 +262,7 @@ class PeerProtocol:
         self._catch_up_due = math.inf
         self._next_heartbeat = 0.0
         self._exit_at: float | None = None
+        self._stopped_since = math.inf
         self._last_loss: float | None = None
         self._last_metric: float | None = None
         self._last_distance: float | None = None
@@ -291,7 +292,7 @@ class PeerProtocol:
             # restarted after its last round: nothing left to train, just say so and leave
             self.phase = (last, self.config.gossip_steps - 1)
             self.stop_round, self.stop_reason = last, "max-rounds"
-            self.stopped_at, self._exit_at = last, now + self.config.linger
+            self.stopped_at, self._exit_at, self._stopped_since = last, now + self.config.linger, now
             return [*self._progress(now), Stop(last, "max-rounds")]
         return [Train(self.round), *self._progress(now)]
 
@@ -562,7 +563,7 @@ class PeerProtocol:
             self.stop_round, self.stop_reason = self.config.convergence.max_rounds - 1, "max-rounds"
         if self.stop_round is not None and done >= self.stop_round:
             self.stopped_at = done
-            self._exit_at = now + self.config.linger
+            self._exit_at, self._stopped_since = now + self.config.linger, now
             self._reset_phase()
             # offer the final model as phase (done, gossip_steps): a neighbour far behind
             # catches up to it instead of training the remaining rounds alone
@@ -809,19 +810,34 @@ class PeerProtocol:
         return actions
 
     # ------------------------------------------------------------ time
+    def _may_exit(self, now: float) -> bool:
+        """Whether a stopped peer may leave.
+
+        Only once every live neighbour has reached the stop round too: one that is already
+        past it counter-proposes a later round, which resumes this peer. Lingering serves
+        neighbours still on their way (a suspected one may be back soon and catch up to the
+        final model); when every neighbour, suspected ones included, has reached the stop
+        round there is nobody to wait for, and the peer leaves after two heartbeats (time for
+        the decision to be repeated once more) instead of the whole ``linger``.
+        """
+        assert self._exit_at is not None and self.stopped_at is not None
+        reached = {p for p in self.neighbours if self._member_round.get(p, -1) >= self.stopped_at}
+        if now >= self._exit_at:
+            if set(self.live_neighbours(now)) <= reached:
+                return True
+            self._exit_at = now + self.config.heartbeat
+            return False
+        return reached == set(self.neighbours) and now >= self._stopped_since + 2 * self.config.heartbeat
+
     def _on_timer(self, now: float) -> list[Action]:
         actions: list[Action] = []
         for peer in self.neighbours:
             if self.liveness.is_suspected(peer, now) and peer not in self._suspected:
                 self._suspected.add(peer)
                 self.stats.suspicions += 1
-        if self._exit_at is not None and now >= self._exit_at and self.stopped_at is not None:
-            # leave only once every live neighbour has reached the stop round too: one that is
-            # already past it counter-proposes a later round, which resumes this peer
-            if all(self._member_round.get(p, -1) >= self.stopped_at for p in self.live_neighbours(now)):
-                self.exited = True
-                return [Exit(self.stopped_at, self.stop_reason)]
-            self._exit_at = now + self.config.heartbeat
+        if self._exit_at is not None and self.stopped_at is not None and self._may_exit(now):
+            self.exited = True
+            return [Exit(self.stopped_at, self.stop_reason)]
         if now >= self._next_heartbeat:
             actions += self._progress(now)
             actions += self._maybe_decide(now)

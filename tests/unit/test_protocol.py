@@ -744,16 +744,36 @@ def test_resumed_peer_does_not_exit_at_the_old_linger_time():
     assert not proto.exited
 
 
-def test_exit_comes_only_after_lingering_stopped():
+def test_a_stopped_peer_whose_neighbours_all_reached_the_stop_round_leaves_after_two_heartbeats():
     proto, now = _stopped_at_round_2()
     stopped = now - EPS  # the Mixed that stopped it
+    soon = stopped + 2 * proto.config.heartbeat
+    assert soon < stopped + proto.config.linger
 
-    early = proto.handle(TimerFired(), stopped + proto.config.linger - 0.1)
-    late = proto.handle(TimerFired(), stopped + proto.config.linger)
+    early = proto.handle(TimerFired(), soon - 0.1)
+    late = proto.handle(TimerFired(), soon)
 
     assert not of(early, Exit)
     assert late == [Exit(2, "converged")]
     assert proto.exited and proto.next_timer() is None
+
+
+def test_a_stopped_peer_lingers_for_a_suspected_neighbour_that_has_not_reached_the_stop_round():
+    # d went silent long ago (suspected from the start); b and c finish round 2 with "a"
+    proto = PeerProtocol("a", ["b", "c", "d"], config(), start_round=0)
+    proto.start(-BASE.suspect_after - 0.05)
+    proto.handle(stop_decision(2), 0.05)
+    now = 0.1
+    for round_ in range(3):
+        _, now = run_round(proto, round_, now)
+    stopped = now - EPS
+    assert proto.stopped_at == 2 and proto.suspected_neighbours(now) == ["d"]
+
+    early = proto.handle(TimerFired(), stopped + proto.config.linger - 0.1)
+    late = proto.handle(TimerFired(), stopped + proto.config.linger)
+
+    assert not of(early, Exit)  # d may be back any moment to catch up to the final model
+    assert late == [Exit(2, "converged")]
 
 
 def test_exited_peer_ignores_every_later_event():
