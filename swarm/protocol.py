@@ -20,6 +20,12 @@ of a phase it has reached answers with its own (or its skip). A phase that times
 most neighbours lets their late announcements teach the deadline, which would otherwise
 only learn from models that arrived in time. Progress records are flooded to
 the whole swarm; the stop decision is taken and spread as in ``swarm.convergence``.
+
+A peer never runs on alone while a neighbour may still come: when nobody can deliver a
+phase (every neighbour suspected or more than a round behind, none skipping it), it holds
+the phase for up to ``isolation_wait``, and a suspected neighbour heard again ends the
+hold. Only a peer in touch with the swarm (not cut off, and not just back) takes a stop
+decision for it.
 """
 
 from __future__ import annotations

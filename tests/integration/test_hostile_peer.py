@@ -36,7 +36,7 @@ from gossip.libp2p_transport import Libp2pTransport, _Reader, _reset_quietly
 from swarm.checkpoint import CheckpointStore
 from swarm.partition import build_federation, parse_partition
 from swarm.training import TrainConfig, Trainer
-from tests.integration.test_peer_processes import COMMON, finish, hospitals, medswarm  # noqa: F401 - fixture
+from tests.integration.test_peer_processes import COMMON, finish, medswarm
 
 pytestmark = pytest.mark.slow
 
