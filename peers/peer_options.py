@@ -53,7 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait-neighbours", type=int, default=1, metavar="N",
                         help="before round 0, wait (up to --deadline-max) for N neighbours, so peers "
                              "started together train together (default 1)")
-    parser.add_argument("--linger", type=float, default=5.0, help="seconds to wait after stopping")
+    parser.add_argument("--linger", type=float, default=30.0,
+                        help="after stopping, how long to wait for a neighbour that has not reached the "
+                             "stop round (to give it the final model); with none missing, a peer "
+                             "leaves after two heartbeats (default 30)")
     parser.add_argument("--isolation-wait", type=float, default=300.0, metavar="SECONDS",
                         help="when every neighbour is suspected, hold the round this long for them "
                              "to come back before training on alone (default 300)")

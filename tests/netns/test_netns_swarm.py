@@ -25,11 +25,11 @@ pytestmark = [
 
 #: short timeouts so that a fault is noticed in seconds; enough rounds to outlast a restart
 FAST = ["--heartbeat", "0.5", "--suspect-after", "3"]
-#: The others may converge while a hospital is gone (rounds take about 0.4 s here, a cut or a
-#: restart several seconds), and a cut link carries traffic again only at TCP's next
-#: retransmission, up to about 7 s after it is restored. Stopped peers stay this long for a
-#: returning neighbour, which then catches up to the final model instead of holding alone.
-RETURN = ["--linger", "20"]
+# The others may converge while a hospital is gone (rounds take about 0.4 s here, a cut or a
+# restart several seconds), and a cut link carries traffic again only at TCP's next
+# retransmission, up to about 7 s after it is restored. The compose file's --linger 30 (see
+# tests/unit/test_compose.py) keeps stopped hospitals that long for one that has not reached
+# the stop round, which then catches up to their final model instead of holding alone.
 
 
 def run(tmp_path, fault, extra, **kw):
@@ -73,7 +73,7 @@ def test_the_compose_scenario_runs_to_the_end_in_namespaces(tmp_path):
 @pytest.fixture(scope="module")
 def cut(tmp_path_factory):
     """hospital-c's link down for 5 s and until the others did 3 rounds, then back up."""
-    return run(tmp_path_factory.mktemp("cut"), "cut", [*FAST, *RETURN, "--rounds", "100"], advance=3, outage=5)
+    return run(tmp_path_factory.mktemp("cut"), "cut", [*FAST, "--rounds", "100"], advance=3, outage=5)
 
 
 def test_while_a_link_is_cut_the_others_go_on_and_every_hospital_ends_cleanly(cut):
@@ -92,7 +92,7 @@ def test_after_a_cut_the_hospital_works_with_the_swarm_again_and_all_stop_togeth
 
 def test_a_killed_hospital_restarts_from_its_checkpoint_and_catches_up(tmp_path):
     # enough rounds that the others are still running when the restarted process is back
-    outcome = run(tmp_path, "kill", [*FAST, *RETURN, "--rounds", "300"], advance=3, outage=0)
+    outcome = run(tmp_path, "kill", [*FAST, "--rounds", "300"], advance=3, outage=0)
     assert_others_advanced_without(outcome, 3)
     resumed = outcome.victim_resumed_from
     assert resumed is not None and resumed >= outcome.rounds_at_fault[outcome.victim] - 1, outcome

@@ -137,6 +137,12 @@ def test_the_first_hospital_is_everyone_elses_bootstrap(tmp_path, name, monkeypa
     assert args.bootstrap == expected
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_stopped_hospitals_wait_long_enough_for_one_whose_link_came_back(name):
+    # a 5 s outage can take TCP up to about 7 s more to notice the link is back (tests/netns)
+    assert float(option(SERVICES[name]["command"], "--linger")) >= 20
+
+
 def test_environment_variables_are_ones_the_entrypoint_reads():
     script = ENTRYPOINT.read_text()
     read = set(re.findall(r"\$\{(MEDSWARM_[A-Z_]+)", script))
