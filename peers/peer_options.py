@@ -58,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "stop round (to give it the final model); with none missing, a peer "
                              "leaves after two heartbeats (default 30)")
     parser.add_argument("--isolation-wait", type=float, default=300.0, metavar="SECONDS",
-                        help="when every neighbour is suspected, hold the round this long for them "
-                             "to come back before training on alone (default 300)")
+                        help="when no neighbour can deliver a round (all silent or behind), hold it "
+                             "this long for them before training one round alone (default 300)")
     learn = parser.add_argument_group("learning (the defaults are those of medswarm simulate)")
     learn.add_argument("--gossip-steps", type=int, default=3, help="exchanges with neighbours per round (default 3)")
     learn.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")

@@ -203,6 +203,7 @@ def rejoined(events: Sequence[tuple[int, bool]]) -> bool:
     return False
 
 
+# ------------------------------------------------------------------ namespaces
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(list(args), capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:

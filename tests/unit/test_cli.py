@@ -19,6 +19,10 @@ from peers.cli import EXIT_USAGE, main
         (["simulate", "--partition", "dirichlet:-1"], "partition"),
         (["simulate", "--arms", "swarm,oracle"], "oracle"),
         (["simulate", "--data", "heart", "--peers", "9"], "4"),
+        (["simulate", "--cut", "2@5"], "PEER@ROUND:BACK_AT_ROUND"),
+        (["simulate", "--cut", "2@5:5"], "after ROUND"),
+        (["simulate", "--cut", "9@1:3", "--peers", "4"], "peer 9 does not exist"),
+        (["simulate", "--cut", "1@1:3", "--cut", "1@4:6"], "only once"),
     ],
 )
 def test_bad_simulate_input_is_one_line_and_nonzero(argv, needle, capsys, tmp_path):
@@ -94,6 +98,7 @@ def test_peer_site_outside_the_split_is_a_one_line_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, needle", [
     (["--target-neighbours", "0"], "target neighbours"),
+    (["--isolation-wait", "-1"], "isolation_wait"),
     (["--announce", "/ip4/0.0.0.0/tcp/4001"], "not dialable"),
     (["--announce", "/ip4/10.0.0.1/udp/4001"], "--announce must be"),
     (["--bootstrap", "/ip4/10.0.0.1/tcp/4001"], "bootstrap"),
