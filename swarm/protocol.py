@@ -829,10 +829,7 @@ class PeerProtocol:
         assert self._exit_at is not None and self.stopped_at is not None
         reached = {p for p in self.neighbours if self._member_round.get(p, -1) >= self.stopped_at}
         if now >= self._exit_at:
-            if set(self.live_neighbours(now)) <= reached:
-                return True
-            self._exit_at = now + self.config.heartbeat
-            return False
+            return set(self.live_neighbours(now)) <= reached
         return reached == set(self.neighbours) and now >= self._stopped_since + 2 * self.config.heartbeat
 
     def _on_timer(self, now: float) -> list[Action]:
@@ -841,9 +838,12 @@ class PeerProtocol:
             if self.liveness.is_suspected(peer, now) and peer not in self._suspected:
                 self._suspected.add(peer)
                 self.stats.suspicions += 1
-        if self._exit_at is not None and self.stopped_at is not None and self._may_exit(now):
-            self.exited = True
-            return [Exit(self.stopped_at, self.stop_reason)]
+        if self._exit_at is not None and self.stopped_at is not None:
+            if self._may_exit(now):
+                self.exited = True
+                return [Exit(self.stopped_at, self.stop_reason)]
+            if now >= self._exit_at:
+                self._exit_at = now + self.config.heartbeat  # a live neighbour is still on its way
         if now >= self._next_heartbeat:
             actions += self._progress(now)
             actions += self._maybe_decide(now)

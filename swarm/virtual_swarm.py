@@ -4,8 +4,8 @@ Real training, real encoding, real validation and mixing happen for every peer; 
 time is simulated. Each local epoch takes ``train_time`` virtual seconds (times a
 straggler's slowdown), control messages and model transfers take the link delay (plus
 size over bandwidth), and either can be dropped. Peers crash, come back from their
-checkpoint, join late and are cut off from the network for a while as ``FaultConfig`` says. Nothing waits on the wall clock, so a
-run is a deterministic, seeded loop.
+checkpoint, join late and are cut off from the network for a while as ``FaultConfig``
+says. Nothing waits on the wall clock, so a run is a deterministic, seeded loop.
 """
 
 from __future__ import annotations
