@@ -20,20 +20,14 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from gossip.codec import WeightsMessage, digest
-from gossip.control import decode_control, encode_control
-from gossip.errors import CodecError
 from swarm.checkpoint import CheckpointStore, PeerState
-from swarm.peer_state import accept_transfer, inbox_key, snapshot
 from swarm.errors import SwarmError
+from swarm.executor import ExecutorHooks, PeerExecutor, RoundInfo, Traffic, checkpoint_weights, resume
 from swarm.faults import FaultConfig
 from swarm.node import SwarmNode
 from swarm.partition import Federation
-from swarm.protocol import (
-    Adopt, Checkpoint, ControlIn, Exit, Fetch, FetchDone, Mix, Mixed, ModelReady, Offer,
-    PeerProtocol, ProtocolConfig, SendControl, Stop, Train, TimerFired,
-)
-from swarm.training import Trainer
+from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
+from swarm.training import Metrics, Trainer
 
 #: ``progress(done_rounds_of_slowest_live_peer, max_rounds)``
 ProgressFn = Callable[[int, int], None]
@@ -69,15 +63,52 @@ class _Peer:
     node: SwarmNode
     rng_seed: int
     slowdown: float = 1.0
-    proto: PeerProtocol | None = None
+    exec: PeerExecutor | None = None
     alive: bool = False
     incarnation: int = 0
     served: dict[tuple[int, int], tuple[Any, str]] = field(default_factory=dict)
-    inbox: dict[tuple[str, int, int], WeightsMessage] = field(default_factory=dict)
-    degrees: dict[str, int] = field(default_factory=dict)
+    served_bytes: int = 0
+    traffic: Traffic = field(default_factory=Traffic)
     timer_at: float | None = None
     checkpoint: PeerState | None = None
+    local: Metrics | None = None  # the latest local test figures (for the metrics rows)
     run: PeerRun = field(default_factory=lambda: PeerRun(-1))
+
+    @property
+    def proto(self) -> PeerProtocol | None:
+        """The running protocol (None while crashed or not yet joined)."""
+        return self.exec.protocol if self.exec is not None else None
+
+
+class _SimSeam:
+    """The virtual clock's side of a peer's executor: sends and fetches become scheduled events."""
+
+    def __init__(self, swarm: "VirtualSwarm", peer: _Peer) -> None:
+        self.swarm, self.peer = swarm, peer
+
+    def now(self) -> float:
+        return self.swarm.now
+
+    def send(self, peer: str, data: bytes) -> None:
+        self.swarm._send(self.peer, peer, data)
+
+    def serve(self, round_: int, step: int, key: str, payload: Any) -> None:
+        served = self.peer.served
+        served[(round_, step)] = (payload, key)
+        for old in [k for k in served if k < (round_ - 2, 0)]:
+            del served[old]
+
+    def fetch(self, fetch: Fetch) -> None:
+        self.swarm._fetch(self.peer, fetch)
+
+    def train(self, round_: int) -> None:
+        self.swarm._train(self.peer, round_)
+
+    def bytes_served(self) -> int:
+        return self.peer.served_bytes
+
+    def performed(self) -> None:
+        self.swarm._arm_timer(self.peer)
 
 
 class VirtualSwarm:
@@ -119,6 +150,7 @@ class VirtualSwarm:
             peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)
+        self.index = {peer_id: i for i, peer_id in enumerate(self.ids)}
         self.stores = ({i: CheckpointStore(state_dir / self.ids[i]) for i in range(n)}
                        if state_dir is not None else None)
         self.crashes = {c.peer: c for c in faults.crashes}
@@ -130,6 +162,8 @@ class VirtualSwarm:
         self.now = 0.0
         self._heap: list[tuple[float, int, str, tuple]] = []
         self._seq = itertools.count()
+        self._running = 0  # live peers that have not exited: the run ends when none is left
+        self._rounds: list[tuple[int, int, int]] = []  # (done rounds, peer, incarnation): lazy min-heap
         self.rows: list[dict] = []
         self.events = 0
         self.control_dropped = 0
@@ -141,7 +175,12 @@ class VirtualSwarm:
         heapq.heappush(self._heap, (when, next(self._seq), kind, args))
 
     def run(self, progress: ProgressFn | None = None) -> list[PeerRun]:
-        """Run until every live peer has exited; return each peer's story."""
+        """Run until every live peer has exited; return each peer's story.
+
+        Each event costs O(log n) besides the peer's own work: the slowest live round
+        comes from a heap kept as rounds complete, and the end from a count of live
+        peers still running.
+        """
         for peer in self.peers:
             if peer.index not in self.late:
                 self._start(peer, fresh=True)
@@ -158,14 +197,25 @@ class VirtualSwarm:
                 if done != last_reported:
                     last_reported = done
                     progress(done, self.protocol.convergence.max_rounds)
-            if all(p.run.exited or not p.alive for p in self.peers if p.alive or p.index not in self.late):
-                if all(p.run.exited for p in self.peers if p.alive):
-                    break
+            if self._running == 0:
+                break
+        for peer in self.peers:
+            peer.run.bytes_sent = peer.traffic.control_bytes + peer.served_bytes
         return [p.run for p in self.peers]
 
     def _slowest_live_round(self) -> int:
-        rounds = [p.run.last_round + 1 for p in self.peers if p.alive]
-        return min(rounds) if rounds else 0
+        """Rounds done by the slowest live peer (0 when none is live)."""
+        heap = self._rounds
+        while heap:
+            done, index, incarnation = heap[0]
+            peer = self.peers[index]
+            if peer.alive and peer.incarnation == incarnation and done == peer.run.last_round + 1:
+                return done
+            heapq.heappop(heap)  # stale: the peer moved on, crashed or restarted
+        return 0
+
+    def _track_round(self, peer: _Peer) -> None:
+        heapq.heappush(self._rounds, (peer.run.last_round + 1, peer.index, peer.incarnation))
 
     def _swarm_round(self) -> int:
         """The highest round of a live peer that is not cut off (a cut-off peer's rounds are its own)."""
@@ -178,34 +228,42 @@ class VirtualSwarm:
         state = None
         if not fresh:
             state = self.stores[peer.index].load_latest(peer.id) if self.stores else peer.checkpoint
-        start_round, history = 0, None
         if state is not None:
-            peer.node.weights = {k: np.array(v, copy=True) for k, v in state.weights.items()}
-            start_round = state.round + 1
-            history = list(state.extra.get("deadline", []))
+            peer.node.weights = checkpoint_weights(state)
         elif not fresh or peer.index in self.late:
             peer.node.weights = {k: np.array(v, copy=True) for k, v in self.initial.items()}
         peer.alive = True
         peer.incarnation += 1
+        self._running += 1
+        self._track_round(peer)
         peer.served.clear()
-        peer.inbox.clear()
         peer.timer_at = None
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
-        peer.proto = PeerProtocol(peer.id, neighbours, self.protocol, start_round=start_round,
-                                  deadline_history=history)
-        seq_floor = 0
-        if state is not None:
-            peer.proto.convergence.restore(state.extra.get("convergence", {}))
-            seq_floor = int(state.extra.get("seq", 0))
-        self._perform(peer, peer.proto.start(self.now, seq_floor))
+        protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state)
+        peer.exec = PeerExecutor(
+            peer.node, protocol, _SimSeam(self, peer), evaluate=lambda w: self._evaluate_local(peer, w),
+            train_seed=lambda r: self.train_seed(peer.index, r), traffic=peer.traffic,
+            store=self.stores[peer.index] if self.stores is not None else None,
+            hooks=ExecutorHooks(on_round=lambda info: self._on_round(peer, info),
+                                on_checkpoint=lambda state: self._do_checkpoint(peer, state),
+                                on_stop=lambda r, why: self._on_stop(peer, r, why),
+                                on_exit=lambda r, why: self._on_exit(peer, r, why)),
+            batches=lambda actions: self._perform(peer, actions),
+        )
+        peer.exec.start(seq_floor)
 
     def _crash(self, peer: _Peer) -> None:
         peer.alive = False
         peer.incarnation += 1
-        peer.proto = None
+        self._running -= 1
+        if peer.exec is not None:
+            peer.exec.halted = True
+        peer.exec = None
         peer.run.crashed_at = self.now
 
     def _revive_due(self) -> None:
+        if not (self.crashes or self.cut_now or self.late):
+            return  # nothing can change: skip the O(n) look at the swarm's round
         swarm_round = self._swarm_round()
         for idx, crash in self.crashes.items():
             peer = self.peers[idx]
@@ -219,41 +277,31 @@ class VirtualSwarm:
             self.cut_over.add(idx)
         for idx, late in self.late.items():
             peer = self.peers[idx]
-            if not peer.alive and peer.proto is None and peer.run.joined_at == 0.0 and swarm_round >= late.at_round:
+            if not peer.alive and peer.exec is None and peer.run.joined_at == 0.0 and swarm_round >= late.at_round:
                 peer.run.joined_at = self.now
                 self._start(peer, fresh=True)
 
     # ---------------------------------------------------------------- events
-    def _feed(self, peer: _Peer, event: Any) -> None:
-        if peer.alive and peer.proto is not None:
-            self._perform(peer, peer.proto.handle(event, self.now))
+    def _live(self, index: int, incarnation: int) -> _Peer | None:
+        peer = self.peers[index]
+        return peer if peer.alive and peer.exec is not None and peer.incarnation == incarnation else None
 
     def _ev_timer(self, index: int, incarnation: int, when: float) -> None:
-        peer = self.peers[index]
-        if peer.incarnation != incarnation or peer.timer_at != when:
+        peer = self._live(index, incarnation)
+        if peer is None or peer.timer_at != when:
             return
         peer.timer_at = None
-        self._feed(peer, TimerFired())
+        peer.exec.handle(TimerFired())
 
     def _ev_trained(self, index: int, incarnation: int, round_: int, result: Any) -> None:
-        peer = self.peers[index]
-        if peer.incarnation != incarnation or peer.proto is None or peer.proto.phase != (round_, 0):
-            return  # crashed, or caught up meanwhile: this training is stale
-        peer.node.weights = dict(result.weights)
-        peer.node.last_loss = float(result.loss)
-        self._offer(peer, round_, 0, loss=float(result.loss))
+        peer = self._live(index, incarnation)
+        if peer is not None:
+            peer.exec.trained(round_, result)
 
     def _ev_control(self, index: int, incarnation: int, sender: str, data: bytes) -> None:
-        peer = self.peers[index]
-        if peer.incarnation != incarnation or not peer.alive:
-            return
-        try:
-            msg = decode_control(data)
-        except CodecError:
-            if peer.proto is not None:
-                peer.proto.stats.bad_control += 1
-            return
-        self._feed(peer, ControlIn(sender, msg))
+        peer = self._live(index, incarnation)
+        if peer is not None:
+            peer.exec.control(sender, data)
 
     def _ev_fetch_request(self, server: int, client: int, client_inc: int, fetch: Fetch) -> None:
         srv = self.peers[server]
@@ -264,41 +312,31 @@ class VirtualSwarm:
             return
         entry = srv.served.get((fetch.round, fetch.step))
         if entry is None or entry[1] != fetch.digest:
-            self._at(self.now + self._delay(), "fetch_response", client, client_inc, srv.id, fetch, None)
+            self._at(self.now + self._delay(), "fetch_response", client, client_inc, fetch, None)
             return
         payload = entry[0]
         if self._dropped():
             self.transfers_dropped += 1
             return
-        srv.run.bytes_sent += len(payload)
+        srv.served_bytes += len(payload)
         self._at(self.now + self._delay() + len(payload) / self.faults.bandwidth,
-                 "fetch_response", client, client_inc, srv.id, fetch, payload)
+                 "fetch_response", client, client_inc, fetch, payload)
 
-    def _ev_fetch_response(self, index: int, incarnation: int, sender: str, fetch: Fetch,
-                           payload: Any) -> None:
-        peer = self.peers[index]
-        if peer.incarnation != incarnation or not peer.alive or peer.proto is None:
-            return
-        ok, reason = False, "not-served"
-        if payload is not None:
-            msg, reason = accept_transfer(peer.node, fetch, payload)
-            if msg is not None:
-                peer.inbox[inbox_key(fetch)] = msg
-                ok = True
-        self._feed(peer, FetchDone(sender, fetch.round, fetch.step, ok, reason))
+    def _ev_fetch_response(self, index: int, incarnation: int, fetch: Fetch, payload: Any) -> None:
+        peer = self._live(index, incarnation)
+        if peer is not None:
+            peer.exec.fetched(fetch, payload, "" if payload is not None else "not-served")
 
-    # ---------------------------------------------------------------- actions
+    # ---------------------------------------------------------------- the seam's side
     def _perform(self, peer: _Peer, actions: list) -> None:
-        for action in actions:
-            if not peer.alive:
-                return
-            getattr(self, f"_do_{type(action).__name__.lower()}")(peer, action)
-        self._arm_timer(peer)
+        """Every batch of actions a peer's protocol returns passes here (tests watch it)."""
+        if peer.alive and peer.exec is not None:
+            peer.exec.perform(actions)
 
     def _arm_timer(self, peer: _Peer) -> None:
-        if not peer.alive or peer.proto is None:
+        if not peer.alive or peer.exec is None:
             return
-        when = peer.proto.next_timer()
+        when = peer.exec.protocol.next_timer()
         if when is None:
             return
         when = max(when, self.now)
@@ -306,88 +344,50 @@ class VirtualSwarm:
             peer.timer_at = when
             self._at(when, "timer", peer.index, peer.incarnation, when)
 
-    def _do_train(self, peer: _Peer, action: Train) -> None:
+    def _train(self, peer: _Peer, round_: int) -> None:
         cut = self.cuts.get(peer.index)
-        if cut is not None and action.round >= cut.at_round and peer.index not in self.cut_over:
+        if cut is not None and round_ >= cut.at_round and peer.index not in self.cut_over:
             self.cut_now.add(peer.index)
         crash = self.crashes.get(peer.index)
-        if crash is not None and action.round >= crash.at_round and peer.index not in self.restarted:
+        if crash is not None and round_ >= crash.at_round and peer.index not in self.restarted:
             self._crash(peer)
             return
-        start = time.perf_counter()
-        result = peer.node.train_fn(peer.node.weights, peer.node.data, self.train_seed(peer.index, action.round))
-        peer.node.stats.train_s += time.perf_counter() - start
+        result = peer.exec.train_now(round_)
         jitter = 1.0 + self.faults.train_jitter * (2 * self.rng.random() - 1)
         epochs = self.trainer.config.local_epochs
         duration = self.faults.train_time * epochs * peer.slowdown * jitter
-        self._at(self.now + duration, "trained", peer.index, peer.incarnation, action.round, result)
+        self._at(self.now + duration, "trained", peer.index, peer.incarnation, round_, result)
 
-    def _offer(self, peer: _Peer, round_: int, step: int, loss: float | None = None) -> None:
-        payload = peer.node.encode_model(round_)
-        peer.served[(round_, step)] = (payload, digest(payload))
-        for key in [k for k in peer.served if k < (round_ - 2, 0)]:
-            del peer.served[key]
-        event = ModelReady(round_, step, peer.served[(round_, step)][1], len(payload),
-                           len(peer.node.data), loss)
-        self._perform(peer, peer.proto.handle(event, self.now))
-
-    def _do_offer(self, peer: _Peer, action: Offer) -> None:
-        self._offer(peer, action.round, action.step)
-
-    def _do_sendcontrol(self, peer: _Peer, action: SendControl) -> None:
-        data = encode_control(action.msg)
-        peer.run.bytes_sent += len(data)
-        target = self.peers[self.ids.index(action.peer)]
+    def _send(self, peer: _Peer, to: str, data: bytes) -> None:
+        target = self.peers[self.index[to]]
         if self._dropped() or self._cut(peer.index, target.index):
             self.control_dropped += 1
             peer.run.messages_dropped += 1
             return
         self._at(self.now + self._delay(), "control", target.index, target.incarnation, peer.id, data)
 
-    def _do_fetch(self, peer: _Peer, action: Fetch) -> None:
-        server = self.ids.index(action.peer)
+    def _fetch(self, peer: _Peer, fetch: Fetch) -> None:
+        server = self.index[fetch.peer]
         if self._dropped() or self._cut(peer.index, server):
             self.transfers_dropped += 1
             return
-        degree = peer.proto.announced_degree(action.peer) if peer.proto else None
-        if degree is not None:
-            peer.degrees[action.peer] = degree
-        self._at(self.now + self._delay(), "fetch_request", server, peer.index, peer.incarnation, action)
+        self._at(self.now + self._delay(), "fetch_request", server, peer.index, peer.incarnation, fetch)
 
-    def _do_mix(self, peer: _Peer, action: Mix) -> None:
-        received = {s: peer.inbox.pop((s, action.round, action.step)) for s in action.senders
-                    if (s, action.round, action.step) in peer.inbox}
-        for key in [k for k in peer.inbox if k[1:] <= (action.round, action.step) and not k[0].startswith("catch")]:
-            del peer.inbox[key]
-        degrees = {p: peer.degrees.get(p, d) for p, d in peer.node.neighbour_degrees.items()}
-        distance = peer.node.mix(received, degrees, measure=action.final)
-        metric = None
-        if action.final:
-            metric = self._evaluate(peer, action.round, distance)
-        self._perform(peer, peer.proto.handle(Mixed(action.round, action.step, distance, metric), self.now))
-
-    def _do_adopt(self, peer: _Peer, action: Adopt) -> None:
-        key = ("catch-up:" + action.peer, action.round, -1)
-        msg = peer.inbox.pop(key, None)
-        if msg is not None:
-            peer.node.adopt(msg, action.keep_own)
-
-    def _do_checkpoint(self, peer: _Peer, action: Checkpoint) -> None:
-        peer.run.last_round = max(peer.run.last_round, action.round)
+    def _do_checkpoint(self, peer: _Peer, state: PeerState) -> None:
+        peer.run.last_round = max(peer.run.last_round, state.round)
         peer.run.rounds_completed = peer.proto.stats.rounds_completed if peer.proto else peer.run.rounds_completed
-        state = snapshot(peer.node, peer.proto, action.round)
-        if self.stores is not None:
-            self.stores[peer.index].save(state)
         peer.checkpoint = state
+        self._track_round(peer)
         self._revive_due()
 
-    def _do_stop(self, peer: _Peer, action: Stop) -> None:
-        peer.run.stop_round, peer.run.stop_reason = action.round, action.reason
+    def _on_stop(self, peer: _Peer, round_: int, reason: str) -> None:
+        peer.run.stop_round, peer.run.stop_reason = round_, reason
         peer.run.finish_time = self.now
 
-    def _do_exit(self, peer: _Peer, action: Exit) -> None:
+    def _on_exit(self, peer: _Peer, round_: int, reason: str) -> None:
         peer.run.exited = True
-        peer.run.stop_round, peer.run.stop_reason = action.round, action.reason
+        self._running -= 1
+        peer.run.stop_round, peer.run.stop_reason = round_, reason
 
     # ---------------------------------------------------------------- helpers
     def _delay(self) -> float:
@@ -401,22 +401,31 @@ class VirtualSwarm:
     def _dropped(self) -> bool:
         return self.faults.drop > 0 and self.rng.random() < self.faults.drop
 
-    def _evaluate(self, peer: _Peer, round_: int, distance: float | None) -> float | None:
-        """Local validation loss every round (the convergence metric); global test on eval rounds."""
+    def _evaluate_local(self, peer: _Peer, weights: Mapping[str, np.ndarray]) -> float | None:
+        """The local validation loss after a round (the convergence metric)."""
         start = time.perf_counter()
-        local = self.trainer.evaluate(peer.node.weights, self.federation.sites[peer.index].test)
-        if round_ % self.eval_every == self.eval_every - 1 or round_ == self.protocol.convergence.max_rounds - 1 \
-                or (peer.proto is not None and peer.proto.stop_round is not None and round_ >= peer.proto.stop_round):
-            glob = self.trainer.evaluate(peer.node.weights, self.federation.global_test)
-            self.rows.append({
-                "arm": "swarm", "round": round_, "peer": peer.index,
-                "loss": _clean(peer.node.last_loss), "accuracy": _clean(glob.accuracy),
-                "auroc": _clean(glob.auroc), "local_accuracy": _clean(local.accuracy),
-                "local_auroc": _clean(local.auroc), "consensus_distance": distance,
-                "bytes_sent": peer.run.bytes_sent, "time": self.now,
-            })
+        peer.local = self.trainer.evaluate(weights, self.federation.sites[peer.index].test)
         self.eval_s += time.perf_counter() - start
-        return _clean(local.loss)
+        return _clean(peer.local.loss)
+
+    def _on_round(self, peer: _Peer, info: RoundInfo) -> None:
+        """On evaluation rounds (and the last), score the peer on the global test set."""
+        proto = peer.proto
+        if not (info.round % self.eval_every == self.eval_every - 1
+                or info.round == self.protocol.convergence.max_rounds - 1
+                or (proto is not None and proto.stop_round is not None and info.round >= proto.stop_round)):
+            return
+        start = time.perf_counter()
+        glob = self.trainer.evaluate(peer.node.weights, self.federation.global_test)
+        local = peer.local
+        self.rows.append({
+            "arm": "swarm", "round": info.round, "peer": peer.index,
+            "loss": _clean(info.loss), "accuracy": _clean(glob.accuracy),
+            "auroc": _clean(glob.auroc), "local_accuracy": _clean(local.accuracy if local else None),
+            "local_auroc": _clean(local.auroc if local else None), "consensus_distance": info.distance,
+            "bytes_sent": info.bytes_sent, "time": self.now,
+        })
+        self.eval_s += time.perf_counter() - start
 
 
 def _clean(value: float | None) -> float | None:

@@ -1,0 +1,350 @@
+"""Carries out a peer's protocol actions: the one place where a decision becomes an effect.
+
+``PeerProtocol`` decides (no I/O); ``PeerExecutor`` performs what it decided on the peer's
+``SwarmNode``: it encodes and sends control messages, serves and fetches models, checks
+fetched ones into a bounded inbox, mixes, adopts, checkpoints and evaluates, and feeds
+the outcomes back as events. What differs between the virtual-clock simulation and a
+real peer (how bytes move, what time it is, where training runs) is a small ``Seam``
+that each driver supplies; nothing else is written twice.
+
+Actions are performed depth first: an action whose outcome is known at once (an Offer,
+a Mix) feeds its event back and performs the follow-up actions before the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gossip.codec import WeightsMessage, digest
+from gossip.control import ControlMessage, PeerExchange, decode_control, encode_control
+from gossip.errors import CodecError
+from gossip.transport import Payload
+from swarm.checkpoint import CheckpointStore, PeerState
+from swarm.node import SwarmNode
+from swarm.peer_state import accept_transfer, snapshot
+from swarm.protocol import (
+    Action, Adopt, Checkpoint, ControlIn, Event, Exit, Fetch, FetchDone, Mix, Mixed, ModelReady,
+    Offer, PeerProtocol, ProtocolConfig, SendControl, Stop, Train,
+)
+
+log = logging.getLogger("medswarm.peer")
+
+#: the local validation metric of some weights (lower is better), or None
+EvaluateFn = Callable[[Mapping[str, np.ndarray]], "float | None"]
+#: the seed of a round's local training
+SeedFn = Callable[[int], int]
+
+
+class Seam(Protocol):
+    """What a driver supplies: moving bytes, the clock and where training runs.
+
+    Every method returns at once; a fetch or a training reports back later through
+    ``PeerExecutor.fetched`` / ``PeerExecutor.trained``.
+    """
+
+    def now(self) -> float:
+        """The driver's clock (virtual or trio's), in seconds."""
+
+    def send(self, peer: str, data: bytes) -> None:
+        """Send an encoded control message to ``peer`` (best effort; losses are the protocol's)."""
+
+    def serve(self, round_: int, step: int, key: str, payload: Payload) -> None:
+        """Make ``payload`` (digest ``key``) fetchable by neighbours as the model of ``(round_, step)``."""
+
+    def fetch(self, fetch: Fetch) -> None:
+        """Start pulling a model; report with ``PeerExecutor.fetched`` (or never, if lost)."""
+
+    def train(self, round_: int) -> None:
+        """Start round ``round_``'s training (``PeerExecutor.train_now``); report with ``trained``."""
+
+    def bytes_served(self) -> int:
+        """Bytes of models this peer has served so far (weights on the wire)."""
+
+    def performed(self) -> None:
+        """A batch of actions is done: re-arm the timer for ``protocol.next_timer()``."""
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """What a peer knows at the end of a round (after its last mix)."""
+
+    round: int
+    loss: float | None
+    metric: float | None
+    distance: float | None
+    bytes_sent: int
+
+
+@dataclass
+class ExecutorHooks:
+    """Optional callbacks of a driver: the report, the status page, the simulation's faults."""
+
+    on_round: Callable[[RoundInfo], None] | None = None
+    on_checkpoint: Callable[[PeerState], None] | None = None
+    on_stop: Callable[[int, str], None] | None = None
+    on_exit: Callable[[int, str], None] | None = None
+    #: peer-exchange messages (discovery); True if accepted, else counted as bad control
+    on_exchange: Callable[[str, PeerExchange], bool] | None = None
+
+
+@dataclass
+class Traffic:
+    """Control bytes this peer sent; kept by the driver across restarts of the executor."""
+
+    control_bytes: int = 0
+    control_messages: int = 0
+
+
+@dataclass
+class Inbox:
+    """Fetched models waiting to be mixed or adopted, bounded by construction.
+
+    A phase's model is kept only while the peer is in that phase; a catch-up model only
+    while it is ahead of the peer, and one per sender. So at most one model per neighbour
+    plus one catch-up per neighbour is ever held, however many transfers arrive late.
+    """
+
+    models: dict[tuple[str, int, int], WeightsMessage] = field(default_factory=dict)
+    catch_up: dict[str, tuple[int, WeightsMessage]] = field(default_factory=dict)
+    peak: int = 0
+
+    def put(self, fetch: Fetch, msg: WeightsMessage) -> None:
+        """Keep ``msg`` until the protocol mixes or adopts it."""
+        if fetch.catch_up:
+            self.catch_up[fetch.peer] = (fetch.round, msg)
+        else:
+            self.models[(fetch.peer, fetch.round, fetch.step)] = msg
+        self.peak = max(self.peak, len(self))
+
+    def take(self, senders: tuple[str, ...], round_: int, step: int) -> dict[str, WeightsMessage]:
+        """The models of ``senders`` for phase ``(round_, step)``, removed from the inbox."""
+        return {s: self.models.pop((s, round_, step)) for s in senders if (s, round_, step) in self.models}
+
+    def take_catch_up(self, peer: str, round_: int) -> WeightsMessage | None:
+        """``peer``'s catch-up model of ``round_``, if it arrived."""
+        entry = self.catch_up.get(peer)
+        if entry is None or entry[0] != round_:
+            return None
+        del self.catch_up[peer]
+        return entry[1]
+
+    def prune(self, phase: tuple[int, int]) -> None:
+        """Drop what the peer can no longer use once it is in ``phase`` (rounds never go back)."""
+        for key in [k for k in self.models if (k[1], k[2]) < phase]:
+            del self.models[key]
+        for peer in [p for p, (r, _) in self.catch_up.items() if r <= phase[0]]:
+            del self.catch_up[peer]
+
+    def clear(self) -> None:
+        """Forget everything (a restart)."""
+        self.models.clear()
+        self.catch_up.clear()
+
+    def __len__(self) -> int:
+        return len(self.models) + len(self.catch_up)
+
+
+class PeerExecutor:
+    """Performs one peer's protocol actions through a driver's ``Seam`` (see the module docstring).
+
+    Parameters
+    ----------
+    node, protocol:
+        The peer's model holder and its state machine.
+    seam:
+        The driver: clock, sends, fetches, serving, training offload, timer.
+    evaluate:
+        The local validation metric after a round's last mix (the convergence vote's input).
+    train_seed:
+        The seed of each round's local training.
+    store:
+        Where checkpoints go (None: kept by ``hooks.on_checkpoint`` only).
+    """
+
+    def __init__(self, node: SwarmNode, protocol: PeerProtocol, seam: Seam, *, evaluate: EvaluateFn,
+                 train_seed: SeedFn, store: CheckpointStore | None = None,
+                 hooks: ExecutorHooks | None = None, traffic: Traffic | None = None,
+                 batches: Callable[[list[Action]], None] | None = None) -> None:
+        self.node, self.protocol, self.seam = node, protocol, seam
+        #: every batch of actions the protocol returns goes through this (default ``perform``);
+        #: a driver that watches batches (the simulation's invariant checks) wraps ``perform``
+        self.batches = batches or self.perform
+        self.evaluate, self.train_seed, self.store = evaluate, train_seed, store
+        self.hooks = hooks or ExecutorHooks()
+        self.traffic = traffic or Traffic()
+        self.inbox = Inbox()
+        self.degrees: dict[str, int] = {}
+        #: set by a driver when the peer dies mid-batch: the remaining actions are dropped
+        self.halted = False
+
+    # ------------------------------------------------------------ events in
+    @property
+    def bytes_sent(self) -> int:
+        """Everything this peer put on the wire: control messages and served models."""
+        return self.traffic.control_bytes + self.seam.bytes_served()
+
+    def start(self, seq_floor: int = 0) -> None:
+        """Start (or resume) the protocol and perform its first actions."""
+        self.batches(self.protocol.start(self.seam.now(), seq_floor))
+
+    def handle(self, event: Event) -> None:
+        """Feed one event to the protocol and perform what it decides."""
+        self.batches(self.protocol.handle(event, self.seam.now()))
+
+    def control(self, sender: str, data: bytes) -> None:
+        """A control message arrived from ``sender``: decode, check and feed it (bad ones are counted)."""
+        msg = self.decode(sender, data)
+        if msg is not None:
+            self.handle(ControlIn(sender, msg))
+
+    def decode(self, sender: str, data: bytes) -> ControlMessage | None:
+        """The protocol message in ``data``, or None: undecodable ones are counted as bad
+        control and logged; peer-exchange ones go to ``hooks.on_exchange`` (a refusal, or
+        no discovery to take them, counts as bad control too)."""
+        try:
+            msg: ControlMessage = decode_control(data)
+        except CodecError as err:
+            self._bad_control(sender, err.reason)
+            return None
+        if isinstance(msg, PeerExchange):
+            on_exchange = self.hooks.on_exchange
+            if on_exchange is None or not on_exchange(sender, msg):
+                self._bad_control(sender, "unexpected-peer-exchange" if on_exchange is None
+                                  else "refused-peer-exchange")
+            return None
+        return msg
+
+    def fetched(self, fetch: Fetch, payload: Payload | None, reason: str = "") -> None:
+        """A fetch ended: ``payload`` is what arrived (None: nothing did, ``reason`` says why)."""
+        ok = False
+        if payload is not None:
+            msg, reason = accept_transfer(self.node, fetch, payload)
+            if msg is not None:
+                self.inbox.put(fetch, msg)
+                ok = True
+        self.handle(FetchDone(fetch.peer, fetch.round, fetch.step, ok, reason))
+        self.inbox.prune(self.protocol.phase)
+
+    def train_now(self, round_: int) -> Any:
+        """Run round ``round_``'s local training on the current weights (in the driver's worker)."""
+        node = self.node
+        start = time.perf_counter()
+        result = node.train_fn(node.weights, node.data, self.train_seed(round_))
+        node.stats.train_s += time.perf_counter() - start
+        return result
+
+    def trained(self, round_: int, result: Any) -> None:
+        """Round ``round_``'s training finished; ignored if the peer moved on meanwhile."""
+        if self.protocol.exited or self.protocol.phase != (round_, 0):
+            return  # caught up or stopped meanwhile: this training is stale
+        self.node.weights = dict(result.weights)
+        self.node.last_loss = float(result.loss)
+        self._offer(round_, 0, float(result.loss))
+
+    # ------------------------------------------------------------ actions out
+    def perform(self, actions: list[Action]) -> None:
+        """Carry out ``actions`` in order (depth first), then let the driver re-arm its timer."""
+        for action in actions:
+            if self.halted:
+                return
+            self._do(action)
+        if not self.halted:
+            self.seam.performed()
+
+    def _do(self, action: Action) -> None:
+        if isinstance(action, SendControl):
+            data = encode_control(action.msg)
+            self.traffic.control_bytes += len(data)
+            self.traffic.control_messages += 1
+            self.seam.send(action.peer, data)
+        elif isinstance(action, Fetch):
+            degree = self.protocol.announced_degree(action.peer)
+            if degree is not None:
+                self.degrees[action.peer] = degree
+            self.seam.fetch(action)
+        elif isinstance(action, Train):
+            self.seam.train(action.round)
+        elif isinstance(action, Offer):
+            self._offer(action.round, action.step, None)
+        elif isinstance(action, Mix):
+            self._mix(action)
+        elif isinstance(action, Adopt):
+            self._adopt(action)
+        elif isinstance(action, Checkpoint):
+            self._checkpoint(action.round)
+        elif isinstance(action, Stop):
+            log.info("event=stop peer=%s round=%d reason=%s", self.node.peer_id, action.round, action.reason)
+            if self.hooks.on_stop is not None:
+                self.hooks.on_stop(action.round, action.reason)
+        elif isinstance(action, Exit):
+            if self.hooks.on_exit is not None:
+                self.hooks.on_exit(action.round, action.reason)
+        else:
+            raise TypeError(f"unknown action {action!r}")
+
+    def _offer(self, round_: int, step: int, loss: float | None) -> None:
+        payload = self.node.encode_model(round_)
+        key = digest(payload)
+        self.seam.serve(round_, step, key, payload)
+        self.handle(ModelReady(round_, step, key, len(payload), len(self.node.data), loss))
+
+    def _mix(self, action: Mix) -> None:
+        received = self.inbox.take(action.senders, action.round, action.step)
+        self.inbox.prune((action.round, action.step + 1))
+        degrees = {p: self.degrees.get(p, d) for p, d in self.node.neighbour_degrees.items()}
+        distance = self.node.mix(received, degrees, measure=action.final)
+        metric = None
+        if action.final:
+            metric = self.evaluate(self.node.weights)
+            log.info("event=round peer=%s round=%d loss=%s metric=%s distance=%s", self.node.peer_id,
+                     action.round, self.node.last_loss, metric, distance)
+            if self.hooks.on_round is not None:
+                self.hooks.on_round(RoundInfo(action.round, self.node.last_loss, metric, distance,
+                                              self.bytes_sent))
+        self.handle(Mixed(action.round, action.step, distance, metric))
+
+    def _adopt(self, action: Adopt) -> None:
+        msg = self.inbox.take_catch_up(action.peer, action.round)
+        if msg is None:
+            return
+        self.node.adopt(msg, action.keep_own)
+        log.info("event=catch-up peer=%s round=%d from=%s keep_own=%.2f", self.node.peer_id,
+                 action.round, action.peer, action.keep_own)
+
+    def _checkpoint(self, round_: int) -> None:
+        state = snapshot(self.node, self.protocol, round_)
+        if self.store is not None:
+            self.store.save(state)
+        if self.hooks.on_checkpoint is not None:
+            self.hooks.on_checkpoint(state)
+
+    def _bad_control(self, sender: str, reason: str) -> None:
+        self.protocol.stats.bad_control += 1
+        log.warning("event=bad-control peer=%s round=%d from=%s reason=%s",
+                    self.node.peer_id, self.protocol.round, sender, reason)
+
+
+def resume(peer_id: str, neighbours: list[str], config: ProtocolConfig,
+           state: PeerState | None) -> tuple[PeerProtocol, int]:
+    """The protocol of a peer starting fresh (``state`` None) or from its last checkpoint.
+
+    Returns the protocol and the sequence-number floor to ``start`` it with (a restarted
+    peer must not reuse the numbers of the records it flooded before).
+    """
+    if state is None:
+        return PeerProtocol(peer_id, neighbours, config), 0
+    protocol = PeerProtocol(peer_id, neighbours, config, start_round=state.round + 1,
+                            deadline_history=list(state.extra.get("deadline", [])))
+    protocol.convergence.restore(state.extra.get("convergence", {}))
+    return protocol, int(state.extra.get("seq", 0))
+
+
+def checkpoint_weights(state: PeerState) -> dict[str, np.ndarray]:
+    """Writable copies of a checkpoint's weights (the node mixes into them in place)."""
+    return {k: np.array(v, copy=True) for k, v in state.weights.items()}
