@@ -100,6 +100,11 @@ class AsyncTransport(Protocol):
         """Pull what ``peer`` offers under ``digest``, at most ``max_bytes``."""
         ...
 
+    @property
+    def bytes_served(self) -> int:
+        """Bytes of offered payloads delivered to fetching neighbours so far."""
+        ...
+
     def close(self) -> None:
         """Stop serving and receiving."""
         ...

@@ -23,6 +23,7 @@ class TrioMemoryNetwork:
         self._links = {peer: sorted(neigh) for peer, neigh in links.items()}
         self._channels = {peer: trio.open_memory_channel[Envelope](queue) for peer in links}
         self._offers: dict[str, dict[str, Payload]] = {peer: {} for peer in links}
+        self._served: dict[str, int] = {peer: 0 for peer in links}
         self._closed: set[str] = set()
 
     def endpoint(self, peer: str) -> "TrioMemoryTransport":
@@ -90,7 +91,13 @@ class TrioMemoryTransport:
             raise TransportError(f"{peer} does not offer {digest}")
         if len(payload) > max_bytes:
             raise BadPayload("oversized", f"{peer} offers {len(payload)} bytes > limit {max_bytes}")
+        self._net._served[peer] += len(payload)
         return payload
+
+    @property
+    def bytes_served(self) -> int:
+        """Bytes of this peer's offers that neighbours have fetched."""
+        return self._net._served[self._peer]
 
     def close(self) -> None:
         """Leave the network: neighbours can no longer reach this peer."""

@@ -41,9 +41,10 @@ from peers.runner import PeerRunner
 from peers.status import PeerStatus, status_server
 from swarm.checkpoint import CheckpointStore
 from swarm.convergence import ConvergenceConfig
+from swarm.executor import RoundInfo, checkpoint_weights, resume
 from swarm.node import SwarmNode
 from swarm.partition import build_federation, parse_partition
-from swarm.protocol import PeerProtocol, ProtocolConfig
+from swarm.protocol import ProtocolConfig
 from swarm.round_counter import DeadlineConfig
 from swarm.simulate import metrics_row, train_seed
 from swarm.training import TrainConfig, Trainer
@@ -73,7 +74,7 @@ def run_peer(args: argparse.Namespace) -> int:
                                   optimizer=args.optimizer))
     store = CheckpointStore(args.state_dir)
     state = store.load_latest(key.peer_id)
-    weights = state.weights if state is not None else trainer.initial_weights(args.seed)
+    weights = checkpoint_weights(state) if state is not None else trainer.initial_weights(args.seed)
     start_round = state.round + 1 if state is not None else 0
     config = ProtocolConfig(
         gossip_steps=args.gossip_steps,
@@ -139,25 +140,20 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
         first_wait = max(args.deadline_max, 2 * links.discovery.backoff_max)
 
         node = SwarmNode(key.peer_id, trainer.train, site.train, trainer.model_id, weights, {})
-        protocol = PeerProtocol(key.peer_id, [], config, start_round=start_round,
-                                deadline_history=list(state.extra.get("deadline", [])) if state else None)
-        if state is not None:
-            protocol.convergence.restore(state.extra.get("convergence", {}))
+        protocol, state_seq = resume(key.peer_id, [], config, state)
 
         def metric(w):
             return trainer.evaluate(w, site.test).loss
 
         rows = MetricsLog(args.state_dir / "metrics.jsonl") if args.eval_global else None
 
-        def on_round(round_, info):
-            log.info("event=round peer=%s round=%d loss=%s metric=%s distance=%s", key.peer_id, round_,
-                     info["loss"], info["metric"], info["distance"])
+        def on_round(info: RoundInfo) -> None:
             status.touch()
             if rows is not None:
                 glob = trainer.evaluate(node.weights, federation.global_test)
                 loc = trainer.evaluate(node.weights, site.test)
-                rows.append(metrics_row("swarm", round_, args.site, info["loss"], glob, loc, info["distance"],
-                                        transport.bytes_served))
+                rows.append(metrics_row("swarm", info.round, args.site, info.loss, glob, loc, info.distance,
+                                        info.bytes_sent))
 
         runner = PeerRunner(transport, node, protocol, evaluate=metric, store=store,
                             train_seed=lambda r: train_seed(args.seed, args.site, r), on_round=on_round,
@@ -192,8 +188,7 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
                         # start above whatever it sent before it died, also after its last
                         # checkpoint. trio's clock has a random offset per process; the wall clock
                         # in ms does not.
-                        seq_floor = max(int(state.extra.get("seq", 0)) if state else 0,
-                                        int(time.time() * 1000))
+                        seq_floor = max(state_seq, int(time.time() * 1000))
                         outcome = await runner.run(seq_floor, ready=ready)
                     nursery.cancel_scope.cancel()
 
@@ -211,7 +206,7 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
         return {
             "peer_id": key.peer_id, "site": args.site, "name": site.name, "train_samples": len(site.train),
             "local_accuracy": _finite(loc.accuracy), "local_auroc": _finite(loc.auroc),
-            "bytes_sent": transport.bytes_served, "start_round": start_round, "stop_round": outcome.stop_round,
+            "bytes_sent": outcome.bytes_sent, "start_round": start_round, "stop_round": outcome.stop_round,
             "reason": outcome.reason, "rounds_completed": outcome.rounds_completed,
             "rejected": outcome.rejected, "bad_control": outcome.bad_control,
             "auroc": _finite(glob.auroc), "accuracy": _finite(glob.accuracy),

@@ -1,11 +1,10 @@
-"""The thin trio driver of a real peer: feeds ``PeerProtocol`` from the network and clock.
+"""The thin trio driver of a real peer: network, clock and a worker thread for training.
 
-Everything the protocol decides is carried out here with real I/O: control messages over
-the transport, model fetches with deadlines and size limits, training in a worker thread
-(so heartbeats keep flowing while torch runs), atomic checkpoints. Handling an event and
-performing its actions is synchronous; only sends, fetches and training run as tasks,
-which report back with new events. The simulation drives the very same protocol and
-``SwarmNode`` on a virtual clock instead.
+What the protocol decides is carried out by ``swarm.executor.PeerExecutor``, the same
+executor the simulation uses; this driver only supplies its seam: control messages go
+out over the transport, models are served and fetched with deadlines and size limits,
+local training runs in a worker thread (so heartbeats keep flowing while torch runs),
+and a timer task delivers ``TimerFired`` when the protocol asks for it.
 
 Peer-exchange messages are not the protocol's business: they go to ``on_exchange`` (the
 discovery component, :mod:`peers.connector`), and are counted as bad control if there is
@@ -17,32 +16,21 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import trio
 
-from gossip.codec import digest
-from gossip.control import PeerExchange, decode_control, encode_control
-from gossip.errors import BadPayload, CodecError, TransportError
-from gossip.transport import AsyncTransport
+from gossip.control import PeerExchange
+from gossip.errors import BadPayload, TransportError
+from gossip.transport import AsyncTransport, Payload
 from swarm.checkpoint import CheckpointStore
-from swarm.peer_state import accept_transfer, inbox_key, snapshot
+from swarm.executor import EvaluateFn, ExecutorHooks, PeerExecutor, RoundInfo, SeedFn
 from swarm.node import SwarmNode
-from swarm.protocol import (
-    Adopt, Checkpoint, ControlIn, Exit, Fetch, FetchDone, Mix, Mixed, ModelReady, Offer,
-    PeerProtocol, SendControl, Stop, TimerFired, Train,
-)
+from swarm.protocol import ControlIn, Fetch, PeerProtocol, TimerFired
 
 log = logging.getLogger("medswarm.peer")
-
-#: validation metric of the current weights (lower is better), or None
-EvaluateFn = Callable[[Mapping[str, np.ndarray]], float | None]
-#: the seed of a round's local training
-SeedFn = Callable[[int], int]
-
 
 @dataclass
 class PeerOutcome:
@@ -54,6 +42,7 @@ class PeerOutcome:
     rounds_completed: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     bad_control: int = 0
+    bytes_sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,28 +77,45 @@ class PeerRunner:
         train_seed: SeedFn,
         store: CheckpointStore | None = None,
         max_model_bytes: int = 256 * 1024 * 1024,
-        on_round: Callable[[int, Mapping[str, Any]], None] | None = None,
+        on_round: Callable[[RoundInfo], None] | None = None,
         on_exchange: Callable[[str, PeerExchange], bool] | None = None,
         max_held: int = 1024,
         offload: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
-        self.transport, self.node, self.protocol = transport, node, protocol
-        self.evaluate, self.train_seed, self.store = evaluate, train_seed, store
+        self.transport, self.node = transport, node
         self.max_model_bytes = max_model_bytes
-        self.on_round = on_round
-        self.on_exchange = on_exchange
         #: runs local training off the event loop (a worker thread); tests on trio's virtual
         #: clock pass an inline one so that virtual time cannot jump during real computation
         self.offload = offload or trio.to_thread.run_sync
         self.outcome = PeerOutcome(node.peer_id)
-        self._inbox: dict[tuple[str, int, int], Any] = {}
-        self._degrees: dict[str, int] = {}
+        self.executor = PeerExecutor(
+            node, protocol, self, evaluate=evaluate, train_seed=train_seed, store=store,
+            hooks=ExecutorHooks(on_round=on_round, on_stop=self._stopped, on_exit=self._exited,
+                                on_exchange=on_exchange))
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._done = trio.Event()
         self._train_lock = trio.Lock()
         self._started = False
         self._held: deque[ControlIn] = deque(maxlen=max_held)
+
+    @property
+    def protocol(self) -> PeerProtocol:
+        """The peer's state machine (the executor's; replaceable before ``run``)."""
+        return self.executor.protocol
+
+    @protocol.setter
+    def protocol(self, protocol: PeerProtocol) -> None:
+        self.executor.protocol = protocol
+
+    @property
+    def on_exchange(self) -> Callable[[str, PeerExchange], bool] | None:
+        """Where peer-exchange messages go (discovery); settable after construction."""
+        return self.executor.hooks.on_exchange
+
+    @on_exchange.setter
+    def on_exchange(self, fn: Callable[[str, PeerExchange], bool] | None) -> None:
+        self.executor.hooks.on_exchange = fn
 
     # ------------------------------------------------------------ running
     async def run(self, seq_floor: int = 0,
@@ -130,14 +136,15 @@ class PeerRunner:
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._membership_loop)
             self._started = True
-            self._perform(self.protocol.start(trio.current_time(), seq_floor))
+            self.executor.start(seq_floor)
             while self._held and not self._done.is_set():
-                self._feed(self._held.popleft())
+                self.executor.handle(self._held.popleft())
             await self._done.wait()
             nursery.cancel_scope.cancel()
         self.outcome.rounds_completed = self.protocol.stats.rounds_completed
         self.outcome.rejected = dict(self.node.stats.rejected)
         self.outcome.bad_control = self.protocol.stats.bad_control
+        self.outcome.bytes_sent = self.executor.bytes_sent
         return self.outcome
 
     def view(self, now: float | None = None) -> RunnerView:
@@ -154,36 +161,21 @@ class PeerRunner:
             bad_control=proto.stats.bad_control, exited=proto.exited,
         )
 
-    def _feed(self, event: Any) -> None:
-        self._perform(self.protocol.handle(event, trio.current_time()))
-
     async def _receive_loop(self) -> None:
         while True:
             try:
                 env = await self.transport.receive()
             except TransportError:
                 return  # closed: the peer is shutting down
-            try:
-                msg = decode_control(env.data)
-            except CodecError as err:
-                self.protocol.stats.bad_control += 1
-                log.warning("event=bad-control peer=%s round=%d from=%s reason=%s",
-                            self.node.peer_id, self.protocol.round, env.sender, err.reason)
-                continue
-            if isinstance(msg, PeerExchange):
-                if self.on_exchange is None or not self.on_exchange(env.sender, msg):
-                    self.protocol.stats.bad_control += 1
-                    log.warning("event=bad-control peer=%s round=%d from=%s reason=%s",
-                                self.node.peer_id, self.protocol.round, env.sender,
-                                "unexpected-peer-exchange" if self.on_exchange is None
-                                else "refused-peer-exchange")
+            msg = self.executor.decode(env.sender, env.data)
+            if msg is None:
                 continue
             if not self._started:
                 self._held.append(ControlIn(env.sender, msg))
                 continue
             if env.sender not in self.protocol.neighbours:
                 self._add_new_neighbours()  # a link that came up since the last membership check
-            self._feed(ControlIn(env.sender, msg))
+            self.executor.handle(ControlIn(env.sender, msg))
 
     def _add_new_neighbours(self) -> None:
         for peer in self.transport.neighbours():
@@ -206,64 +198,42 @@ class PeerRunner:
             with trio.move_on_at(math.inf if when is None else when) as scope:
                 await wake.wait()
             if scope.cancelled_caught:
-                self._feed(TimerFired())
+                self.executor.handle(TimerFired())
 
-    # ------------------------------------------------------------ actions
-    def _perform(self, actions: list) -> None:
-        queue = deque(actions)
-        while queue:
-            action = queue.popleft()
-            follow = self._do(action)
-            if follow:
-                queue.extend(follow)
+    # ------------------------------------------------------------ the executor's seam
+    def now(self) -> float:
+        return trio.current_time()
+
+    def send(self, peer: str, data: bytes) -> None:
+        self._spawn(self._send, peer, data)
+
+    def serve(self, round_: int, step: int, key: str, payload: Payload) -> None:
+        self.transport.offer(key, payload)
+
+    def fetch(self, fetch: Fetch) -> None:
+        self._spawn(self._fetch, fetch)
+
+    def train(self, round_: int) -> None:
+        self._spawn(self._train, round_)
+
+    def bytes_served(self) -> int:
+        return self.transport.bytes_served
+
+    def performed(self) -> None:
         self._wake.set()
         self._wake = trio.Event()
 
-    def _do(self, action: Any) -> list | None:
-        now = trio.current_time()
-        assert self._nursery is not None
-        if isinstance(action, SendControl):
-            self._nursery.start_soon(self._send, action.peer, encode_control(action.msg))
-        elif isinstance(action, Train):
-            self._nursery.start_soon(self._train, action.round)
-        elif isinstance(action, Offer):
-            return self._offer(action.round, action.step, None)
-        elif isinstance(action, Fetch):
-            degree = self.protocol.announced_degree(action.peer)
-            if degree is not None:
-                self._degrees[action.peer] = degree
-            self._nursery.start_soon(self._fetch, action)
-        elif isinstance(action, Mix):
-            received = {s: self._inbox.pop((s, action.round, action.step)) for s in action.senders
-                        if (s, action.round, action.step) in self._inbox}
-            degrees = {p: self._degrees.get(p, d) for p, d in self.node.neighbour_degrees.items()}
-            distance = self.node.mix(received, degrees, measure=action.final)
-            metric = self.evaluate(self.node.weights) if action.final else None
-            if action.final and self.on_round is not None:
-                self.on_round(action.round, {"distance": distance, "metric": metric, "loss": self.node.last_loss})
-            return self.protocol.handle(Mixed(action.round, action.step, distance, metric), now)
-        elif isinstance(action, Adopt):
-            msg = self._inbox.pop(("catch-up:" + action.peer, action.round, -1), None)
-            if msg is not None:
-                self.node.adopt(msg, action.keep_own)
-                log.info("event=catch-up peer=%s round=%d from=%s keep_own=%.2f", self.node.peer_id,
-                         action.round, action.peer, action.keep_own)
-        elif isinstance(action, Checkpoint):
-            self._checkpoint(action.round)
-        elif isinstance(action, Stop):
-            self.outcome.stop_round, self.outcome.reason = action.round, action.reason
-            log.info("event=stop peer=%s round=%d reason=%s", self.node.peer_id, action.round, action.reason)
-        elif isinstance(action, Exit):
-            self.outcome.stop_round, self.outcome.reason = action.round, action.reason
-            self._done.set()
-        return None
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        if self._nursery is None:
+            raise RuntimeError("PeerRunner.run has not started")
+        self._nursery.start_soon(fn, *args)
 
-    def _offer(self, round_: int, step: int, loss: float | None) -> list:
-        payload = self.node.encode_model(round_)
-        key = digest(payload)
-        self.transport.offer(key, payload)
-        return self.protocol.handle(
-            ModelReady(round_, step, key, len(payload), len(self.node.data), loss), trio.current_time())
+    def _stopped(self, round_: int, reason: str) -> None:
+        self.outcome.stop_round, self.outcome.reason = round_, reason
+
+    def _exited(self, round_: int, reason: str) -> None:
+        self.outcome.stop_round, self.outcome.reason = round_, reason
+        self._done.set()
 
     async def _send(self, peer: str, data: bytes) -> None:
         try:
@@ -278,34 +248,19 @@ class PeerRunner:
         async with self._train_lock:
             if self.protocol.phase != (round_, 0) or self.protocol.exited:
                 return  # overtaken while waiting for the running one
-            result = await self.offload(self.node.train_fn, self.node.weights, self.node.data,
-                                                   self.train_seed(round_))
-        if self.protocol.phase != (round_, 0) or self.protocol.exited:
-            return  # caught up or stopped meanwhile: this training is stale
-        self.node.weights = dict(result.weights)
-        self.node.last_loss = float(result.loss)
-        self._perform(self._offer(round_, 0, float(result.loss)))
+            result = await self.offload(self.executor.train_now, round_)
+        self.executor.trained(round_, result)
 
     async def _fetch(self, fetch: Fetch) -> None:
-        ok, reason = False, ""
+        payload, reason = None, ""
         with trio.move_on_after(fetch.timeout) as scope:
             try:
                 payload = await self.transport.fetch(fetch.peer, fetch.digest, min(fetch.size, self.max_model_bytes))
             except BadPayload as err:  # the neighbour broke its own announcement: count it
                 self.node.reject(fetch.peer, err.reason, str(err), fetch.round)
-                payload, reason = None, err.reason
+                reason = err.reason
             except TransportError as err:
-                payload, reason = None, f"transport: {err}"
+                reason = f"transport: {err}"
         if scope.cancelled_caught:
             payload, reason = None, "timeout"
-        if payload is not None:
-            msg, reason = accept_transfer(self.node, fetch, payload)
-            if msg is not None:
-                self._inbox[inbox_key(fetch)] = msg
-                ok = True
-        self._feed(FetchDone(fetch.peer, fetch.round, fetch.step, ok, reason))
-
-    def _checkpoint(self, round_: int) -> None:
-        if self.store is None:
-            return
-        self.store.save(snapshot(self.node, self.protocol, round_))
+        self.executor.fetched(fetch, payload, reason)

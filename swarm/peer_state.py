@@ -47,7 +47,3 @@ def accept_transfer(node: SwarmNode, fetch: Fetch, payload: Payload) -> tuple[We
     msg = node.check(fetch.peer, payload, fetch.round, exact_round=True)
     return (msg, "") if msg is not None else (None, "rejected")
 
-
-def inbox_key(fetch: Fetch) -> tuple[str, int, int]:
-    """Where a fetched model waits until the protocol mixes (or adopts) it."""
-    return ("catch-up:" + fetch.peer, fetch.round, -1) if fetch.catch_up else (fetch.peer, fetch.round, fetch.step)

@@ -101,6 +101,19 @@ class TransportContract:
             got = await a.fetch(b.peer_id, key, len(data))
         assert bytes(got) == data
 
+    async def test_bytes_served_counts_what_neighbours_fetched(self, line3):
+        a, b, _ = line3
+        data = payload(256 * 1024 + 3)
+        key = digest(data)
+        b.offer(key, memoryview(data))
+        before_a, before_b = a.bytes_served, b.bytes_served
+        with trio.fail_after(LIMIT):
+            await a.fetch(b.peer_id, key, len(data))
+            while b.bytes_served == before_b:  # libp2p counts once the fetcher has acknowledged
+                await trio.sleep(0.005)
+        assert b.bytes_served - before_b == len(data)
+        assert a.bytes_served == before_a
+
     async def test_fetch_of_an_unknown_digest_raises(self, line3):
         a, b, _ = line3
         b.offer(digest(b"known"), b"known")
