@@ -1,0 +1,101 @@
+"""Catch-up: a peer that hears a neighbour ``catchup_lag`` rounds ahead adopts its model.
+
+Replaying the missed rounds alone would cost their training time and leave the peer behind
+the swarm anyway; instead it fetches the model of the neighbour furthest ahead, keeps an
+explicit ``stale_weight`` share of its own (none of it for a stopped neighbour's final model,
+which is the swarm's result) and jumps to that round, telling its neighbours which phases it
+skips. Announcements of phases not reached yet are buffered here: they start a catch-up, and
+the composer replays those of a phase when it enters it (``take``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from gossip.control import Announce
+from swarm.protocol_types import Action, Adopt, Fetch, FetchDone, ProtocolConfig, ProtocolStats
+from swarm.round_counter import Phase
+
+
+class CatchUp:
+    """Announcements of phases ahead, and the one catch-up fetch under way (if any).
+
+    Parameters
+    ----------
+    config:
+        Protocol settings (``catchup_lag``, ``stale_weight``, ``fetch_timeout``, ``gossip_steps``).
+    stats:
+        Where catch-ups and failed catch-up fetches are counted.
+    """
+
+    def __init__(self, config: ProtocolConfig, stats: ProtocolStats) -> None:
+        self.config = config
+        self.stats = stats
+        self._pending: dict[tuple[str, int, int], Announce] = {}
+        self.target: Announce | None = None  # the announcement being fetched
+        self.due = math.inf
+
+    @property
+    def active(self) -> bool:
+        """Whether a catch-up fetch is under way."""
+        return self.target is not None
+
+    def buffer(self, sender: str, ann: Announce) -> None:
+        """Keep ``sender``'s announcement of a phase this peer has not reached."""
+        self._pending[(sender, ann.round, ann.step)] = ann
+
+    def take(self, phase: Phase) -> list[tuple[str, Announce]]:
+        """The buffered announcements of ``phase`` (in arrival order), dropping older ones."""
+        taken = []
+        for key, ann in list(self._pending.items()):
+            if (ann.round, ann.step) == phase:
+                taken.append((key[0], ann))
+            if (ann.round, ann.step) <= phase:
+                del self._pending[key]
+        return taken
+
+    def check(self, round_: int, stopped: bool, now: float) -> list[Action]:
+        """Start fetching the model furthest ahead if some neighbour is ``catchup_lag`` rounds
+        ahead of ``round_`` (and no catch-up is under way and this peer has not stopped)."""
+        if self.active or stopped:
+            return []
+        ahead = [a for a in self._pending.values() if a.round >= round_ + self.config.catchup_lag]
+        if not ahead:
+            return []
+        best = max(ahead, key=lambda a: (a.round, a.step, a.sender))
+        self.target, self.due = best, now + self.config.fetch_timeout
+        return [Fetch(best.sender, best.round, best.step, best.digest, best.size, self.config.fetch_timeout, True)]
+
+    def matches(self, event: FetchDone) -> bool:
+        """Whether ``event`` ends the catch-up fetch under way."""
+        ann = self.target
+        return ann is not None and (event.sender, event.round, event.step) == (ann.sender, ann.round, ann.step)
+
+    def timed_out(self, now: float) -> FetchDone | None:
+        """The catch-up fetch as a failed ``FetchDone`` once its time is up, else None."""
+        ann = self.target
+        if ann is not None and now >= self.due:
+            return FetchDone(ann.sender, ann.round, ann.step, False, "timeout")
+        return None
+
+    def settle(self, event: FetchDone, round_: int, stopped: bool) -> Adopt | None:
+        """The catch-up fetch ended: the ``Adopt`` to perform, or None (failed, or no longer
+        ahead enough, or stopped meanwhile: the caller checks again for another)."""
+        self.target, self.due = None, math.inf
+        if event.round < round_ + self.config.catchup_lag or stopped:
+            return None  # the swarm came to us meanwhile
+        if not event.ok:
+            self.stats.fetch_failures += 1
+            self._pending.pop((event.sender, event.round, event.step), None)
+            return None
+        self.stats.catch_ups += 1
+        # a stopped neighbour's final model (offered as step ``gossip_steps``) is the swarm's
+        # result: taken whole, so a latecomer ends with the model the others ended with
+        final = event.step == self.config.gossip_steps
+        return Adopt(event.sender, event.round, 0.0 if final else self.config.stale_weight)
+
+
+def skipped_phases(phase: Phase, target: int, gossip_steps: int) -> list[Phase]:
+    """The phases from ``phase`` through round ``target`` that a catch-up skips, in order."""
+    return [(r, step) for r in range(phase[0], target + 1) for step in range(gossip_steps)
+            if (r, step) >= phase]

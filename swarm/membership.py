@@ -1,0 +1,130 @@
+"""Progress records and swarm membership: what this peer knows of every member, near or far.
+
+Each peer floods a small progress record (round, figures, convergence vote) every heartbeat
+and after each round; records are deduplicated by ``(origin, seq)`` and forwarded with a
+decreasing TTL. From them a peer learns who is in the swarm, how far each member got, who
+is still alive, and whether it has been in touch long enough to speak for the swarm.
+Stop decisions are flooded the same way (``flood``), under the key ``stop:<origin>``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from gossip.control import ControlMessage, Progress, forwarded
+from swarm.convergence import ConvergenceTracker
+from swarm.neighbourhood import Neighbourhood
+from swarm.protocol_types import Action, ProtocolConfig, SendControl
+
+
+class Membership:
+    """Sequence numbers, flood deduplication, members' rounds, liveness of members, own figures.
+
+    Parameters
+    ----------
+    links:
+        This peer's neighbourhood (shared with the other parts).
+    config:
+        Protocol settings (``heartbeat``, ``suspect_after``, ``progress_ttl``).
+    convergence:
+        The convergence tracker that records every member's vote.
+    """
+
+    def __init__(self, links: Neighbourhood, config: ProtocolConfig, convergence: ConvergenceTracker) -> None:
+        self.links = links
+        self.config = config
+        self.convergence = convergence
+        self.seq = 0
+        self.next_heartbeat = 0.0
+        self._seen: dict[str, int] = {}
+        self._member_round: dict[str, int] = {}
+        self._touch_since: float | None = None  # see in_touch
+        self.loss: float | None = None
+        self.metric: float | None = None
+        self.distance: float | None = None
+
+    def start(self, now: float, seq_floor: int) -> None:
+        """Begin above every sequence number used before (``seq_floor``, the clock in ms)."""
+        self.seq = max(self.seq, seq_floor, int(now * 1000))
+        self._touch_since = now
+        self.next_heartbeat = now + self.config.heartbeat
+
+    def next_seq(self) -> int:
+        """A fresh sequence number for a record this peer originates."""
+        self.seq += 1
+        return self.seq
+
+    def mark(self, key: str, seq: int) -> None:
+        """Remember ``seq`` as the latest seen under ``key`` (for this peer's own records)."""
+        self._seen[key] = seq
+
+    def flood(self, key: str, seq: int, msg: ControlMessage, sender: str) -> list[Action] | None:
+        """A flooded record arrived from ``sender``: None if seen already, else the forwards."""
+        if seq <= self._seen.get(key, 0):
+            return None
+        self._seen[key] = seq
+        out = forwarded(msg)
+        return [SendControl(p, out) for p in self.links.peers if p != sender] if out else []
+
+    def record(self, round_: int, now: float) -> list[Action]:
+        """This peer's progress record at ``round_`` to every neighbour; resets the heartbeat."""
+        seq = self.next_seq()
+        self.next_heartbeat = now + self.config.heartbeat
+        vote = self.convergence.votes.get(self.links.peer_id)
+        msg = Progress(
+            self.links.peer_id, seq, round_,
+            finite(self.loss), finite(self.metric), finite(self.distance, low=0.0),
+            bool(vote.converged) if vote else False, self.convergence.streak, self.config.progress_ttl,
+        )
+        return [SendControl(p, msg) for p in self.links.peers]
+
+    def on_progress(self, sender: str, msg: Progress, now: float) -> list[Action] | None:
+        """A progress record arrived: None if it is this peer's own or a duplicate, else the
+        forwards (after recording the origin's round and vote)."""
+        if msg.origin == self.links.peer_id:
+            return None
+        out = self.flood(msg.origin, msg.seq, msg, sender)
+        if out is None:
+            return None
+        self.saw_round(msg.origin, msg.round)
+        self.convergence.record_vote(msg.origin, msg.round, msg.converged, msg.streak, now)
+        return out
+
+    def saw_round(self, member: str, round_: int) -> None:
+        """``member`` has reached ``round_`` (rounds only go up)."""
+        self._member_round[member] = max(self._member_round.get(member, -1), round_)
+
+    def member_round(self, member: str, default: int) -> int:
+        """The highest round known of ``member`` (``default`` if none)."""
+        return self._member_round.get(member, default)
+
+    def known(self) -> set[str]:
+        """Every other member heard of through progress records or announcements."""
+        return set(self._member_round)
+
+    def alive(self, now: float) -> set[str]:
+        """Members (other than this peer) whose progress records are recent."""
+        alive = set()
+        for member in self._member_round:
+            vote = self.convergence.votes.get(member)
+            if vote is not None and now - vote.seen_at <= self.config.suspect_after:
+                alive.add(member)
+        return alive
+
+    def in_touch(self, now: float) -> bool:
+        """Whether this peer may speak for the swarm: not cut off from its neighbours, and not
+        for ``suspect_after`` since it was (or since it started), so that a record from every
+        live member has reached it. Just back, it knows only the few members heard so far."""
+        if self.links.cut_off(now):
+            self._touch_since = None
+            return False
+        if self._touch_since is None:
+            self._touch_since = now
+        return now - self._touch_since >= self.config.suspect_after
+
+
+def finite(value: float | None, low: float | None = None) -> float | None:
+    """``value`` as a float, None if missing or not finite, raised to ``low`` if given."""
+    if value is None or not math.isfinite(value):
+        return None
+    return max(low, value) if low is not None else float(value)

@@ -1,0 +1,200 @@
+"""The vocabulary of the peer protocol: its config, the events fed in, the actions out, the stats.
+
+Kept apart from the machines (``swarm.protocol`` and its parts) so that each part and its
+tests can speak the same frozen messages without importing the composer.
+``swarm.protocol`` re-exports every name here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from gossip.control import ControlMessage
+from swarm.convergence import ConvergenceConfig
+from swarm.errors import ConfigError
+from swarm.round_counter import DeadlineConfig
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Settings of the round counter, gossip and convergence (seconds for times)."""
+
+    gossip_steps: int = 1
+    quorum: float = 1.0
+    deadline: DeadlineConfig = field(default_factory=DeadlineConfig)
+    suspect_after: float = 60.0
+    heartbeat: float = 10.0
+    catchup_lag: int = 2
+    stale_weight: float = 0.5
+    fetch_timeout: float = 30.0
+    fetch_retries: int = 2
+    linger: float = 5.0
+    isolation_wait: float = 300.0
+    progress_ttl: int = 16
+    convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
+
+    def __post_init__(self) -> None:
+        if self.gossip_steps < 1:
+            raise ConfigError("gossip_steps", f"must be >= 1, got {self.gossip_steps}")
+        if not 0 < self.quorum <= 1:
+            raise ConfigError("quorum", f"must be in (0, 1], got {self.quorum}")
+        if self.heartbeat <= 0 or self.heartbeat >= self.suspect_after:
+            raise ConfigError("heartbeat", "must be > 0 and shorter than suspect_after")
+        if self.catchup_lag < 1:
+            raise ConfigError("catchup_lag", f"must be >= 1, got {self.catchup_lag}")
+        if not 0 <= self.stale_weight < 1:
+            raise ConfigError("stale_weight", f"must be in [0, 1), got {self.stale_weight}")
+        if self.fetch_retries < 0 or self.fetch_timeout <= 0:
+            raise ConfigError("fetch", "fetch_timeout > 0 and fetch_retries >= 0")
+        if not self.isolation_wait >= 0:
+            raise ConfigError("isolation_wait", f"must be >= 0, got {self.isolation_wait}")
+
+
+# ---------------------------------------------------------------- events (in)
+@dataclass(frozen=True)
+class ModelReady:
+    """The model of phase ``(round, step)`` is encoded and servable (after Train or Offer)."""
+
+    round: int
+    step: int
+    digest: str
+    size: int
+    samples: int
+    loss: float | None = None
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """A Mix action finished; ``distance`` is the local consensus-distance estimate and
+    ``metric`` the local validation metric (given after the last step of a round)."""
+
+    round: int
+    step: int
+    distance: float | None = None
+    metric: float | None = None
+
+
+@dataclass(frozen=True)
+class ControlIn:
+    """A control message arrived over the authenticated link from ``sender``."""
+
+    sender: str
+    msg: ControlMessage
+
+
+@dataclass(frozen=True)
+class FetchDone:
+    """A Fetch finished: ``ok`` means the model arrived, matched its digest and passed validation."""
+
+    sender: str
+    round: int
+    step: int
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """The time the machine asked for in ``next_timer`` has come."""
+
+
+Event = Union[ModelReady, Mixed, ControlIn, FetchDone, TimerFired]
+
+
+# ---------------------------------------------------------------- actions (out)
+@dataclass(frozen=True)
+class Train:
+    """Train one round from the current weights, then encode and report ``ModelReady``."""
+
+    round: int
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Encode the current (mixed) weights as the model of ``(round, step)``; report ``ModelReady``."""
+
+    round: int
+    step: int
+
+
+@dataclass(frozen=True)
+class SendControl:
+    """Send a control message to one neighbour."""
+
+    peer: str
+    msg: ControlMessage
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Pull ``peer``'s model of ``(round, step)``: at most ``size`` bytes, matching ``digest``."""
+
+    peer: str
+    round: int
+    step: int
+    digest: str
+    size: int
+    timeout: float
+    catch_up: bool = False
+
+
+@dataclass(frozen=True)
+class Mix:
+    """Mix the current weights with the fetched models of ``senders``; report ``Mixed``."""
+
+    round: int
+    step: int
+    senders: tuple[str, ...]
+    final: bool
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """Catch up: weights := (1 - keep_own) * fetched model of ``peer`` + keep_own * own."""
+
+    peer: str
+    round: int
+    keep_own: float
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Round ``round`` is complete: persist the state atomically."""
+
+    round: int
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The swarm is done at ``round`` (a later, higher stop decision can still resume it)."""
+
+    round: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Exit:
+    """Stopped and nothing changed for ``linger`` seconds: the process may exit."""
+
+    round: int
+    reason: str
+
+
+Action = Union[Train, Offer, SendControl, Fetch, Mix, Adopt, Checkpoint, Stop, Exit]
+
+
+@dataclass
+class ProtocolStats:
+    """What the report shows about one peer's protocol."""
+
+    rounds_completed: int = 0
+    phases_timed_out: int = 0
+    waiting_s: float = 0.0
+    catch_ups: int = 0
+    suspicions: int = 0
+    rejoins_seen: int = 0
+    stale: int = 0
+    fetch_failures: int = 0
+    bad_control: int = 0
+    holds: int = 0

@@ -1,0 +1,148 @@
+"""Stop agreement and exit: when the swarm is done, and when a stopped peer may leave.
+
+A peer in touch with the swarm decides to stop once every live member voted converged and
+floods a ``StopDecision``; every peer adopts the highest proposal, and a peer that already
+completed the proposed round counter-proposes its own, so all still stop together. A later,
+higher decision resumes a stopped peer. Stopped, a peer offers its final model (so a
+neighbour far behind catches up to it), repeats the decision every heartbeat and lingers
+until its live neighbours have reached the stop round (``may_exit``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from gossip.control import Announce, Progress, StopDecision
+from swarm.convergence import ConvergenceTracker
+from swarm.membership import Membership
+from swarm.neighbourhood import Neighbourhood
+from swarm.protocol_types import Action, Exit, ProtocolConfig, ProtocolStats, SendControl
+
+
+class StopAgreement:
+    """The agreed stop round, this peer's decision to repeat, and the stopped/lingering state.
+
+    Parameters
+    ----------
+    links, membership, convergence:
+        The shared neighbourhood, flooded records and votes.
+    config, stats:
+        Protocol settings and counters.
+    """
+
+    def __init__(self, links: Neighbourhood, membership: Membership, convergence: ConvergenceTracker,
+                 config: ProtocolConfig, stats: ProtocolStats) -> None:
+        self.links, self.membership, self.convergence = links, membership, convergence
+        self.config, self.stats = config, stats
+        self.stop_round: int | None = None
+        self.stop_reason = ""
+        self.decision: StopDecision | None = None
+        self.stopped_at: int | None = None
+        self.exited = False
+        self.exit_at: float | None = None
+        self._stopped_since = math.inf
+        self.final_announce: Announce | None = None  # of the model offered after stopping
+
+    @property
+    def last_round(self) -> int:
+        """The last round any peer may train."""
+        return self.config.convergence.max_rounds - 1
+
+    def reached(self, done: int, now: float) -> bool:
+        """Round ``done`` is over (completed or adopted): whether this peer stops at it now."""
+        if self.stop_round is None and done >= self.last_round:
+            self.stop_round, self.stop_reason = self.last_round, "max-rounds"
+        if self.stop_round is not None and done >= self.stop_round:
+            self.stopped_at = done
+            self.exit_at, self._stopped_since = now + self.config.linger, now
+            return True
+        return False
+
+    def offer_final(self, ann: Announce) -> list[Action]:
+        """The final model is servable: announce it to every neighbour (and remember it)."""
+        self.final_announce = ann
+        return [SendControl(p, ann) for p in self.links.peers]
+
+    def repoint(self, sender: str, msg: Progress) -> list[Action]:
+        """A neighbour came back far behind after this peer stopped (e.g. restarted from an old
+        checkpoint): point it at the final model again, so it catches up at once instead of
+        training the missed rounds alone while the swarm waits for it."""
+        final = self.final_announce
+        if final is not None and msg.origin == sender and msg.round + self.config.catchup_lag <= final.round:
+            return [SendControl(sender, final)]
+        return []
+
+    def _propose(self, round_: int, reason: str, sent_reason: str) -> list[Action]:
+        """Propose to stop after ``round_`` (``sent_reason`` is the reason as it goes out)."""
+        self.stop_round, self.stop_reason = round_, reason
+        seq = self.membership.next_seq()
+        self.membership.mark(f"stop:{self.links.peer_id}", seq)
+        self.decision = StopDecision(self.links.peer_id, seq, round_, sent_reason, self.config.progress_ttl)
+        return [SendControl(p, self.decision) for p in self.links.peers]
+
+    def maybe_decide(self, round_: int, now: float) -> list[Action]:
+        """Decide to stop (at ``round_`` or later) if in touch and every live member converged."""
+        if self.stop_round is not None or not self.membership.in_touch(now):
+            return []
+        alive = self.membership.alive(now)
+        if (self.links.peers and not alive) or not self.convergence.all_converged(alive):
+            return []  # no recent record from anyone: not in touch either
+        reason = f"converged: {len(alive) + 1} live members voted converged"
+        return self._propose(max(self.convergence.stop_round(alive), round_), reason, reason[:200])
+
+    def on_decision(self, sender: str, msg: StopDecision, round_: int) -> tuple[list[Action], int | None]:
+        """A stop decision arrived while this peer is in ``round_``: the forwards and answers,
+        and the round to resume after if a later decision supersedes the one it stopped at."""
+        actions = self.membership.flood(f"stop:{msg.origin}", msg.seq, msg, sender)
+        if actions is None:
+            return [], None
+        if msg.stop_round >= self.config.convergence.max_rounds:
+            self.stats.bad_control += 1
+            return actions, None
+        if self.stopped_at is None and round_ - 1 >= msg.stop_round and (
+                self.stop_round is None or round_ > self.stop_round):
+            # this peer already completed the proposed round: counter-propose its own current
+            # round; every peer adopts the highest proposal, so all still stop together
+            return actions + self._propose(round_, msg.reason, msg.reason), None
+        if self.stop_round is None or msg.stop_round > self.stop_round:
+            self.stop_round, self.stop_reason = msg.stop_round, msg.reason
+            self.decision = StopDecision(msg.origin, msg.seq, msg.stop_round, msg.reason,
+                                         self.config.progress_ttl)
+            if self.stopped_at is not None and self.stopped_at < msg.stop_round:
+                # a later decision supersedes ours: resume until the agreed round
+                resume = self.stopped_at
+                self.stopped_at, self.exit_at, self.final_announce = None, None, None
+                return actions, resume
+        return actions, None
+
+    def repeat(self) -> list[Action]:
+        """Gossip can lose the decision: repeat it to every neighbour (duplicates are ignored)."""
+        return [] if self.decision is None else [SendControl(p, self.decision) for p in self.links.peers]
+
+    def may_exit(self, now: float) -> bool:
+        """Whether a stopped peer may leave.
+
+        Only once every live neighbour has reached the stop round too: one that is already
+        past it counter-proposes a later round, which resumes this peer. Lingering serves
+        neighbours still on their way; when every neighbour, suspected ones included, has
+        reached the stop round, the peer leaves after two heartbeats (time for the decision
+        to be repeated once more) instead of the whole ``linger``.
+        """
+        if self.exit_at is None or self.stopped_at is None:
+            return False
+        reached = {p for p in self.links.peers if self.membership.member_round(p, -1) >= self.stopped_at}
+        if now >= self.exit_at:
+            return set(self.links.live(now)) <= reached
+        return reached == set(self.links.peers) and now >= self._stopped_since + 2 * self.config.heartbeat
+
+    def on_timer(self, now: float) -> Exit | None:
+        """Exit if allowed; past ``linger`` with a live neighbour still on its way, look again
+        a heartbeat later."""
+        if self.exit_at is None or self.stopped_at is None:
+            return None
+        if self.may_exit(now):
+            self.exited = True
+            return Exit(self.stopped_at, self.stop_reason)
+        if now >= self.exit_at:
+            self.exit_at = now + self.config.heartbeat
+        return None

@@ -1,0 +1,151 @@
+"""Unit tests of ``PhaseExchange``: one phase's announce, fetch, retry, re-announce, deadline
+and mix, driven directly with hand-made events and times."""
+
+from __future__ import annotations
+
+import pytest
+
+from gossip.control import Announce
+from swarm.answers import Answers
+from swarm.convergence import ConvergenceConfig, ConvergenceTracker
+from swarm.hold import Hold
+from swarm.membership import Membership
+from swarm.neighbourhood import Neighbourhood
+from swarm.phase_exchange import PhaseExchange
+from swarm.protocol_types import (
+    Fetch, FetchDone, Mix, ModelReady, ProtocolConfig, ProtocolStats, SendControl,
+)
+from swarm.round_counter import AdaptiveDeadline, DeadlineConfig, retry_config
+
+CONFIG = ProtocolConfig(
+    deadline=DeadlineConfig(minimum=0.1, initial=1.0, maximum=5.0), suspect_after=10.0, heartbeat=2.0,
+    fetch_timeout=0.5, fetch_retries=1, isolation_wait=30.0,
+    convergence=ConvergenceConfig(max_rounds=10, window=2, min_rounds=2),
+)
+
+
+def exchange(round_: int = 0) -> PhaseExchange:
+    links = Neighbourhood("a", ["b", "c"], CONFIG.suspect_after)
+    links.start(0.0)
+    stats = ProtocolStats()
+    membership = Membership(links, CONFIG, ConvergenceTracker(CONFIG.convergence, "a"))
+    deadline = AdaptiveDeadline(CONFIG.deadline)
+    transfer = AdaptiveDeadline(retry_config(CONFIG.deadline, CONFIG.fetch_timeout))
+    return PhaseExchange(links, membership, Answers(deadline, transfer), Hold(CONFIG.isolation_wait, stats),
+                         CONFIG, stats, deadline, transfer, (round_, 0))
+
+
+def ann(sender: str, round_: int = 0, step: int = 0) -> Announce:
+    return Announce(sender, round_, step, f"{ord(sender):032x}", 10, 5, 2)
+
+
+def ready(part: PhaseExchange, now: float = 0.0) -> list:
+    return part.on_ready(ModelReady(part.phase[0], part.phase[1], "f" * 32, 10, 5), now)
+
+
+def test_a_ready_model_is_announced_to_every_neighbour_and_starts_the_clocks():
+    part = exchange()
+    actions = ready(part, 1.0)
+    assert [(a.peer, a.msg.sender) for a in actions] == [("b", "a"), ("c", "a")]
+    assert part.deadline_at == 2.0 and part.reannounce_at == 1.0 + part.retry_after()
+    assert ready(part, 1.1) == []  # once per phase
+    assert part.on_ready(ModelReady(3, 0, "f" * 32, 10, 5), 1.2) == []  # not this phase
+
+
+def test_mixes_once_every_neighbour_model_arrived():
+    part = exchange()
+    ready(part)
+    fetches = part.consider("b", ann("b"), 0.1) + part.consider("c", ann("c"), 0.1)
+    assert [f.peer for f in fetches] == ["b", "c"] and all(isinstance(f, Fetch) for f in fetches)
+    assert part.consider("b", ann("b"), 0.2) == []  # already under way
+    assert part.on_fetch(FetchDone("b", 0, 0, True), 0.3) == []
+    assert part.on_fetch(FetchDone("c", 0, 0, True), 0.4) == [Mix(0, 0, ("b", "c"), True)]
+    assert part.stats.waiting_s == pytest.approx(0.4)
+    assert part.deadline.history() == [pytest.approx(0.3), pytest.approx(0.4)]
+
+
+def test_a_failed_fetch_is_retried_with_twice_the_timeout_then_given_up():
+    part = exchange()
+    ready(part)
+    first = part.consider("b", ann("b"), 0.0)[0]
+    retry = part.on_fetch(FetchDone("b", 0, 0, False, "bad"), 0.1)
+    assert retry == [Fetch("b", 0, 0, ann("b").digest, 10, min(0.5, 2 * first.timeout), False)]
+    part.consider("c", ann("c"), 0.1)
+    part.on_fetch(FetchDone("c", 0, 0, True), 0.2)
+    assert part.on_fetch(FetchDone("b", 0, 0, False, "bad"), 0.3) == [Mix(0, 0, ("c",), True)]
+    assert part.stats.fetch_failures == 2
+
+
+def test_expired_fetch_tries_come_back_as_timeouts():
+    part = exchange()
+    ready(part)
+    fetch = part.consider("b", ann("b"), 0.0)[0]
+    assert part.expired_fetches(fetch.timeout - 0.01) == []
+    assert part.expired_fetches(fetch.timeout) == [FetchDone("b", 0, 0, False, "timeout")]
+
+
+def test_a_skip_of_this_phase_stops_the_wait_and_a_skip_ahead_applies_on_entering():
+    part = exchange()
+    ready(part)
+    part.consider("b", ann("b"), 0.0)
+    part.on_fetch(FetchDone("b", 0, 0, True), 0.1)
+    assert part.on_skip("c", (0, 0), 0.2) == [Mix(0, 0, ("b",), True)]
+    assert part.on_skip("c", (2, 0), 0.2) == []
+    part.enter((2, 0))
+    assert part.skipped == {"c"} and part.fetched == set()
+
+
+def test_the_phase_never_goes_backwards():
+    part = exchange(round_=3)
+    with pytest.raises(AssertionError):
+        part.enter((2, 0))
+
+
+def test_silent_neighbours_get_the_announcement_again_with_backoff():
+    part = exchange()
+    ready(part)
+    part.consider("b", ann("b"), 0.0)
+    first = part.reannounce_at
+    actions = part.on_timer(first)
+    assert [a.peer for a in actions if isinstance(a, SendControl)] == ["c"]
+    assert part.reannounce_at == pytest.approx(first + 2 * part.retry_after())
+
+
+def test_the_deadline_waits_once_for_a_transfer_under_way_then_mixes_and_marks_the_phase_late():
+    part = exchange()
+    ready(part)
+    part.reannounce_at = float("inf")  # only the deadline matters here
+    fetch = part.consider("b", ann("b"), 0.9)[0]
+    assert part.on_timer(1.0) == [] and part.extended and part.deadline_at == 0.9 + fetch.timeout
+    mixed = part.on_timer(part.deadline_at)
+    assert mixed == [Mix(0, 0, (), True)] and part.stats.phases_timed_out == 1
+    part.answers.observe_late("c", (0, 0), 3.0)
+    assert part.deadline.history() == [3.0]  # c was missing: its late announcement teaches
+
+
+def test_holds_when_every_neighbour_is_far_behind_until_isolation_wait():
+    part = exchange(round_=5)
+    part.membership.saw_round("b", 2)
+    part.membership.saw_round("c", 3)
+    assert not any(isinstance(a, Mix) for a in ready(part, 1.0))
+    assert part.hold.held and part.deadline_at == 31.0 and part.stats.holds == 1
+    part.reannounce_at = float("inf")
+    assert part.on_timer(31.0) == [Mix(5, 0, (), True)]
+
+
+def test_a_neighbour_back_during_a_hold_gets_the_announcement_and_a_fresh_deadline():
+    part = exchange(round_=5)
+    part.membership.saw_round("b", 2)
+    part.membership.saw_round("c", 2)
+    ready(part, 1.0)
+    actions = part.reconnected("b", 4.0)
+    assert not part.hold.held and part.deadline_at == 5.0
+    assert [(a.peer, a.msg.round) for a in actions] == [("b", 5)]
+
+
+def test_timers_are_the_deadline_or_reannouncement_and_the_fetch_tries():
+    part = exchange()
+    assert part.timers() == []
+    ready(part)
+    fetch = part.consider("b", ann("b"), 0.0)[0]
+    assert sorted(part.timers()) == sorted([fetch.timeout, min(part.deadline_at, part.reannounce_at)])
