@@ -274,7 +274,6 @@ class Simulation:
         result.timings = {
             "train_s": sum(n.stats.train_s for n in nodes) + 0.0,
             "codec_s": sum(n.stats.codec_s for n in nodes),
-            "exchange_s": sum(n.stats.exchange_s for n in nodes),
             "averaging_s": sum(n.stats.averaging_s for n in nodes),
             "eval_s": swarm.eval_s,
         }
