@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from peers.errors import PeerError
+from swarm.atomic_file import atomic_write
 
 #: what a peer logs after each round (see ``peers.peer_cmd``)
 _ROUND = re.compile(r"event=round peer=\S+ round=(\d+) loss=(\S+) metric=(\S+) distance=(\S+)")
@@ -87,7 +88,7 @@ def bootstrap_for(index: int, n: int, topology: str) -> list[int]:
 
 def write_consortium(path: Path, members: dict[str, str]) -> None:
     """The allow-list TOML (``[[member]] name, peer_id``) for ``members`` (name -> peer id)."""
-    path.write_text("".join(f'[[member]]\nname = "{name}"\npeer_id = "{pid}"\n\n' for name, pid in members.items()))
+    atomic_write(path, "".join(f'[[member]]\nname = "{name}"\npeer_id = "{pid}"\n\n' for name, pid in members.items()))
 
 
 def degree(index: int, n: int, topology: str) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -31,6 +30,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from peers.errors import PeerError
+from swarm.metrics import finite_or_none
 
 if TYPE_CHECKING:
     from peers.runner import PeerRunner, RunnerView
@@ -93,8 +93,8 @@ def status_snapshot(status: PeerStatus, view: RunnerView | None) -> dict[str, An
         "peer_id": status.peer_id, "name": status.name, "site": status.site,
         "round": view.round, "state": status.state,
         "neighbours": sorted(view.neighbours), "suspected": sorted(view.suspected),
-        "last": {"loss": _finite(view.loss), "metric": _finite(view.metric),
-                 "distance": _finite(view.distance)},
+        "last": {"loss": finite_or_none(view.loss), "metric": finite_or_none(view.metric),
+                 "distance": finite_or_none(view.distance)},
         "convergence": {"voted": view.voted, "stop_round": view.stop_round,
                         "reason": view.reason or None},
         "rounds_completed": view.rounds_completed,
@@ -327,9 +327,3 @@ async def _linger(stream: trio.abc.Stream, limit: int = 65536) -> None:
 def _plain(code: int, text: str) -> HttpResponse:
     return HttpResponse(code, body=(text + "\n").encode("utf-8", "replace"))
 
-
-def _finite(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -31,6 +31,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from swarm.atomic_file import atomic_write  # noqa: E402
 from swarm.simulate import ARMS, Simulation, SimConfig, summarize  # noqa: E402
 
 FEDAVG_GAP_TARGET = 0.03
@@ -161,12 +162,12 @@ def main() -> None:
     with Progress(console=console) as progress:
         for d in datasets:
             report["learning"][d] = learning(d, seeds, args.rounds, progress)
-            args.out.write_text(json.dumps(report, indent=2) + "\n")  # keep partial results
+            atomic_write(args.out, json.dumps(report, indent=2) + "\n")  # keep partial results
         report["scaling"] = scaling(peer_counts, args.scaling_rounds, progress)
     report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                          "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     report["wall_s"] = time.perf_counter() - start
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(args.out, json.dumps(report, indent=2) + "\n")
     plot(report, args.out.with_suffix(".png"))
 
     table = Table(title="swarm vs references (AUROC, mean ± std over seeds, last 5 rounds)")
