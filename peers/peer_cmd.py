@@ -24,7 +24,6 @@ import random
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import trio
 
@@ -36,6 +35,7 @@ from gossip.libp2p_transport import Libp2pTransport
 from peers.connector import Connector
 from peers.discovery import Discovery, DiscoveryConfig
 from peers.errors import PeerError
+from peers.metrics_log import MetricsLog
 from peers.runner import PeerRunner
 from peers.status import PeerStatus, status_server
 from swarm.atomic_file import atomic_write
@@ -214,6 +214,7 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
             "bytes_sent": transport.bytes_served, "start_round": start_round, "stop_round": outcome.stop_round,
             "reason": outcome.reason, "rounds_completed": outcome.rounds_completed,
             "rejected": outcome.rejected, "bad_control": outcome.bad_control,
+            "catch_ups": protocol.stats.catch_ups,
             "auroc": finite_or_none(glob.auroc), "accuracy": finite_or_none(glob.accuracy),
             "announce": list(discovery.own_addrs),
             "neighbours_seen": sorted(discovery.stats.neighbours_seen),
@@ -222,19 +223,6 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
             "dial_failures": discovery.stats.dial_failures,
             "finished_at": time.time(),
         }
-
-
-class MetricsLog:
-    """Per-round rows appended to a JSON-lines file, flushed each round (a crash loses at most
-    the line being written; readers skip a torn last line and keep the newest row per round)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def append(self, row: dict) -> None:
-        """Add one row."""
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
 
 
 def _bootstrap_peers(addrs: list[str], key: NodeKey, consortium: Consortium | None) -> list[tuple[str, str]]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -87,7 +89,8 @@ def status_snapshot(status: PeerStatus, view: RunnerView | None) -> dict[str, An
             "round": status.start_round, "state": status.state, "neighbours": [], "suspected": [],
             "last": {"loss": None, "metric": None, "distance": None},
             "convergence": {"voted": False, "stop_round": None, "reason": None},
-            "rounds_completed": 0, "rejected": {}, "bad_control": 0, "updated_at": status.updated_at,
+            "rounds_completed": 0, "catch_ups": 0, "rejected": {}, "bad_control": 0,
+            "updated_at": status.updated_at,
         }
     return {
         "peer_id": status.peer_id, "name": status.name, "site": status.site,
@@ -97,7 +100,7 @@ def status_snapshot(status: PeerStatus, view: RunnerView | None) -> dict[str, An
                  "distance": finite_or_none(view.distance)},
         "convergence": {"voted": view.voted, "stop_round": view.stop_round,
                         "reason": view.reason or None},
-        "rounds_completed": view.rounds_completed,
+        "rounds_completed": view.rounds_completed, "catch_ups": view.catch_ups,
         "rejected": dict(sorted(view.rejected.items())), "bad_control": view.bad_control,
         "updated_at": status.updated_at,
     }
@@ -136,6 +139,9 @@ def render_metrics(snapshot: Mapping[str, Any]) -> str:
     for reason, count in sorted(snapshot["rejected"].items()):
         rejected.add_metric([str(reason)], float(count))
     families.append(rejected)
+    families.append(CounterMetricFamily("medswarm_catch_ups_total",
+                                        "Times this process adopted a model of a neighbour far ahead.",
+                                        value=float(snapshot["catch_ups"])))
     families.append(CounterMetricFamily("medswarm_bad_control_total",
                                         "Control messages that failed to decode or were not allowed.",
                                         value=float(snapshot["bad_control"])))
@@ -327,3 +333,13 @@ async def _linger(stream: trio.abc.Stream, limit: int = 65536) -> None:
 def _plain(code: int, text: str) -> HttpResponse:
     return HttpResponse(code, body=(text + "\n").encode("utf-8", "replace"))
 
+
+def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """GET a peer's ``/status`` document (the client side, for launchers and harnesses); None
+    if it does not answer in time or the answer is not a JSON object."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            doc = json.loads(answer.read())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return doc if isinstance(doc, dict) else None
