@@ -2,8 +2,9 @@
 
 It generates an Ed25519 key per peer and a consortium file listing them, starts that many
 ``medswarm peer`` processes on 127.0.0.1 (each dialling the previous one: a bootstrap
-chain, closed into a ring by default), shows their rounds live, and collects their per-round
-rows and final reports into the same ``metrics.jsonl`` / ``report.json`` / ``report.md`` /
+chain, closed into a ring by default), shows their rounds live (from each peer's ``/status``
+on a free loopback port), and collects their per-round rows (``metrics.jsonl``) and final
+reports (``report.json``) into the same ``metrics.jsonl`` / ``report.json`` / ``report.md`` /
 ``curves.png`` as ``medswarm simulate``, so the two can be compared on the same data and seed.
 Every peer is a separate OS process talking Noise-encrypted libp2p: nothing is shared but
 the files written here.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import IO
 
 from peers.errors import PeerError
+from peers.metrics_log import read_rows
+from peers.status import fetch_status
+from swarm.atomic_file import atomic_write
 
-#: what a peer logs after each round (see ``peers.peer_cmd``)
-_ROUND = re.compile(r"event=round peer=\S+ round=(\d+) loss=(\S+) metric=(\S+) distance=(\S+)")
-_STOP = re.compile(r"event=stop peer=\S+ round=(\d+) reason=(.*)$")
 TOPOLOGIES = ("ring", "chain", "full")
 
 
@@ -45,7 +45,9 @@ class LaunchedPeer:
     dir: Path
     proc: subprocess.Popen | None = None
     addr: str | None = None
-    round: int = -1
+    status_url: str | None = None
+    round: int | None = None
+    rounds_completed: int = 0
     metric: float | None = None
     distance: float | None = None
     state: str = "starting"
@@ -87,7 +89,7 @@ def bootstrap_for(index: int, n: int, topology: str) -> list[int]:
 
 def write_consortium(path: Path, members: dict[str, str]) -> None:
     """The allow-list TOML (``[[member]] name, peer_id``) for ``members`` (name -> peer id)."""
-    path.write_text("".join(f'[[member]]\nname = "{name}"\npeer_id = "{pid}"\n\n' for name, pid in members.items()))
+    atomic_write(path, "".join(f'[[member]]\nname = "{name}"\npeer_id = "{pid}"\n\n' for name, pid in members.items()))
 
 
 def degree(index: int, n: int, topology: str) -> int:
@@ -105,7 +107,7 @@ def peer_command(args: argparse.Namespace, peer: LaunchedPeer, consortium: Path,
            "--gossip-steps", str(args.gossip_steps), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
            "--heartbeat", str(args.heartbeat), "--suspect-after", str(args.suspect_after),
            "--deadline-max", str(args.deadline_max), "--linger", str(args.linger),
-           "--state-dir", str(peer.state_dir), "--eval-global",
+           "--state-dir", str(peer.state_dir), "--eval-global", "--status-port", "0",
            "--wait-neighbours", str(degree(peer.index, args.peers, args.topology)),
            # only its bootstrap links: discovery must not add links the topology does not have
            "--target-neighbours", str(max(1, len(bootstrap_for(peer.index, args.peers, args.topology))))]
@@ -118,53 +120,29 @@ def peer_command(args: argparse.Namespace, peer: LaunchedPeer, consortium: Path,
     return cmd
 
 
-def parse_log_line(peer: LaunchedPeer, line: str) -> None:
-    """Update what the launcher shows from one of the peer's log lines."""
-    if m := _ROUND.search(line):
-        peer.round = int(m.group(1))
-        peer.state = "running"
-        peer.metric = _float(m.group(3))
-        peer.distance = _float(m.group(4))
-    elif m := _STOP.search(line):
-        peer.state = f"stopping at {m.group(1)}"
-
-
-def _float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
+def update_from_status(peer: LaunchedPeer, doc: dict | None) -> None:
+    """Update what the launcher shows from the peer's ``/status`` document (``None``: it did
+    not answer, e.g. it has just exited: the last figures stay)."""
+    if doc is None:
+        return
+    last, vote = doc["last"], doc["convergence"]
+    peer.round, peer.rounds_completed = doc["round"], doc["rounds_completed"]
+    peer.metric, peer.distance = last["metric"], last["distance"]
+    if doc["state"] == "running" and vote["stop_round"] is not None:
+        peer.state = f"stopping at {vote['stop_round']}"
+    else:
+        peer.state = doc["state"]
 
 
 def _pump_stdout(peer: LaunchedPeer, stream: IO[str], sink: IO[str]) -> None:
     for line in stream:
         sink.write(line)
         sink.flush()
+        if line.startswith("status ") and peer.status_url is None:
+            peer.status_url = line.split()[1] + "/status"
         if line.startswith("listening ") and peer.addr is None:
             peer.addr = line.split()[1]
             peer.listening.set()
-
-
-def _pump_stderr(peer: LaunchedPeer, stream: IO[str], sink: IO[str]) -> None:
-    for line in stream:
-        sink.write(line)
-        sink.flush()
-        parse_log_line(peer, line)
-
-
-def read_rows(path: Path) -> list[dict]:
-    """A peer's ``metrics.jsonl``: the newest row per round, a torn last line skipped."""
-    rows: dict[int, dict] = {}
-    if not path.exists():
-        return []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("round"), int):
-            rows[row["round"]] = row
-    return [rows[r] for r in sorted(rows)]
 
 
 def collect(peers: list[LaunchedPeer], config: dict, wall_s: float) -> tuple[dict, list[dict]]:
@@ -229,19 +207,21 @@ class Launch:
             stderr_sink = open(peer.log, "w", encoding="utf-8")  # noqa: SIM115
             self._files += [stdout_sink, stderr_sink]
             peer.started = time.monotonic()
-            peer.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            peer.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr_sink, text=True, env=env,
                                          start_new_session=True)
             threading.Thread(target=_pump_stdout, args=(peer, peer.proc.stdout, stdout_sink), daemon=True).start()
-            threading.Thread(target=_pump_stderr, args=(peer, peer.proc.stderr, stderr_sink), daemon=True).start()
             deadline = time.monotonic() + self.args.start_timeout
             while not peer.listening.wait(0.1):
                 if peer.proc.poll() is not None or time.monotonic() > deadline:
                     raise LaunchError(f"peer {peer.name} did not start listening; see {peer.log}")
 
     def poll(self) -> bool:
-        """Record exits; True once every peer has exited. A failed peer is a ``LaunchError``."""
+        """Refresh each running peer's view from its ``/status`` and record exits; True once
+        every peer has exited. A failed peer is a ``LaunchError``."""
         for peer in self.peers:
             assert peer.proc is not None
+            if peer.ended is None and peer.status_url is not None:
+                update_from_status(peer, fetch_status(peer.status_url, timeout=1.0))
             code = peer.proc.poll()
             if code is not None and peer.ended is None:
                 peer.ended = time.monotonic()
@@ -273,7 +253,7 @@ def _table(peers: list[LaunchedPeer], rounds: int, elapsed: float):
     for col in ("peer", "state", "round", "val loss", "distance"):
         table.add_column(col, justify="left" if col in ("peer", "state") else "right")
     for p in peers:
-        table.add_row(p.name, p.state, f"{p.round + 1}/{rounds}" if p.round >= 0 else "–",
+        table.add_row(p.name, p.state, f"{p.rounds_completed}/{rounds}" if p.round is not None else "–",
                       "–" if p.metric is None else f"{p.metric:.3f}",
                       "–" if p.distance is None else f"{p.distance:.3f}")
     return table

@@ -24,9 +24,7 @@ import random
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import trio
 
 from gossip.errors import TransportError
@@ -37,11 +35,14 @@ from gossip.libp2p_transport import Libp2pTransport
 from peers.connector import Connector
 from peers.discovery import Discovery, DiscoveryConfig
 from peers.errors import PeerError
+from peers.metrics_log import MetricsLog
 from peers.runner import PeerRunner
 from peers.status import PeerStatus, status_server
+from swarm.atomic_file import atomic_write
 from swarm.checkpoint import CheckpointStore
 from swarm.convergence import ConvergenceConfig
 from swarm.executor import RoundInfo, checkpoint_weights, resume
+from swarm.metrics import finite_or_none
 from swarm.node import SwarmNode
 from swarm.partition import build_federation, parse_partition
 from swarm.protocol import ProtocolConfig
@@ -93,8 +94,7 @@ def run_peer(args: argparse.Namespace) -> int:
         return 130
     if outcome is None:
         return 130
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(outcome, indent=2) + "\n")
+    atomic_write(report_path, json.dumps(outcome, indent=2) + "\n")
     print(json.dumps({k: outcome[k] for k in ("peer_id", "stop_round", "reason", "auroc")}))
     return 0
 
@@ -205,11 +205,12 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
             lambda: (trainer.evaluate(node.weights, federation.global_test), trainer.evaluate(node.weights, site.test)))
         return {
             "peer_id": key.peer_id, "site": args.site, "name": site.name, "train_samples": len(site.train),
-            "local_accuracy": _finite(loc.accuracy), "local_auroc": _finite(loc.auroc),
+            "local_accuracy": finite_or_none(loc.accuracy), "local_auroc": finite_or_none(loc.auroc),
             "bytes_sent": outcome.bytes_sent, "start_round": start_round, "stop_round": outcome.stop_round,
             "reason": outcome.reason, "rounds_completed": outcome.rounds_completed,
             "rejected": outcome.rejected, "bad_control": outcome.bad_control,
-            "auroc": _finite(glob.auroc), "accuracy": _finite(glob.accuracy),
+            "catch_ups": protocol.stats.catch_ups,
+            "auroc": finite_or_none(glob.auroc), "accuracy": finite_or_none(glob.accuracy),
             "announce": list(discovery.own_addrs),
             "neighbours_seen": sorted(discovery.stats.neighbours_seen),
             "known_peers": discovery.known(),
@@ -217,23 +218,6 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
             "dial_failures": discovery.stats.dial_failures,
             "finished_at": time.time(),
         }
-
-
-def _finite(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
-
-
-class MetricsLog:
-    """Per-round rows appended to a JSON-lines file, flushed each round (a crash loses at most
-    the line being written; readers skip a torn last line and keep the newest row per round)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def append(self, row: dict) -> None:
-        """Add one row."""
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
 
 
 def _bootstrap_peers(addrs: list[str], key: NodeKey, consortium: Consortium | None) -> list[tuple[str, str]]:

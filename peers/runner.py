@@ -62,6 +62,7 @@ class RunnerView:
     rejected: Mapping[str, int]
     bad_control: int
     exited: bool
+    catch_ups: int = 0
 
 
 class PeerRunner:
@@ -158,7 +159,7 @@ class PeerRunner:
             loss=loss, metric=metric, distance=distance, voted=proto.convergence.voted(),
             stop_round=proto.stop_round, reason=proto.stop_reason,
             rounds_completed=proto.stats.rounds_completed, rejected=dict(self.node.stats.rejected),
-            bad_control=proto.stats.bad_control, exited=proto.exited,
+            bad_control=proto.stats.bad_control, exited=proto.exited, catch_ups=proto.stats.catch_ups,
         )
 
     async def _receive_loop(self) -> None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from peers.errors import PeerError
+from swarm.metrics import finite_or_none
 
 if TYPE_CHECKING:
     from peers.runner import PeerRunner, RunnerView
@@ -87,17 +89,18 @@ def status_snapshot(status: PeerStatus, view: RunnerView | None) -> dict[str, An
             "round": status.start_round, "state": status.state, "neighbours": [], "suspected": [],
             "last": {"loss": None, "metric": None, "distance": None},
             "convergence": {"voted": False, "stop_round": None, "reason": None},
-            "rounds_completed": 0, "rejected": {}, "bad_control": 0, "updated_at": status.updated_at,
+            "rounds_completed": 0, "catch_ups": 0, "rejected": {}, "bad_control": 0,
+            "updated_at": status.updated_at,
         }
     return {
         "peer_id": status.peer_id, "name": status.name, "site": status.site,
         "round": view.round, "state": status.state,
         "neighbours": sorted(view.neighbours), "suspected": sorted(view.suspected),
-        "last": {"loss": _finite(view.loss), "metric": _finite(view.metric),
-                 "distance": _finite(view.distance)},
+        "last": {"loss": finite_or_none(view.loss), "metric": finite_or_none(view.metric),
+                 "distance": finite_or_none(view.distance)},
         "convergence": {"voted": view.voted, "stop_round": view.stop_round,
                         "reason": view.reason or None},
-        "rounds_completed": view.rounds_completed,
+        "rounds_completed": view.rounds_completed, "catch_ups": view.catch_ups,
         "rejected": dict(sorted(view.rejected.items())), "bad_control": view.bad_control,
         "updated_at": status.updated_at,
     }
@@ -136,6 +139,9 @@ def render_metrics(snapshot: Mapping[str, Any]) -> str:
     for reason, count in sorted(snapshot["rejected"].items()):
         rejected.add_metric([str(reason)], float(count))
     families.append(rejected)
+    families.append(CounterMetricFamily("medswarm_catch_ups_total",
+                                        "Times this process adopted a model of a neighbour far ahead.",
+                                        value=float(snapshot["catch_ups"])))
     families.append(CounterMetricFamily("medswarm_bad_control_total",
                                         "Control messages that failed to decode or were not allowed.",
                                         value=float(snapshot["bad_control"])))
@@ -328,8 +334,12 @@ def _plain(code: int, text: str) -> HttpResponse:
     return HttpResponse(code, body=(text + "\n").encode("utf-8", "replace"))
 
 
-def _finite(value: float | None) -> float | None:
-    if value is None:
+def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """GET a peer's ``/status`` document (the client side, for launchers and harnesses); None
+    if it does not answer in time or the answer is not a JSON object."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            doc = json.loads(answer.read())
+    except (OSError, ValueError, urllib.error.URLError):
         return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    return doc if isinstance(doc, dict) else None

@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from gossip.codec import WeightsMessage, decode, encode
+from swarm.atomic_file import atomic_write
 
 MIB = 2**20
 CODEC_TARGET = 0.5
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(os, "getloadavg"):
         report["machine"]["loadavg_1_5_15_at_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(args.out, json.dumps(report, indent=2) + "\n")
     print_table(report)
     print(f"wrote {args.out}")
     return 0

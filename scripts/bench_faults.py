@@ -33,6 +33,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from swarm.atomic_file import atomic_write  # noqa: E402
 from swarm.faults import Crash, FaultConfig  # noqa: E402
 from swarm.simulate import Simulation, SimConfig, summarize  # noqa: E402
 
@@ -126,7 +127,7 @@ def main() -> None:
         "targets": targets,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(args.out, json.dumps(report, indent=2) + "\n")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     names = list(scenarios)

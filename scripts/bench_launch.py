@@ -32,6 +32,8 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from swarm.atomic_file import atomic_write  # noqa: E402
+
 
 def medswarm(*args: str) -> float:
     """Run one ``medswarm`` command quietly; its wall time in seconds."""
@@ -123,7 +125,7 @@ def main() -> None:
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_launch.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write(args.out / "bench_launch.json", json.dumps(result, indent=2) + "\n")
     plot(args.out / "bench_launch.png", runs)
     table = Table(title="medswarm launch vs simulate (same data, split, seed, ring)")
     for col in ("seed", "AUROC sim", "AUROC launch", "diff", "worst sim", "worst launch", "s/round sim",

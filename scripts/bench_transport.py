@@ -54,6 +54,7 @@ from gossip.codec import digest
 from gossip.control import Announce, decode_control, encode_control
 from gossip.libp2p_identity import Consortium, Member, NodeKey, parse_peer_id
 from gossip.libp2p_transport import Libp2pConfig, Libp2pTransport
+from swarm.atomic_file import atomic_write
 
 MIB = 2**20
 LENGTH = struct.Struct(">Q")
@@ -335,7 +336,7 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(args.out, json.dumps(report, indent=2) + "\n")
     png = args.out.with_suffix(".png")
     plot(report, png)
 

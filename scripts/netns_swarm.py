@@ -43,14 +43,17 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout
+
+from peers import metrics_log  # noqa: E402
+from peers.status import fetch_status  # noqa: E402
+
 COMPOSE = ROOT / "docker-compose.yml"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 RELAY = ROOT / "scripts" / "delay_relay.py"
@@ -65,11 +68,10 @@ VOLUME_VARS = {
     "/var/lib/medswarm/state": "MEDSWARM_STATE_DIR",
     "/var/lib/medswarm/enrol": "MEDSWARM_ENROL_DIR",
 }
-_ROUND = re.compile(r"event=round peer=\S+ round=(\d+)")
 CLONE_NEWNET = 0x40000000
-_LOADED = re.compile(r"event=checkpoint-loaded peer=\S+ round=(\d+)")
-_ROUND_OR_CATCH_UP = re.compile(r"event=round peer=\S+ round=(\d+) .*?distance=(\S+)"
-                                r"|event=catch-up peer=\S+ round=(\d+)")
+#: added to every hospital's command: it appends a row per round to STATE_DIR/metrics.jsonl,
+#: which is how the harness sees the rounds in which it mixed its neighbours' models
+OBSERVE = ("--eval-global",)
 
 
 class SetupError(RuntimeError):
@@ -176,25 +178,18 @@ def load_scenario(path: Path = COMPOSE) -> Scenario:
     return scenario_from_compose(yaml.safe_load(path.read_text()))
 
 
-def latest_round(log_text: str) -> int | None:
-    """The last round a peer logged as done (``event=round ... round=N``), or None."""
-    rounds = _ROUND.findall(log_text)
-    return int(rounds[-1]) if rounds else None
+def round_events(rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, bool]]:
+    """Every round of a peer's ``metrics.jsonl`` rows, with whether it mixed neighbours'
+    models then (its distance to their average is a number, not null)."""
+    return [(int(row["round"]), row.get("consensus_distance") is not None) for row in rows]
 
 
-def round_events(log_text: str) -> list[tuple[int, bool]]:
-    """Every round a peer logged as done, with whether it mixed neighbours' models then (its
-    distance to their average is a number, not None); a catch-up (it adopted a neighbour's
-    model of that round) counts as mixed."""
-    events = []
-    for done, distance, adopted in _ROUND_OR_CATCH_UP.findall(log_text):
-        events.append((int(done), distance != "None") if done else (int(adopted), True))
-    return events
-
-
-def rejoined(events: Sequence[tuple[int, bool]]) -> bool:
-    """Whether a peer's rounds show it working with the swarm again: it mixed a neighbour's
-    model in some round, caught up to one, or jumped two or more rounds ahead at once."""
+def rejoined(events: Sequence[tuple[int, bool]], catch_ups: int = 0) -> bool:
+    """Whether a peer worked with the swarm again: it caught up to a neighbour's model
+    (``catch_ups``, from its ``/status`` and report), mixed a neighbour's model in some
+    round, or its rounds jumped two or more ahead at once."""
+    if catch_ups > 0:
+        return True
     previous = None
     for round_, mixed in events:
         if mixed or (previous is not None and round_ >= previous + 2):
@@ -254,14 +249,6 @@ def _enter_netns(ns: str) -> None:
             raise OSError(err, f"setns {ns}: {os.strerror(err)}")
 
 
-def _get_json(url: str, timeout: float) -> dict | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return json.loads(answer.read())
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
-
-
 class NamespaceHTTP:
     """GET JSON documents from inside one namespace (the bridge's, which sees every
     hospital), through a worker thread that entered it: the host namespace stays as it is."""
@@ -271,7 +258,7 @@ class NamespaceHTTP:
 
     def get_json(self, url: str, timeout: float = 2.0) -> dict | None:
         """The JSON at ``url``, or None if it does not answer (in time) or is not JSON."""
-        return self._pool.submit(_get_json, url, timeout).result()
+        return self._pool.submit(fetch_status, url, timeout).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -300,7 +287,7 @@ class Hospital:
         return self.home / f"stderr.{self.starts}.log"
 
     def log_text(self) -> str:
-        """Everything it logged on stderr, over all its starts."""
+        """Everything it logged on stderr, over all its starts (for people reading a failure)."""
         return "".join(p.read_text(errors="replace") for p in self._logs("stderr"))
 
     def _logs(self, stream: str) -> list[Path]:
@@ -311,12 +298,22 @@ class Hospital:
         return "".join(p.read_text(errors="replace") for p in self._logs("stdout"))
 
     def round(self) -> int | None:
-        """The last round it completed, from its logs."""
-        return latest_round(self.log_text())
+        """The last round it completed: the round of its newest checkpoint, or None."""
+        from swarm.checkpoint import CheckpointStore
+
+        if not self.state_dir.is_dir():
+            return None
+        latest = CheckpointStore(self.state_dir).load_latest()
+        return None if latest is None else latest.round
 
     @property
     def state_dir(self) -> Path:
         return self.home / "state"
+
+    @property
+    def metrics(self) -> Path:
+        """Its per-round rows (written because of ``OBSERVE``)."""
+        return self.state_dir / "metrics.jsonl"
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -432,7 +429,7 @@ class NetnsSwarm:
         hospital.starts += 1
         service = hospital.service
         argv = ["ip", "netns", "exec", service.netns, "/bin/sh", str(ENTRYPOINT),
-                *service.command, *self.extra_args, *self.service_args.get(name, ())]
+                *service.command, *OBSERVE, *self.extra_args, *self.service_args.get(name, ())]
         with open(hospital.home / f"stdout.{hospital.starts}.log", "w") as out, \
                 open(hospital.stderr, "w") as err:
             hospital.proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -518,7 +515,7 @@ class NetnsSwarm:
 
     def rounds(self) -> dict[str, int | None]:
         """Every hospital's current round: from ``/status`` when the compose services have a
-        status port (None for one that does not answer), else its last round in its logs."""
+        status port (None for one that does not answer), else its newest checkpoint's round."""
         if all(h.service.status_url for h in self.hospitals.values()):
             return {name: None if doc is None else int(doc["round"]) for name, doc in self.statuses().items()}
         return {name: h.round() for name, h in self.hospitals.items()}
@@ -594,9 +591,11 @@ class Outcome:
 
     fault: str
     victim: str | None
-    #: the victim's rounds (and whether it mixed) after it came back
+    #: the victim's rounds (and whether it mixed) after it came back, from its metrics.jsonl
     victim_events_after: list[tuple[int, bool]] = field(default_factory=list)
-    #: the round of the checkpoint a restarted victim resumed from
+    #: how often the victim adopted a neighbour's model after it came back
+    victim_catch_ups_after: int = 0
+    #: the round of the checkpoint a restarted victim resumed from (its report's start_round - 1)
     victim_resumed_from: int | None = None
     dropped_packets: dict[str, int] = field(default_factory=dict)
     relay_connections: int = 0
@@ -645,6 +644,9 @@ def run_scenario(swarm: NetnsSwarm, fault: str = "none", victim: str | None = No
         swarm.wait_until(lambda: all((r or -1) >= warmup for r in swarm.rounds().values()),
                          timeout, f"round {warmup} at every hospital")
         outcome.rounds_at_fault = swarm.rounds()
+        # a cut-off hospital cannot catch up; a killed one starts counting again from 0
+        before_doc = swarm.statuses()[victim] if fault == "cut" else None
+        catch_ups_before = before_doc["catch_ups"] if before_doc else 0
         if fault == "cut":
             swarm.set_link(victim, up=False)
         else:
@@ -660,7 +662,7 @@ def run_scenario(swarm: NetnsSwarm, fault: str = "none", victim: str | None = No
         swarm.wait_until(lambda: others_advanced() and time.monotonic() - gone >= outage, timeout,
                          f"{advance} rounds without {victim}")
         outcome.rounds_at_restore = swarm.rounds()
-        mark = len(swarm.hospitals[victim].log_text())
+        mark = metrics_log.size(swarm.hospitals[victim].metrics)
         if fault == "cut":
             swarm.set_link(victim, up=True)
         else:
@@ -668,10 +670,11 @@ def run_scenario(swarm: NetnsSwarm, fault: str = "none", victim: str | None = No
         say(f"restored {victim} at rounds {outcome.rounds_at_restore}")
     outcome.exit_codes = swarm.wait_all_exited(timeout)
     if outcome.victim is not None:
-        after = swarm.hospitals[victim].log_text()[mark:]
-        outcome.victim_events_after = round_events(after)
-        loaded = _LOADED.search(after)
-        outcome.victim_resumed_from = int(loaded[1]) if loaded else None
+        outcome.victim_events_after = round_events(metrics_log.read_rows(swarm.hospitals[victim].metrics, mark))
+        final = swarm.report(victim) or {}
+        outcome.victim_catch_ups_after = final.get("catch_ups", 0) - catch_ups_before
+        if fault == "kill" and final.get("start_round", 0) > 0:
+            outcome.victim_resumed_from = final["start_round"] - 1
     if fault == "loss":
         outcome.dropped_packets = swarm.dropped_packets()
         outcome.relay_connections = sum((swarm.run_dir / f"relay-{name}.log").read_text().count(

@@ -35,10 +35,8 @@ here locks it.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ import xxhash
 
 from gossip.codec import WeightsMessage, decode, encode
 from gossip.errors import CodecError
+from swarm.atomic_file import atomic_write, fsync_dir
 from swarm.errors import ConfigError, SwarmError
 
 log = logging.getLogger("medswarm.checkpoint")
@@ -263,14 +262,6 @@ def _parse_name(name: str) -> tuple[int, int] | None:
     return key if _file_name(*key) == name else None
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class CheckpointStore:
     """The checkpoints of one peer, in one directory; see the module docstring.
 
@@ -312,10 +303,11 @@ class CheckpointStore:
         """Write ``state`` durably and return its file; afterwards ``load_latest`` returns it.
 
         Steps: remove temporary files a crashed save left behind; write a new temporary file
-        in the directory, flush and fsync it; ``os.replace`` it onto its final name; delete
-        any checkpoint of a later (round, step), which would otherwise shadow this one (left
-        over from a run whose newest files were damaged, or rolled back; logged at WARNING);
-        fsync the directory; delete the oldest checkpoints beyond ``keep``. Saving the same
+        in the directory, flush and fsync it, ``os.replace`` it onto its final name and fsync
+        the directory (:func:`swarm.atomic_file.atomic_write`); delete any checkpoint of a
+        later (round, step), which would otherwise shadow this one (left over from a run
+        whose newest files were damaged, or rolled back; logged at WARNING) and fsync the
+        directory again; delete the oldest checkpoints beyond ``keep``. Saving the same
         (round, step) again replaces that file.
 
         Raises
@@ -332,24 +324,15 @@ class CheckpointStore:
                 path.unlink(missing_ok=True)
         key = (int(state.round), int(state.step))
         final = self.directory / _file_name(*key)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{final.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for piece in pieces:
-                    fh.write(piece)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(final, pieces)
         entries = self._entries()
-        for other, path in entries:
-            if other > key:
-                log.warning("event=checkpoint-removed peer=%s round=%d step=%d file=%s "
-                            "reason=newer-than-saved", state.peer_id, key[0], key[1], path.name)
-                path.unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        newer = [path for other, path in entries if other > key]
+        for path in newer:
+            log.warning("event=checkpoint-removed peer=%s round=%d step=%d file=%s "
+                        "reason=newer-than-saved", state.peer_id, key[0], key[1], path.name)
+            path.unlink(missing_ok=True)
+        if newer:
+            fsync_dir(self.directory)
         older = [path for other, path in entries if other < key]
         for path in older[: max(len(older) - (self.keep - 1), 0)]:
             path.unlink(missing_ok=True)

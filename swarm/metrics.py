@@ -58,3 +58,16 @@ def accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
     if len(labels) == 0:
         return math.nan
     return float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(labels)))
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` as a plain float, or None if it is None, NaN or infinite.
+
+    For figures that go into JSON (reports, ``metrics.jsonl`` rows, ``/status``): an AUROC
+    is NaN on a one-class test set and a loss can overflow, and JSON has no NaN; ``null``
+    says "no figure" and every JSON reader accepts it.
+    """
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -1,10 +1,11 @@
-"""One swarm peer's learning logic, independent of how its bytes travel.
+"""One swarm peer's model and what it does with its neighbours' models, without I/O.
 
-A ``SwarmNode`` trains on its own site, encodes its weights once per gossip step, sends
-them to every neighbour over whatever ``Transport`` it was given, then decodes,
-validates and mixes what arrived using Metropolis-Hastings weights computed from its own
-neighbourhood only. The simulation builds nodes on the in-memory network; a real peer
-builds the same node on libp2p. Rejected messages are counted and logged, never mixed.
+A ``SwarmNode`` holds a site's weights, trainer and data. It encodes its weights for
+neighbours to fetch, decodes and validates what they offer, and mixes the accepted models
+with Metropolis-Hastings weights computed from its own neighbourhood only (or adopts a
+model far ahead, to catch up). Moving the bytes and timing the steps is the driver's
+business: ``peers.runner`` over a real transport, ``swarm.virtual_swarm`` on a virtual
+clock. Rejected messages are counted and logged, never mixed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from gossip.codec import CodecError, WeightsMessage, decode, encode
 from gossip.errors import RejectedMessage
-from gossip.transport import Payload, Transport
+from gossip.transport import Payload
 from gossip.validate import validate_weights
 from swarm.averaging import Contribution, mixing_row, weighted_average
 from swarm.mixing import sample_weighted_row
@@ -51,24 +52,21 @@ class NodeStats:
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     stale: int = 0
-    duplicates: int = 0
     train_s: float = 0.0
     codec_s: float = 0.0
-    exchange_s: float = 0.0
     averaging_s: float = 0.0
 
 
 class SwarmNode:
-    """A peer's learning state machine: train, share, receive and mix.
+    """A peer's model: encode it, check a neighbour's, mix or adopt; the driver trains.
 
     Parameters
     ----------
-    transport:
-        Any ``gossip.transport.Transport`` (its ``peer_id`` is this node's id) for the push
-        path (``share``/``receive``); or just the peer id when a protocol driver moves the
-        bytes itself (announce, then fetch).
+    peer_id:
+        This peer's id (put into every encoded model, checked as the sender of others).
     train_fn:
-        Local training callable (``swarm.training.Trainer.train`` in practice).
+        Local training callable (``swarm.training.Trainer.train`` in practice); the driver
+        calls it (in a worker thread for a real peer) and stores the result.
     data:
         This site's local training set.
     model_id:
@@ -87,7 +85,7 @@ class SwarmNode:
 
     def __init__(
         self,
-        transport: Transport | str,
+        peer_id: str,
         train_fn: TrainFn,
         data: ArrayDataset,
         model_id: str,
@@ -98,8 +96,7 @@ class SwarmNode:
         sample_weighted: bool = True,
         max_abs: float = 1e4,
     ) -> None:
-        self.transport = transport if not isinstance(transport, str) else None
-        self.peer_id = transport if isinstance(transport, str) else transport.peer_id
+        self.peer_id = peer_id
         self.train_fn = train_fn
         self.data = data
         self.model_id = model_id
@@ -110,15 +107,6 @@ class SwarmNode:
         self.max_abs = max_abs
         self.stats = NodeStats()
         self.last_loss = float("nan")
-
-    def train(self, seed: int) -> float:
-        """Train one round on the local data from the current weights; return the mean loss."""
-        start = time.perf_counter()
-        result = self.train_fn(self.weights, self.data, seed)
-        self.weights = dict(result.weights)
-        self.last_loss = float(result.loss)
-        self.stats.train_s += time.perf_counter() - start
-        return self.last_loss
 
     def encode_model(self, round_: int) -> memoryview:
         """The current weights as a wire message of round ``round_`` (what neighbours fetch)."""
@@ -160,39 +148,6 @@ class SwarmNode:
             return None
         self.stats.accepted += 1
         return msg
-
-    def share(self, round_: int) -> int:
-        """Encode the current weights once and send them to every neighbour; return bytes per copy."""
-        if self.transport is None:
-            raise TypeError("share() needs a transport")
-        payload = self.encode_model(round_)
-        mid = time.perf_counter()
-        for peer in self.transport.neighbours():
-            self.transport.send(peer, payload)
-        self.stats.exchange_s += time.perf_counter() - mid
-        return len(payload)
-
-    def receive(self, round_: int) -> dict[str, WeightsMessage]:
-        """Drain the transport and keep one valid round-``round_`` model per neighbour.
-
-        Malformed or invalid messages are counted by reason and logged; messages from an
-        older round are counted as stale; a second model from the same sender in one
-        drain replaces nothing (the first valid one is kept) and is counted as duplicate.
-        """
-        if self.transport is None:
-            raise TypeError("receive() needs a transport")
-        start = time.perf_counter()
-        envelopes = self.transport.drain()
-        self.stats.exchange_s += time.perf_counter() - start
-        accepted: dict[str, WeightsMessage] = {}
-        for env in envelopes:
-            if env.sender in accepted:
-                self.stats.duplicates += 1
-                continue
-            msg = self.check(env.sender, env.data, round_)
-            if msg is not None:
-                accepted[env.sender] = msg
-        return accepted
 
     def mix(self, received: Mapping[str, WeightsMessage],
             degrees: Mapping[str, int] | None = None, measure: bool = True) -> float | None:
@@ -237,10 +192,6 @@ class SwarmNode:
         else:
             self.weights = {k: np.array(v, copy=True) for k, v in msg.tensors.items()}
         self.stats.averaging_s += time.perf_counter() - start
-
-    def gossip_step(self, round_: int) -> None:
-        """Receive and mix (the caller has made every neighbour ``share`` first)."""
-        self.mix(self.receive(round_))
 
     def reject(self, sender: str, reason: str, detail: str, round_: int) -> None:
         """Count a refused message or transfer by ``reason`` and log it; the model is untouched."""

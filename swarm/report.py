@@ -6,9 +6,8 @@ both produce files people can compare side by side.
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,25 +16,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from swarm.atomic_file import atomic_write  # noqa: E402
 
 
 def write_metrics(path: Path, rows: Iterable[dict]) -> None:
     """One JSON object per line: arm, round, peer, loss, accuracy, auroc, consensus, bytes."""
-    atomic_write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    atomic_write(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -154,11 +140,10 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
         axes[1].set_title("Swarm consensus distance (each peer's local estimate, mean)")
         axes[1].grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write(path, image.getbuffer())
 
 
 def write_report(out_dir: Path, report: dict, rows: list[dict]) -> dict[str, Path]:
@@ -171,7 +156,7 @@ def write_report(out_dir: Path, report: dict, rows: list[dict]) -> dict[str, Pat
         "curves": out_dir / "curves.png",
     }
     write_metrics(paths["metrics"], rows)
-    atomic_write_text(paths["report_json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(paths["report_md"], render_markdown(report))
+    atomic_write(paths["report_json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write(paths["report_md"], render_markdown(report))
     plot_curves(paths["curves"], rows)
     return paths

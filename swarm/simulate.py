@@ -17,7 +17,6 @@ training seeds, so arms are paired and a run is reproducible.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from swarm.averaging import Contribution, weighted_average
 from swarm.convergence import ConvergenceConfig
 from swarm.errors import ConfigError
 from swarm.faults import FaultConfig
+from swarm.metrics import finite_or_none
 from swarm.partition import Federation, build_federation, parse_partition
 from swarm.protocol import ProtocolConfig
 from swarm.round_counter import DeadlineConfig
@@ -138,22 +138,18 @@ def train_seed(seed: int, site: int, round_: int) -> int:
     return int(np.random.SeedSequence([seed, site, round_]).generate_state(1)[0])
 
 
-def _nan_to_none(value: float) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
 def metrics_row(arm: str, round_: int, peer: int, loss: float, glob: Metrics, loc: Metrics | None,
                 consensus: float | None, bytes_sent: int) -> dict:
-    """One ``metrics.jsonl`` row (NaN as null), the schema simulated and real peers share."""
+    """One ``metrics.jsonl`` row (NaN and infinities as null), the schema simulated and real peers share."""
     return {
         "arm": arm,
         "round": round_,
         "peer": peer,
-        "loss": _nan_to_none(loss),
-        "accuracy": _nan_to_none(glob.accuracy),
-        "auroc": _nan_to_none(glob.auroc),
-        "local_accuracy": _nan_to_none(loc.accuracy) if loc else None,
-        "local_auroc": _nan_to_none(loc.auroc) if loc else None,
+        "loss": finite_or_none(loss),
+        "accuracy": finite_or_none(glob.accuracy),
+        "auroc": finite_or_none(glob.auroc),
+        "local_accuracy": finite_or_none(loc.accuracy) if loc else None,
+        "local_auroc": finite_or_none(loc.auroc) if loc else None,
         "consensus_distance": consensus,
         "bytes_sent": bytes_sent,
     }
@@ -204,10 +200,10 @@ class Simulation:
                 "site": i,
                 "name": self.federation.sites[i].name,
                 "train_samples": len(self.federation.sites[i].train),
-                "accuracy": _nan_to_none(glob.accuracy),
-                "auroc": _nan_to_none(glob.auroc),
-                "local_accuracy": _nan_to_none(loc.accuracy) if loc else None,
-                "local_auroc": _nan_to_none(loc.auroc) if loc else None,
+                "accuracy": finite_or_none(glob.accuracy),
+                "auroc": finite_or_none(glob.auroc),
+                "local_accuracy": finite_or_none(loc.accuracy) if loc else None,
+                "local_auroc": finite_or_none(loc.auroc) if loc else None,
             })
         return out
 
@@ -242,7 +238,7 @@ class Simulation:
         reasons = sorted({r.stop_reason for r in runs if r.exited})
         protos = {p.index: p.proto for p in swarm.peers if p.proto is not None}
         result.extra = {
-            "mean_model": {"accuracy": _nan_to_none(glob.accuracy), "auroc": _nan_to_none(glob.auroc)},
+            "mean_model": {"accuracy": finite_or_none(glob.accuracy), "auroc": finite_or_none(glob.auroc)},
             "rejected": sum(sum(n.stats.rejected.values()) for n in nodes),
             "rejected_by_reason": dict(sum((n.stats.rejected for n in nodes), Counter())),
             "stale": sum(n.stats.stale for n in nodes),
@@ -274,7 +270,6 @@ class Simulation:
         result.timings = {
             "train_s": sum(n.stats.train_s for n in nodes) + 0.0,
             "codec_s": sum(n.stats.codec_s for n in nodes),
-            "exchange_s": sum(n.stats.exchange_s for n in nodes),
             "averaging_s": sum(n.stats.averaging_s for n in nodes),
             "eval_s": swarm.eval_s,
         }

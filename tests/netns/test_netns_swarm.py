@@ -86,7 +86,7 @@ def test_while_a_link_is_cut_the_others_go_on_and_every_hospital_ends_cleanly(cu
 
 
 def test_after_a_cut_the_hospital_works_with_the_swarm_again_and_all_stop_together(cut):
-    assert netns.rejoined(cut.victim_events_after), cut.victim_events_after
+    assert netns.rejoined(cut.victim_events_after, cut.victim_catch_ups_after), cut
     assert_stopped_together_with_sound_checkpoints(cut)
 
 
@@ -96,7 +96,7 @@ def test_a_killed_hospital_restarts_from_its_checkpoint_and_catches_up(tmp_path)
     assert_others_advanced_without(outcome, 3)
     resumed = outcome.victim_resumed_from
     assert resumed is not None and resumed >= outcome.rounds_at_fault[outcome.victim] - 1, outcome
-    assert netns.rejoined(outcome.victim_events_after), outcome.victim_events_after
+    assert netns.rejoined(outcome.victim_events_after, outcome.victim_catch_ups_after), outcome
     assert_stopped_together_with_sound_checkpoints(outcome)
 
 

@@ -1,12 +1,15 @@
-"""The pure parts of ``medswarm launch``: who dials whom, log parsing, collecting rows."""
+"""The pure parts of ``medswarm launch``: who dials whom, the live view from ``/status``."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
-from peers.launch import LaunchedPeer, LaunchError, bootstrap_for, degree, parse_log_line, read_rows
+from peers.launch import LaunchedPeer, LaunchError, bootstrap_for, degree, update_from_status
+from peers.runner import RunnerView
+from peers.status import PeerStatus, status_snapshot
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 7])
@@ -38,21 +41,30 @@ def test_unknown_topology_is_a_launch_error():
         bootstrap_for(1, 3, "star")
 
 
-def test_round_and_stop_lines_update_the_live_view(tmp_path):
+def running_status(**view_fields):
+    """A ``/status`` document as a running peer serves it (the peer's own writer, through JSON)."""
+    base = dict(round=5, neighbours=("b",), suspected=(), loss=0.4, metric=0.61, distance=0.02, voted=False,
+                stop_round=None, reason="", rounds_completed=5, rejected={}, bad_control=0, exited=False)
+    status = PeerStatus("12D3", site=0, name="hospital-0")
+    status.state = "running"
+    return json.loads(json.dumps(status_snapshot(status, RunnerView(**{**base, **view_fields}))))
+
+
+def test_the_live_view_follows_the_peers_status_document(tmp_path):
     peer = LaunchedPeer(0, "hospital-0", tmp_path)
-    parse_log_line(peer, "2026 INFO medswarm.peer event=round peer=12D3 round=4 loss=0.5 metric=0.61 distance=0.02")
-    assert (peer.round, peer.metric, peer.distance, peer.state) == (4, 0.61, 0.02, "running")
-    parse_log_line(peer, "2026 INFO medswarm.peer event=round peer=12D3 round=5 loss=None metric=None distance=None")
-    assert (peer.round, peer.metric, peer.distance) == (5, None, None)
-    parse_log_line(peer, "2026 INFO medswarm.peer event=stop peer=12D3 round=9 reason=max-rounds")
+    update_from_status(peer, json.loads(json.dumps(status_snapshot(PeerStatus("12D3", 0, start_round=3), None))))
+    assert (peer.state, peer.round, peer.rounds_completed) == ("starting", 3, 0)
+    update_from_status(peer, running_status())
+    assert (peer.state, peer.round, peer.rounds_completed, peer.metric, peer.distance) == \
+        ("running", 5, 5, 0.61, 0.02)
+    update_from_status(peer, running_status(round=6, metric=math.nan, distance=None))
+    assert (peer.round, peer.metric, peer.distance) == (6, None, None)
+    update_from_status(peer, running_status(round=9, stop_round=9, voted=True, reason="max-rounds"))
     assert peer.state == "stopping at 9"
-    parse_log_line(peer, "2026 INFO gossip event=served peer=12D3 round=77")
-    assert peer.round == 5
 
 
-def test_rows_keep_the_newest_per_round_and_skip_a_torn_line(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    rows = [{"round": 0, "auroc": 0.5}, {"round": 1, "auroc": 0.6}, {"round": 1, "auroc": 0.7}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"round": 2, "auro')
-    assert read_rows(path) == [{"round": 0, "auroc": 0.5}, {"round": 1, "auroc": 0.7}]
-    assert read_rows(tmp_path / "missing.jsonl") == []
+def test_a_peer_that_does_not_answer_keeps_its_last_figures(tmp_path):
+    peer = LaunchedPeer(0, "hospital-0", tmp_path)
+    update_from_status(peer, running_status())
+    update_from_status(peer, None)
+    assert (peer.state, peer.round, peer.metric) == ("running", 5, 0.61)

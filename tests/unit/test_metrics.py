@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm.metrics import accuracy, auroc, binary_auroc
+from swarm.metrics import accuracy, auroc, binary_auroc, finite_or_none
 
 
 def brute_force_auroc(pos, scores):
@@ -52,3 +52,14 @@ def test_multiclass_is_macro_one_vs_rest_over_present_classes():
 def test_accuracy_counts_argmax_hits():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     assert accuracy(np.array([0, 1, 1]), probs) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, np.float32("nan"), None])
+def test_finite_or_none_turns_missing_and_non_finite_figures_into_none(value):
+    assert finite_or_none(value) is None
+
+
+@pytest.mark.parametrize("value", [0.0, -2.5, 1e300, np.float32(0.25), np.float64(0.75), 3])
+def test_finite_or_none_keeps_finite_figures_as_plain_floats(value):
+    out = finite_or_none(value)
+    assert type(out) is float and out == float(value)

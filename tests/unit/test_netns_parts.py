@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 import pytest
 
+from peers.metrics_log import MetricsLog, read_rows
+from swarm.checkpoint import CheckpointStore, PeerState
+from swarm.simulate import metrics_row
+from swarm.training import Metrics
 from tests.scripts import load_script
 
 netns = load_script("netns_swarm")
@@ -52,30 +57,38 @@ def test_option_values_last_one_wins():
     assert netns.option_value(["--rounds"], "--rounds") is None
 
 
-LOG = """medswarm-entrypoint: hospital-c waits
-2026 INFO medswarm.peer event=round peer=P round=3 loss=0.1 metric=0.2 distance=0.3
-2026 INFO medswarm.peer event=round peer=P round=4 loss=0.1 metric=0.2 distance=None
-2026 INFO medswarm.peer event=stop peer=P round=4 reason=max-rounds
-"""
-CAUGHT_UP = """2026 INFO medswarm.peer event=round peer=P round=2 loss=0.1 metric=0.2 distance=None
-2026 INFO medswarm.peer event=catch-up peer=P round=16 from=Q keep_own=0.50
-2026 INFO medswarm.peer event=stop peer=P round=16 reason=converged
-"""
+def metrics_rows(path, distances):
+    """Rows as a hospital writes them (``MetricsLog`` + ``metrics_row``), round -> distance."""
+    log = MetricsLog(path)
+    for round_, distance in distances.items():
+        log.append(metrics_row("swarm", round_, 2, 0.1, Metrics(0.2, 0.8, 0.9), None, distance, 10))
+    return read_rows(path)
 
 
-def test_rounds_are_read_off_the_logs():
-    assert netns.latest_round(LOG) == 4 and netns.latest_round("nothing") is None
-    assert netns.round_events(LOG) == [(3, True), (4, False)]
-    # a catch-up adopted a neighbour's model: it worked with the swarm in that round
-    assert netns.round_events(CAUGHT_UP) == [(2, False), (16, True)]
-    assert netns.rejoined(netns.round_events(CAUGHT_UP))
+def test_round_events_come_from_the_hospitals_metrics_rows(tmp_path):
+    rows = metrics_rows(tmp_path / "metrics.jsonl", {3: 0.3, 4: None})
+    assert netns.round_events(rows) == [(3, True), (4, False)]
+    assert netns.round_events([]) == []
 
 
-def test_rejoined_means_mixing_again_or_a_catch_up_jump():
+def test_rejoined_means_mixing_again_a_catch_up_or_a_jump():
     assert not netns.rejoined([(5, False), (6, False), (7, False)])  # alone, round after round
     assert netns.rejoined([(5, False), (6, True)])
     assert netns.rejoined([(5, False), (40, False)])  # adopted a neighbour's model, jumped
+    assert netns.rejoined([(2, False)], catch_ups=1)  # adopted one (seen in /status, report)
+    assert not netns.rejoined([(2, False)], catch_ups=0)
     assert not netns.rejoined([])
+
+
+def test_a_hospitals_round_is_its_newest_checkpoint(tmp_path):
+    service = netns.scenario_from_compose(DOC).service("h-a")
+    hospital = netns.Hospital(service, tmp_path / "h-a")
+    assert hospital.round() is None  # no state directory yet
+    store = CheckpointStore(hospital.state_dir)
+    assert hospital.round() is None
+    for round_ in (2, 4):
+        store.save(PeerState("P", round_, 0, {"w": np.zeros(3, np.float32)}, ("P",), {}, "m"))
+    assert hospital.round() == 4
 
 
 def test_host_port_parsing():

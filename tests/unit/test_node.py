@@ -1,12 +1,11 @@
-"""The per-peer logic with a fake trainer: sharing, validation, rejection and mixing."""
+"""The per-peer logic with a fake trainer: encoding, validation, rejection, mixing, adoption."""
 
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from gossip.codec import WeightsMessage, encode
-from gossip.memory import MemoryNetwork
+from gossip.codec import WeightsMessage, decode, encode
 from swarm.node import SwarmNode
 
 MODEL = "fake-model"
@@ -20,7 +19,7 @@ class FakeResult:
 
 
 def add_one(weights, data, seed):
-    """A trainer that adds 1 to every float tensor: easy to follow through the mixing."""
+    """A trainer that adds 1 to every float tensor (the driver calls it; nodes only hold it)."""
     return FakeResult({k: v + 1 for k, v in weights.items()}, 0.5, len(data))
 
 
@@ -31,47 +30,59 @@ def start_weights(value):
 def make_ring(n, values):
     ids = [f"p{i}" for i in range(n)]
     links = {ids[i]: sorted({ids[(i - 1) % n], ids[(i + 1) % n]}) for i in range(n)}
-    net = MemoryNetwork(links)
-    nodes = [
-        SwarmNode(net.endpoint(ids[i]), add_one, list(range(10)), MODEL, start_weights(values[i]),
+    return [
+        SwarmNode(ids[i], add_one, list(range(10)), MODEL, start_weights(values[i]),
                   {nb: len(links[nb]) for nb in links[ids[i]]})
         for i in range(n)
-    ]
-    return net, nodes
+    ], links
 
 
-def gossip(nodes, round_):
+def gossip(nodes, links, round_):
+    """One exchange: every node encodes, then checks and mixes what its neighbours encoded."""
+    payloads = {node.peer_id: node.encode_model(round_) for node in nodes}
     for node in nodes:
-        node.share(round_)
-    for node in nodes:
-        node.gossip_step(round_)
+        received = {}
+        for sender in links[node.peer_id]:
+            msg = node.check(sender, payloads[sender], round_)
+            if msg is not None:
+                received[sender] = msg
+        node.mix(received)
 
 
 def test_ring_gossip_preserves_the_mean_and_contracts():
     values = [0.0, 4.0, 8.0, 12.0]
-    _, nodes = make_ring(4, values)
+    nodes, links = make_ring(4, values)
     spread_before = np.ptp(values)
     for _ in range(5):
-        gossip(nodes, 0)
+        gossip(nodes, links, 0)
     finals = [float(n.weights["w"][0, 0]) for n in nodes]
     assert np.mean(finals) == pytest.approx(np.mean(values), abs=1e-5)
     assert np.ptp(finals) < spread_before / 4
     assert all(n.stats.accepted == 5 * 2 for n in nodes)
 
 
-def test_training_goes_through_the_injected_trainer():
-    _, nodes = make_ring(3, [0.0, 0.0, 0.0])
-    assert nodes[0].train(seed=1) == 0.5
-    assert np.all(nodes[0].weights["w"] == 1.0)
+def test_encoded_model_carries_the_round_the_sender_and_the_weights():
+    nodes, _ = make_ring(3, [2.0, 0.0, 0.0])
+    msg = decode(nodes[0].encode_model(7))
+    assert (msg.round, msg.sender, msg.model_id, msg.sample_count) == (7, "p0", MODEL, 10)
+    np.testing.assert_array_equal(msg.tensors["w"], nodes[0].weights["w"])
 
 
 def test_missing_neighbour_share_stays_with_self():
-    values = [0.0, 3.0, 6.0]
-    _, nodes = make_ring(3, values)
-    nodes[1].share(0)  # only p1 speaks
-    nodes[0].gossip_step(0)
+    nodes, _ = make_ring(3, [0.0, 3.0, 6.0])
+    msg = nodes[0].check("p1", nodes[1].encode_model(0), 0)  # only p1 speaks
+    nodes[0].mix({"p1": msg})
     # p0 (degree 2) mixes p1 with weight 1/3 and keeps the rest: 2/3*0 + 1/3*3
     assert nodes[0].weights["w"][0, 0] == pytest.approx(1.0)
+
+
+def test_adopt_takes_the_neighbours_model_keeping_the_given_share_of_its_own():
+    nodes, _ = make_ring(3, [0.0, 4.0, 8.0])
+    msg = nodes[0].check("p1", nodes[1].encode_model(0), 0)
+    nodes[0].adopt(msg, keep_own=0.25)
+    assert nodes[0].weights["w"][0, 0] == pytest.approx(3.0)
+    nodes[0].adopt(msg, keep_own=0.0)
+    assert nodes[0].weights["w"][0, 0] == pytest.approx(4.0)
 
 
 def hostile_payloads(node_weights):
@@ -94,12 +105,11 @@ def hostile_payloads(node_weights):
 
 @pytest.mark.parametrize("reason", list(hostile_payloads(start_weights(1.0))))
 def test_hostile_message_is_rejected_counted_and_changes_nothing(reason, caplog):
-    net, nodes = make_ring(3, [0.0, 5.0, 9.0])
+    nodes, _ = make_ring(3, [0.0, 5.0, 9.0])
     payload = hostile_payloads(nodes[1].weights)[reason]
-    net.endpoint("p1").send("p0", payload)
     before = {k: v.copy() for k, v in nodes[0].weights.items()}
     with caplog.at_level("WARNING", logger="medswarm.node"):
-        nodes[0].gossip_step(0)
+        assert nodes[0].check("p1", payload, 0) is None
     assert nodes[0].stats.rejected[reason] == 1
     assert nodes[0].stats.accepted == 0
     for k in before:
@@ -107,19 +117,8 @@ def test_hostile_message_is_rejected_counted_and_changes_nothing(reason, caplog)
     assert f"reason={reason}" in caplog.text and "peer=p0" in caplog.text
 
 
-def test_stale_round_and_duplicates_are_not_mixed():
-    net, nodes = make_ring(3, [0.0, 3.0, 6.0])
-    nodes[1].share(0)  # round 0, stale when p0 is in round 1
-    nodes[1].share(1)
-    nodes[1].share(1)  # duplicate
-    nodes[0].gossip_step(1)
-    assert nodes[0].stats.stale == 1
-    assert nodes[0].stats.duplicates == 1
-    assert nodes[0].weights["w"][0, 0] == pytest.approx(1.0)
-
-
 def test_a_fetched_model_whose_header_round_contradicts_its_announcement_is_rejected(caplog):
-    _, nodes = make_ring(3, [0.0, 3.0, 6.0])
+    nodes, _ = make_ring(3, [0.0, 3.0, 6.0])
     payload = encode(WeightsMessage(MODEL, 4, "p1", 10, start_weights(3.0)))
     with caplog.at_level("WARNING", logger="medswarm.node"):
         assert nodes[0].check("p1", payload, 5, exact_round=True) is None
@@ -130,10 +129,10 @@ def test_a_fetched_model_whose_header_round_contradicts_its_announcement_is_reje
     assert nodes[0].stats.stale == 1 and sum(nodes[0].stats.rejected.values()) == 1
 
 
-def test_float16_transport_halves_the_bytes():
-    net, nodes = make_ring(3, [0.0, 1.0, 2.0])
+def test_float16_encoding_halves_the_bytes():
+    nodes, _ = make_ring(3, [0.0, 1.0, 2.0])
     nodes[0].weights = {"w": np.ones((64, 64), np.float32)}
-    full = nodes[0].share(0)
+    full = len(nodes[0].encode_model(0))
     nodes[0].float16 = True
-    half = nodes[0].share(0)
+    half = len(nodes[0].encode_model(0))
     assert half < 0.75 * full

@@ -16,6 +16,7 @@ from peers.status import (
     METRICS_TYPE,
     PeerStatus,
     ServerLimits,
+    fetch_status,
     make_app,
     open_status_listener,
     render_metrics,
@@ -26,14 +27,14 @@ from peers.status import (
 )
 
 KEYS = {"peer_id", "name", "site", "round", "state", "neighbours", "suspected", "last", "convergence",
-        "rounds_completed", "rejected", "bad_control", "updated_at"}
+        "rounds_completed", "catch_ups", "rejected", "bad_control", "updated_at"}
 
 
 def view(**over):
     base = dict(round=7, neighbours=("c", "b"), suspected=("c",), loss=0.5, metric=0.25, distance=0.125,
                 voted=True, stop_round=9, reason="converged: 3 live members voted converged",
                 rounds_completed=6, rejected={"bad-checksum": 2, 'we"ird\\reason\n': 1}, bad_control=3,
-                exited=False)
+                exited=False, catch_ups=2)
     base.update(over)
     return RunnerView(**base)
 
@@ -68,7 +69,7 @@ def test_snapshot_of_a_running_peer_copies_the_runner_view():
     assert doc["last"] == {"loss": 0.5, "metric": 0.25, "distance": 0.125}
     assert doc["convergence"] == {"voted": True, "stop_round": 9,
                                   "reason": "converged: 3 live members voted converged"}
-    assert doc["rounds_completed"] == 6 and doc["bad_control"] == 3
+    assert doc["rounds_completed"] == 6 and doc["bad_control"] == 3 and doc["catch_ups"] == 2
     assert doc["rejected"] == {"bad-checksum": 2, 'we"ird\\reason\n': 1}
     assert doc["updated_at"] == status.updated_at
 
@@ -106,6 +107,7 @@ def test_metrics_carry_the_snapshot_figures_in_prometheus_text_format():
     assert got[("medswarm_rejected_total", (("reason", "bad-checksum"),))] == 2
     assert got[("medswarm_rejected_total", (("reason", 'we"ird\\reason\n'),))] == 1
     assert got[("medswarm_bad_control_total", ())] == 3
+    assert got[("medswarm_catch_ups_total", ())] == 2
     for name in ("medswarm_round", "medswarm_rejected_total", "medswarm_bad_control_total"):
         assert f"# HELP {name} " in text
     assert "# TYPE medswarm_round gauge" in text and "# TYPE medswarm_rejected_total counter" in text
@@ -187,6 +189,16 @@ async def test_server_answers_status_and_metrics_on_loopback(server):
     code, headers, body = parse(await exchange(port, get("/metrics")))
     assert code == 200 and headers["content-type"] == METRICS_TYPE
     assert samples(body.decode())[("medswarm_state", (("state", "stopped"),))] == 1
+
+
+async def test_fetch_status_reads_the_document_and_is_none_where_nothing_answers(server):
+    status, port, url = server
+    doc = await trio.to_thread.run_sync(fetch_status, url + "/status")
+    assert doc == json.loads(json.dumps(status_snapshot(status, None)))
+    assert await trio.to_thread.run_sync(fetch_status, url + "/nope") is None  # 404
+    listener, free = await open_status_listener("127.0.0.1", 0)
+    await listener.aclose()  # a port nothing listens on any more
+    assert await trio.to_thread.run_sync(fetch_status, free + "/status", 1.0) is None
 
 
 async def test_server_refuses_other_paths_methods_and_garbage_and_keeps_serving(server):
