@@ -9,10 +9,9 @@ Stop decisions are flooded the same way (``flood``), under the key ``stop:<origi
 
 from __future__ import annotations
 
-import math
-
 from gossip.control import ControlMessage, Progress, forwarded
 from swarm.convergence import ConvergenceTracker
+from swarm.metrics import finite_or_none
 from swarm.neighbourhood import Neighbourhood
 from swarm.protocol_types import Action, ProtocolConfig, SendControl
 
@@ -73,7 +72,7 @@ class Membership:
         vote = self.convergence.votes.get(self.links.peer_id)
         msg = Progress(
             self.links.peer_id, seq, round_,
-            finite(self.loss), finite(self.metric), finite(self.distance, low=0.0),
+            finite_or_none(self.loss), finite_or_none(self.metric), finite_or_none(self.distance),
             bool(vote.converged) if vote else False, self.convergence.streak, self.config.progress_ttl,
         )
         return [SendControl(p, msg) for p in self.links.peers]
@@ -122,9 +121,3 @@ class Membership:
             self._touch_since = now
         return now - self._touch_since >= self.config.suspect_after
 
-
-def finite(value: float | None, low: float | None = None) -> float | None:
-    """``value`` as a float, None if missing or not finite, raised to ``low`` if given."""
-    if value is None or not math.isfinite(value):
-        return None
-    return max(low, value) if low is not None else float(value)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.errors import SwarmError
 from swarm.executor import ExecutorHooks, PeerExecutor, RoundInfo, Traffic, checkpoint_weights, resume
 from swarm.faults import FaultConfig
+from swarm.metrics import finite_or_none
 from swarm.node import SwarmNode
 from swarm.partition import Federation
 from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
@@ -406,7 +406,7 @@ class VirtualSwarm:
         start = time.perf_counter()
         peer.local = self.trainer.evaluate(weights, self.federation.sites[peer.index].test)
         self.eval_s += time.perf_counter() - start
-        return _clean(peer.local.loss)
+        return finite_or_none(peer.local.loss)
 
     def _on_round(self, peer: _Peer, info: RoundInfo) -> None:
         """On evaluation rounds (and the last), score the peer on the global test set."""
@@ -420,13 +420,10 @@ class VirtualSwarm:
         local = peer.local
         self.rows.append({
             "arm": "swarm", "round": info.round, "peer": peer.index,
-            "loss": _clean(info.loss), "accuracy": _clean(glob.accuracy),
-            "auroc": _clean(glob.auroc), "local_accuracy": _clean(local.accuracy if local else None),
-            "local_auroc": _clean(local.auroc if local else None), "consensus_distance": info.distance,
+            "loss": finite_or_none(info.loss), "accuracy": finite_or_none(glob.accuracy),
+            "auroc": finite_or_none(glob.auroc), "local_accuracy": finite_or_none(local.accuracy if local else None),
+            "local_auroc": finite_or_none(local.auroc if local else None), "consensus_distance": info.distance,
             "bytes_sent": info.bytes_sent, "time": self.now,
         })
         self.eval_s += time.perf_counter() - start
 
-
-def _clean(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
