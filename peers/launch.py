@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -28,6 +28,8 @@ from peers.errors import PeerError
 from peers.metrics_log import read_rows
 from peers.status import fetch_status
 from swarm.atomic_file import atomic_write
+from swarm.config import LearningConfig, TimingConfig
+from swarm.options import from_args, to_argv
 
 TOPOLOGIES = ("ring", "chain", "full")
 
@@ -102,19 +104,12 @@ def peer_command(args: argparse.Namespace, peer: LaunchedPeer, consortium: Path,
     neighbours before round 0, so that peers started one after another train together."""
     cmd = [sys.executable, "-m", "peers.cli", "-v", "peer",
            "--key", str(peer.key), "--consortium", str(consortium), "--listen", "/ip4/127.0.0.1/tcp/0",
-           "--data", args.data, "--sites", str(args.peers), "--site", str(peer.index),
-           "--seed", str(args.seed), "--rounds", str(args.rounds), "--local-epochs", str(args.local_epochs),
-           "--gossip-steps", str(args.gossip_steps), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
-           "--heartbeat", str(args.heartbeat), "--suspect-after", str(args.suspect_after),
-           "--deadline-max", str(args.deadline_max), "--linger", str(args.linger),
+           "--sites", str(args.peers), "--site", str(peer.index),
+           *to_argv(from_args(LearningConfig, args)), *to_argv(from_args(TimingConfig, args)),
            "--state-dir", str(peer.state_dir), "--eval-global", "--status-port", "0",
            "--wait-neighbours", str(degree(peer.index, args.peers, args.topology)),
            # only its bootstrap links: discovery must not add links the topology does not have
            "--target-neighbours", str(max(1, len(bootstrap_for(peer.index, args.peers, args.topology))))]
-    if args.partition:
-        cmd += ["--partition", args.partition]
-    if args.no_converge:
-        cmd.append("--no-converge")
     for addr in bootstrap:
         cmd += ["--bootstrap", addr]
     return cmd
@@ -261,13 +256,8 @@ def _table(peers: list[LaunchedPeer], rounds: int, elapsed: float):
 
 def launch_config(args: argparse.Namespace) -> dict:
     """The run's settings as recorded in ``report.json``."""
-    return {
-        "mode": "launch", "peers": args.peers, "data": args.data,
-        "partition": args.partition or ("sites" if args.data == "heart" else "dirichlet:0.5"),
-        "topology": args.topology, "rounds": args.rounds, "local_epochs": args.local_epochs,
-        "gossip_steps": args.gossip_steps, "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size,
-        "heartbeat": args.heartbeat, "converge": not args.no_converge,
-    }
+    return {"mode": "launch", "peers": args.peers, "topology": args.topology,
+            **asdict(from_args(LearningConfig, args)), **asdict(from_args(TimingConfig, args))}
 
 
 def run_launch(args: argparse.Namespace) -> int:

@@ -17,14 +17,15 @@ before the first neighbour connects until it exits.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import random
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import trio
 
 from gossip.errors import TransportError
@@ -36,59 +37,81 @@ from peers.connector import Connector
 from peers.discovery import Discovery, DiscoveryConfig
 from peers.errors import PeerError
 from peers.metrics_log import MetricsLog
+from peers.peer_options import NetworkConfig
 from peers.runner import PeerRunner
 from peers.status import PeerStatus, status_server
 from swarm.atomic_file import atomic_write
-from swarm.checkpoint import CheckpointStore
-from swarm.convergence import ConvergenceConfig
+from swarm.checkpoint import CheckpointStore, PeerState
+from swarm.config import LearningConfig, OutputConfig, TimingConfig, protocol_config
 from swarm.executor import RoundInfo, checkpoint_weights, resume
 from swarm.metrics import finite_or_none
 from swarm.node import SwarmNode
-from swarm.partition import build_federation, parse_partition
+from swarm.partition import Federation, Site, build_federation, parse_partition
 from swarm.protocol import ProtocolConfig
-from swarm.round_counter import DeadlineConfig
+from swarm.options import from_args
 from swarm.simulate import metrics_row, train_seed
-from swarm.training import TrainConfig, Trainer
+from swarm.training import Trainer
 
 log = logging.getLogger("medswarm.peer")
 
 
+@dataclass(frozen=True)
+class PeerSetup:
+    """Everything a peer runs with, checked and loaded at the edge (``run_peer``)."""
+
+    network: NetworkConfig
+    learning: LearningConfig
+    output: OutputConfig
+    protocol: ProtocolConfig
+    key: NodeKey
+    consortium: Consortium | None
+    network_key: bytes | None
+    links: _Links
+    federation: Federation
+    trainer: Trainer
+    store: CheckpointStore
+    state: PeerState | None
+    weights: Mapping[str, np.ndarray]
+    start_round: int
+
+    @property
+    def site(self) -> Site:
+        """This hospital's data."""
+        return self.federation.sites[self.network.site]
+
+
 def run_peer(args: argparse.Namespace) -> int:
-    """Validate the options, then run the peer under trio; 0 when the swarm has stopped."""
-    if args.consortium is None and not args.insecure_open_swarm:
+    """Build the typed configs of the options, load what they name, then run the peer under
+    trio; 0 when the swarm has stopped."""
+    network = from_args(NetworkConfig, args)
+    learning, output = from_args(LearningConfig, args), from_args(OutputConfig, args)
+    protocol = protocol_config(learning, from_args(TimingConfig, args))
+    if network.consortium is None and not network.insecure_open_swarm:
         raise PeerError("no --consortium given: refusing to start an open swarm (use --insecure-open-swarm)")
-    if not 0 <= args.site < args.sites:
-        raise PeerError(f"--site {args.site} is not one of the {args.sites} sites")
-    key = load_key(args.key)
-    network_key = load_network_key(args.network_key) if args.network_key else None
-    consortium = Consortium.from_toml(args.consortium) if args.consortium else None
+    if not 0 <= network.site < network.sites:
+        raise PeerError(f"--site {network.site} is not one of the {network.sites} sites")
+    key = load_key(network.key)
+    network_key = load_network_key(network.network_key) if network.network_key else None
+    consortium = Consortium.from_toml(network.consortium) if network.consortium else None
     if consortium is not None and not consortium.allows(key.peer_id):
-        raise PeerError(f"this peer ({key.peer_id}) is not a member of {args.consortium}")
-    links = _Links(_bootstrap_peers(args.bootstrap, key, consortium),
-                   [parse_announce(a, key.peer_id) for a in args.announce],
-                   DiscoveryConfig(target=args.target_neighbours))
-    partition = args.partition or ("sites" if args.data == "heart" else "dirichlet:0.5")
-    federation = build_federation(args.data, args.sites, parse_partition(partition), seed=args.seed)
-    site = federation.sites[args.site]
-    trainer = Trainer(federation.input_shape, federation.num_classes,
-                      TrainConfig(local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                                  optimizer=args.optimizer))
-    store = CheckpointStore(args.state_dir)
+        raise PeerError(f"this peer ({key.peer_id}) is not a member of {network.consortium}")
+    links = _Links(_bootstrap_peers(network.bootstrap, key, consortium),
+                   [parse_announce(a, key.peer_id) for a in network.announce],
+                   DiscoveryConfig(target=network.target_neighbours))
+    federation = build_federation(learning.data, network.sites, parse_partition(learning.partition),
+                                  seed=learning.seed)
+    trainer = Trainer(federation.input_shape, federation.num_classes, learning.train_config())
+    store = CheckpointStore(output.state_dir)
     state = store.load_latest(key.peer_id)
-    weights = checkpoint_weights(state) if state is not None else trainer.initial_weights(args.seed)
-    start_round = state.round + 1 if state is not None else 0
-    config = ProtocolConfig(
-        gossip_steps=args.gossip_steps,
-        deadline=DeadlineConfig(minimum=0.2, initial=min(5.0, args.deadline_max), maximum=args.deadline_max),
-        suspect_after=args.suspect_after, heartbeat=args.heartbeat,
-        fetch_timeout=min(60.0, args.deadline_max), linger=args.linger, isolation_wait=args.isolation_wait,
-        convergence=ConvergenceConfig.for_run(args.converge_window, args.metric_tol, args.distance_tol,
-                                              args.rounds, not args.no_converge),
+    setup = PeerSetup(
+        network=network, learning=learning, output=output, protocol=protocol, key=key, consortium=consortium,
+        network_key=network_key, links=links, federation=federation, trainer=trainer, store=store, state=state,
+        weights=checkpoint_weights(state) if state is not None else trainer.initial_weights(learning.seed),
+        start_round=state.round + 1 if state is not None else 0,
     )
-    report_path = args.report or args.state_dir / "report.json"
+    report_path = output.report or output.state_dir / "report.json"
     try:
-        outcome = trio.run(_main, args, key, consortium, trainer, site, federation, weights, start_round,
-                           state, store, config, network_key, links)
+        outcome = trio.run(_main, setup)
     except KeyboardInterrupt:
         log.info("event=interrupted peer=%s", key.peer_id)
         return 130
@@ -99,26 +122,27 @@ def run_peer(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _main(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
-                config, network_key, links: _Links) -> dict | None:
-    status = PeerStatus(key.peer_id, args.site, consortium.name_of(key.peer_id) if consortium else None,
-                        start_round)
-    run = functools.partial(_run, args, key, consortium, trainer, site, federation, weights, start_round,
-                            state, store, config, network_key, links, status)
-    if args.status_port is None:
-        return await run()
-    async with status_server(status, args.status_host, args.status_port) as url:
+async def _main(setup: PeerSetup) -> dict | None:
+    network, key, consortium = setup.network, setup.key, setup.consortium
+    status = PeerStatus(key.peer_id, network.site, consortium.name_of(key.peer_id) if consortium else None,
+                        setup.start_round)
+    if network.status_port is None:
+        return await _run(setup, status)
+    async with status_server(status, network.status_host, network.status_port) as url:
         print(f"status {url}", flush=True)
         log.info("event=status-serving peer=%s url=%s", key.peer_id, url)
         try:
-            return await run()
+            return await _run(setup, status)
         finally:
             status.stopped()
 
 
-async def _run(args, key, consortium, trainer, site, federation, weights, start_round, state, store,
-               config, network_key, links: _Links, status: PeerStatus) -> dict | None:
-    async with Libp2pTransport.start(key, args.listen, consortium=consortium, network_key=network_key) as transport:
+async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
+    network, learning, key, links, state = setup.network, setup.learning, setup.key, setup.links, setup.state
+    consortium, trainer, site, federation = setup.consortium, setup.trainer, setup.site, setup.federation
+    start_round, deadline_max = setup.start_round, setup.protocol.deadline.maximum
+    async with Libp2pTransport.start(key, network.listen, consortium=consortium,
+                                     network_key=setup.network_key) as transport:
         for addr in transport.listen_addrs:
             full = addr if "/p2p/" in addr else f"{addr}/p2p/{key.peer_id}"
             print(f"listening {full}", flush=True)
@@ -131,36 +155,37 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
                         "pass --announce", key.peer_id, ",".join(transport.listen_addrs))
         allows = consortium.allows if consortium is not None else (lambda _peer: True)
         discovery = Discovery(key.peer_id, allows, links.discovery, own,
-                              random.Random(f"{args.seed}:{key.peer_id}"))
+                              random.Random(f"{learning.seed}:{key.peer_id}"))
         for peer, addr in links.bootstrap:
             discovery.add_bootstrap(peer, addr, trio.current_time())
         connector = Connector(transport, discovery)
-        want = max(1, args.wait_neighbours)
+        want = max(1, network.wait_neighbours)
         # A restarted peer without --bootstrap waits for its former neighbours to redial it.
-        first_wait = max(args.deadline_max, 2 * links.discovery.backoff_max)
+        first_wait = max(deadline_max, 2 * links.discovery.backoff_max)
 
-        node = SwarmNode(key.peer_id, trainer.train, site.train, trainer.model_id, weights, {})
-        protocol, state_seq = resume(key.peer_id, [], config, state)
+        node = SwarmNode(key.peer_id, trainer.train, site.train, trainer.model_id, setup.weights, {},
+                         float16=learning.float16, sample_weighted=learning.sample_weighted)
+        protocol, state_seq = resume(key.peer_id, [], setup.protocol, state)
 
         def metric(w):
             return trainer.evaluate(w, site.test).loss
 
-        rows = MetricsLog(args.state_dir / "metrics.jsonl") if args.eval_global else None
+        rows = MetricsLog(setup.output.state_dir / "metrics.jsonl") if setup.output.eval_global else None
 
         def on_round(info: RoundInfo) -> None:
             status.touch()
             if rows is not None:
                 glob = trainer.evaluate(node.weights, federation.global_test)
                 loc = trainer.evaluate(node.weights, site.test)
-                rows.append(metrics_row("swarm", info.round, args.site, info.loss, glob, loc, info.distance,
+                rows.append(metrics_row("swarm", info.round, network.site, info.loss, glob, loc, info.distance,
                                         info.bytes_sent))
 
-        runner = PeerRunner(transport, node, protocol, evaluate=metric, store=store,
-                            train_seed=lambda r: train_seed(args.seed, args.site, r), on_round=on_round,
+        runner = PeerRunner(transport, node, protocol, evaluate=metric, store=setup.store,
+                            train_seed=lambda r: train_seed(learning.seed, network.site, r), on_round=on_round,
                             on_exchange=connector.on_exchange)
 
         async def ready():
-            with trio.move_on_after(args.deadline_max):
+            with trio.move_on_after(deadline_max):
                 await connector.wait_for_neighbours(want)
             log.info("event=ready peer=%s round=%d neighbours=%d target=%d", key.peer_id, start_round,
                      len(discovery.connected), want)
@@ -204,7 +229,7 @@ async def _run(args, key, consortium, trainer, site, federation, weights, start_
         glob, loc = await trio.to_thread.run_sync(
             lambda: (trainer.evaluate(node.weights, federation.global_test), trainer.evaluate(node.weights, site.test)))
         return {
-            "peer_id": key.peer_id, "site": args.site, "name": site.name, "train_samples": len(site.train),
+            "peer_id": key.peer_id, "site": network.site, "name": site.name, "train_samples": len(site.train),
             "local_accuracy": finite_or_none(loc.accuracy), "local_auroc": finite_or_none(loc.auroc),
             "bytes_sent": outcome.bytes_sent, "start_round": start_round, "stop_round": outcome.stop_round,
             "reason": outcome.reason, "rounds_completed": outcome.rounds_completed,

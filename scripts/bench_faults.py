@@ -35,7 +35,8 @@ from rich.table import Table  # noqa: E402
 
 from swarm.atomic_file import atomic_write  # noqa: E402
 from swarm.faults import Crash, FaultConfig  # noqa: E402
-from swarm.simulate import Simulation, SimConfig, summarize  # noqa: E402
+from swarm.config import LearningConfig, SimSetup  # noqa: E402
+from swarm.simulate import Simulation, SimConfig, config_dict, summarize  # noqa: E402
 
 SCENARIOS = {
     "a_no_faults": FaultConfig(),
@@ -47,8 +48,8 @@ SCENARIOS = {
 
 def run(name: str, faults: FaultConfig, seed: int, rounds: int, progress: Progress, task) -> dict:
     """One scenario, one seed: the swarm arm only."""
-    config = SimConfig(data="breastmnist", peers=16, topology="smallworld:4:0.2", rounds=rounds,
-                       arms=("swarm",), seed=seed, faults=faults)
+    config = SimConfig(setup=SimSetup(peers=16, topology="smallworld:4:0.2", arms=("swarm",)),
+                       learning=LearningConfig(data="breastmnist", rounds=rounds, seed=seed), faults=faults)
     start = time.perf_counter()
     (result,) = Simulation(config).run(lambda arm, done, total: progress.update(task, description=f"{name} s{seed} r{done}"))
     summary = summarize([result])["swarm"]
@@ -120,9 +121,11 @@ def main() -> None:
     report = {
         "config": {"data": "breastmnist", "peers": 16, "topology": "smallworld:4:0.2", "partition": "dirichlet:0.5",
                    "max_rounds": args.rounds, "seeds": seeds, "cpus": os.cpu_count(),
-                   "simulation_defaults": {k: v for k, v in SimConfig().__dict__.items()
+                   "simulation_defaults": {k: v for k, v in config_dict(SimConfig()).items()
                                            if k in ("gossip_steps", "converge_window", "metric_tol",
-                                                    "distance_tol", "lr", "batch_size", "quorum")}},
+                                                    "distance_tol", "lr", "batch_size", "quorum", "heartbeat",
+                                                    "suspect_after", "deadline_initial", "spread_factor")}
+                   | {"train_time": FaultConfig().train_time}},
         "scenarios": scenarios,
         "targets": targets,
     }

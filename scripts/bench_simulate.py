@@ -32,7 +32,8 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from swarm.atomic_file import atomic_write  # noqa: E402
-from swarm.simulate import ARMS, Simulation, SimConfig, summarize  # noqa: E402
+from swarm.config import ARMS, LearningConfig, OutputConfig, SimSetup  # noqa: E402
+from swarm.simulate import Simulation, SimConfig, summarize  # noqa: E402
 
 FEDAVG_GAP_TARGET = 0.03
 NON_TRAINING_TARGET = 0.10
@@ -43,7 +44,8 @@ def learning(dataset: str, seeds: list[int], rounds: int, progress: Progress) ->
     per_seed = []
     task = progress.add_task(f"{dataset} arms", total=len(seeds) * len(ARMS) * rounds)
     for seed in seeds:
-        config = SimConfig(data=dataset, seed=seed, rounds=rounds, converge=False)  # same rounds as fedavg
+        # same rounds as fedavg
+        config = SimConfig(learning=LearningConfig(data=dataset, seed=seed, rounds=rounds, converge=False))
         start = time.perf_counter()
         results = Simulation(config).run(lambda arm, done, total: progress.advance(task))
         summary = summarize(results)
@@ -68,7 +70,7 @@ def learning(dataset: str, seeds: list[int], rounds: int, progress: Progress) ->
     over_local = stat([s["arms"]["swarm"]["auroc"] - s["arms"]["local"]["auroc"] for s in per_seed])
     return {
         "config": {"data": dataset, "peers": 8, "partition": "dirichlet:0.5", "topology": "ring",
-                   "rounds": rounds, "gossip_steps": SimConfig().gossip_steps, "seeds": seeds},
+                   "rounds": rounds, "gossip_steps": LearningConfig().gossip_steps, "seeds": seeds},
         "arms": arms,
         "fedavg_minus_swarm_auroc": gap,
         "swarm_minus_local_auroc": over_local,
@@ -87,8 +89,10 @@ def scaling(peer_counts: list[int], rounds: int, progress: Progress) -> list[dic
     for peers in peer_counts:
         # IID here: scaling measures time, and Dirichlet(0.5) over two classes cannot give
         # 64 sites at least 10 images each
-        config = SimConfig(data="pneumoniamnist", peers=peers, rounds=rounds, arms=("swarm",),
-                           eval_every=rounds, seed=0, partition="iid", converge=False)
+        config = SimConfig(setup=SimSetup(peers=peers, arms=("swarm",)),
+                           learning=LearningConfig(data="pneumoniamnist", rounds=rounds, seed=0, partition="iid",
+                                                   converge=False),
+                           output=OutputConfig(eval_every=rounds))
         sim = Simulation(config)
         start = time.perf_counter()
         (result,) = sim.run(lambda arm, done, total: progress.advance(task))

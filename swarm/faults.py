@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from swarm.errors import ConfigError
+from swarm.options import option
 
 
 @dataclass(frozen=True)
@@ -35,26 +36,68 @@ class LateJoin:
     at_round: int
 
 
+_CRASH = re.compile(r"^(\d+)@(\d+)(?::(\d+))?$")
+_LATE = re.compile(r"^(\d+)@(\d+)$")
+_CUT = re.compile(r"^(\d+)@(\d+):(\d+)$")
+
+
+def parse_crash(text: str) -> Crash:
+    """``PEER@ROUND`` or ``PEER@ROUND:BACK_AT_ROUND`` -> Crash (ConfigError otherwise)."""
+    m = _CRASH.match(text.strip())
+    if not m:
+        raise ConfigError("crash", f"expected PEER@ROUND[:BACK_AT_ROUND], got {text!r}")
+    back = int(m.group(3)) if m.group(3) else None
+    crash = Crash(int(m.group(1)), int(m.group(2)), back)
+    if back is not None and back <= crash.at_round:
+        raise ConfigError("crash", f"{text!r}: BACK_AT_ROUND must be after ROUND")
+    return crash
+
+
+def parse_late(text: str) -> LateJoin:
+    """``PEER@ROUND`` -> LateJoin (ConfigError otherwise)."""
+    m = _LATE.match(text.strip())
+    if not m:
+        raise ConfigError("late", f"expected PEER@ROUND, got {text!r}")
+    return LateJoin(int(m.group(1)), int(m.group(2)))
+
+
+def parse_cut(text: str) -> Cut:
+    """``PEER@ROUND:BACK_AT_ROUND`` -> Cut (ConfigError otherwise)."""
+    m = _CUT.match(text.strip())
+    if not m:
+        raise ConfigError("cut", f"expected PEER@ROUND:BACK_AT_ROUND, got {text!r}")
+    cut = Cut(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    if cut.back_at <= cut.at_round:
+        raise ConfigError("cut", f"{text!r}: BACK_AT_ROUND must be after ROUND")
+    return cut
+
+
 @dataclass(frozen=True)
 class FaultConfig:
-    """Network and peer faults, all in virtual seconds.
+    """Network and peer faults, all in virtual seconds (options of ``medswarm simulate``).
 
     ``train_time`` is the virtual duration of one local epoch at normal speed; each
     straggler trains ``slowdown`` times slower. ``drop`` applies independently to every
     control message and every model transfer.
     """
 
-    delay: float = 0.05
-    jitter: float = 0.02
-    drop: float = 0.0
+    delay: float = option(0.05, "one-way link delay, s")
+    jitter: float = option(0.02, "uniform +- jitter on each delay, s (at most --delay)")
+    drop: float = option(0.0, "probability that any message or transfer is lost")
     bandwidth: float = 100e6
-    train_time: float = 1.0
+    train_time: float = option(5.0, "virtual seconds per local epoch")
     train_jitter: float = 0.1
-    stragglers: int = 0
-    slowdown: float = 5.0
-    crashes: tuple[Crash, ...] = ()
-    late: tuple[LateJoin, ...] = ()
-    cuts: tuple[Cut, ...] = ()
+    stragglers: int = option(0, "number of slow peers")
+    slowdown: float = option(5.0, "how much slower stragglers train")
+    crashes: tuple[Crash, ...] = option(
+        (), "peer PEER dies on reaching ROUND, optionally back when the swarm reaches BACK_AT_ROUND "
+            "(repeatable)", flag="--crash", metavar="PEER@ROUND[:BACK_AT_ROUND]", repeat=True, parse=parse_crash)
+    late: tuple[LateJoin, ...] = option(
+        (), "peer PEER joins only when the swarm reaches ROUND (repeatable)", metavar="PEER@ROUND", repeat=True,
+        parse=parse_late)
+    cuts: tuple[Cut, ...] = option(
+        (), "peer PEER's links carry nothing from its ROUND until the swarm reaches BACK_AT_ROUND; it keeps "
+            "running (repeatable)", flag="--cut", metavar="PEER@ROUND:BACK_AT_ROUND", repeat=True, parse=parse_cut)
 
     def __post_init__(self) -> None:
         if self.delay < 0 or self.jitter < 0 or self.jitter > self.delay + 1e-12 and self.delay > 0:
@@ -94,39 +137,3 @@ class FaultConfig:
             raise ConfigError("crash", "a peer may crash only once")
         if len(set(crashed)) >= peers:
             raise ConfigError("crash", "at least one peer must stay up")
-
-
-_CRASH = re.compile(r"^(\d+)@(\d+)(?::(\d+))?$")
-_LATE = re.compile(r"^(\d+)@(\d+)$")
-_CUT = re.compile(r"^(\d+)@(\d+):(\d+)$")
-
-
-def parse_crash(text: str) -> Crash:
-    """``PEER@ROUND`` or ``PEER@ROUND:BACK_AT_ROUND`` -> Crash (ConfigError otherwise)."""
-    m = _CRASH.match(text.strip())
-    if not m:
-        raise ConfigError("crash", f"expected PEER@ROUND[:BACK_AT_ROUND], got {text!r}")
-    back = int(m.group(3)) if m.group(3) else None
-    crash = Crash(int(m.group(1)), int(m.group(2)), back)
-    if back is not None and back <= crash.at_round:
-        raise ConfigError("crash", f"{text!r}: BACK_AT_ROUND must be after ROUND")
-    return crash
-
-
-def parse_late(text: str) -> LateJoin:
-    """``PEER@ROUND`` -> LateJoin (ConfigError otherwise)."""
-    m = _LATE.match(text.strip())
-    if not m:
-        raise ConfigError("late", f"expected PEER@ROUND, got {text!r}")
-    return LateJoin(int(m.group(1)), int(m.group(2)))
-
-
-def parse_cut(text: str) -> Cut:
-    """``PEER@ROUND:BACK_AT_ROUND`` -> Cut (ConfigError otherwise)."""
-    m = _CUT.match(text.strip())
-    if not m:
-        raise ConfigError("cut", f"expected PEER@ROUND:BACK_AT_ROUND, got {text!r}")
-    cut = Cut(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-    if cut.back_at <= cut.at_round:
-        raise ConfigError("cut", f"{text!r}: BACK_AT_ROUND must be after ROUND")
-    return cut

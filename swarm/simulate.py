@@ -17,6 +17,7 @@ training seeds, so arms are paired and a run is reproducible.
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -27,18 +28,15 @@ import numpy as np
 
 from gossip.codec import WeightsMessage, decode, encode
 from swarm.averaging import Contribution, weighted_average
-from swarm.convergence import ConvergenceConfig
-from swarm.errors import ConfigError
+from swarm.config import ARMS, LearningConfig, OutputConfig, SimSetup, TimingConfig, protocol_config  # noqa: F401
 from swarm.faults import FaultConfig
 from swarm.metrics import finite_or_none
+from swarm.options import from_args
 from swarm.partition import Federation, build_federation, parse_partition
 from swarm.protocol import ProtocolConfig
-from swarm.round_counter import DeadlineConfig
-from swarm.topology import TOPOLOGIES, build_topology, parse_topology
+from swarm.topology import build_topology, parse_topology
 from swarm.training import Metrics, TrainConfig, Trainer
 from swarm.virtual_swarm import VirtualSwarm
-
-ARMS = ("swarm", "fedavg", "local", "central", "cwt")
 
 #: the pseudo site index that seeds the pooled (central) model
 CENTRAL_SITE = 1_000_000
@@ -49,77 +47,37 @@ ProgressFn = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class SimConfig:
-    """Everything that defines a simulation run; validated on construction."""
+    """Everything that defines a simulation run, one typed config per concern; validated."""
 
-    peers: int = 8
-    topology: str = "ring"
-    rounds: int = 30
-    local_epochs: int = 1
-    gossip_steps: int = 3
-    data: str = "breastmnist"
-    partition: str = "dirichlet:0.5"
-    site_shift: float = 0.0
-    arms: tuple[str, ...] = ARMS
-    seed: int = 0
-    float16: bool = False
-    sample_weighted: bool = True
-    lr: float = 0.05
-    batch_size: int = 16
-    optimizer: str = "sgd"
-    eval_every: int = 1
+    setup: SimSetup = field(default_factory=SimSetup)
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
-    quorum: float = 1.0
-    converge: bool = True
-    converge_window: int = 8
-    metric_tol: float = 0.02
-    distance_tol: float = 0.1
+    output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
-        if self.peers < 1:
-            raise ConfigError("peers", f"must be >= 1, got {self.peers}")
-        if self.rounds < 1:
-            raise ConfigError("rounds", f"must be >= 1, got {self.rounds}")
-        if self.gossip_steps < 1:
-            raise ConfigError("gossip_steps", f"must be >= 1, got {self.gossip_steps}")
-        if self.eval_every < 1:
-            raise ConfigError("eval_every", f"must be >= 1, got {self.eval_every}")
-        if self.site_shift < 0:
-            raise ConfigError("site_shift", f"must be >= 0, got {self.site_shift}")
-        if not self.arms:
-            raise ConfigError("arms", "name at least one arm")
-        unknown = [a for a in self.arms if a not in ARMS]
-        if unknown:
-            raise ConfigError("arms", f"unknown {unknown}; expected some of {', '.join(ARMS)}")
-        name, _ = parse_topology(self.topology)
-        if name not in TOPOLOGIES:
-            raise ConfigError("topology", f"unknown {name!r}; expected one of {', '.join(TOPOLOGIES)}")
-        parse_partition(self.partition)
-        self.faults.validate_for(self.peers)
+        self.faults.validate_for(self.setup.peers)
         self.train_config()
         self.protocol_config()
 
-    def protocol_config(self) -> ProtocolConfig:
-        """Protocol settings in virtual seconds (one local epoch takes ``faults.train_time``)."""
-        unit = self.faults.train_time * self.local_epochs
-        return ProtocolConfig(
-            gossip_steps=self.gossip_steps,
-            quorum=self.quorum,
-            deadline=DeadlineConfig(minimum=0.25 * unit, initial=1.0 * unit, maximum=10.0 * unit,
-                                    spread_factor=5.0),
-            suspect_after=6.0 * unit * max(1.0, self.faults.slowdown / 5),
-            heartbeat=1.5 * unit,
-            fetch_timeout=2.0 * unit,
-            linger=3.0 * unit,
-            isolation_wait=30.0 * unit,
-            convergence=ConvergenceConfig.for_run(self.converge_window, self.metric_tol, self.distance_tol,
-                                                  self.rounds, self.converge),
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SimConfig:
+        """The config of ``medswarm simulate``'s parsed options (raises ConfigError)."""
+        return cls(
+            setup=from_args(SimSetup, args),
+            learning=from_args(LearningConfig, args),
+            timing=from_args(TimingConfig, args),
+            faults=from_args(FaultConfig, args, jitter=min(args.jitter, args.delay)),
+            output=from_args(OutputConfig, args),
         )
+
+    def protocol_config(self) -> ProtocolConfig:
+        """The protocol settings every simulated peer runs (virtual seconds; as a real peer's)."""
+        return protocol_config(self.learning, self.timing)
 
     def train_config(self) -> TrainConfig:
         """The per-round local training settings of this run."""
-        return TrainConfig(
-            local_epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer
-        )
+        return self.learning.train_config()
 
 
 @dataclass
@@ -162,18 +120,19 @@ class Simulation:
                  state_dir: Path | None = None) -> None:
         self.config = config
         self.state_dir = state_dir
+        learning = config.learning
         self.federation = federation or build_federation(
-            config.data,
-            config.peers,
-            parse_partition(config.partition),
-            seed=config.seed,
-            site_shift=config.site_shift,
+            learning.data,
+            config.setup.peers,
+            parse_partition(learning.partition),
+            seed=learning.seed,
+            site_shift=config.setup.site_shift,
         )
         self.n = len(self.federation.sites)
         self.trainer = Trainer(self.federation.input_shape, self.federation.num_classes, config.train_config())
-        self.initial = self.trainer.initial_weights(config.seed)
-        name, params = parse_topology(config.topology)
-        self.topology = build_topology(name, self.n, seed=config.seed, **params)
+        self.initial = self.trainer.initial_weights(learning.seed)
+        name, params = parse_topology(config.setup.topology)
+        self.topology = build_topology(name, self.n, seed=learning.seed, **params)
 
     def run(self, progress: ProgressFn | None = None) -> list[ArmResult]:
         """Run every configured arm in order and return their results."""
@@ -184,7 +143,7 @@ class Simulation:
             "central": self.run_central,
             "cwt": self.run_cwt,
         }
-        return [runners[arm](progress) for arm in self.config.arms]
+        return [runners[arm](progress) for arm in self.config.setup.arms]
 
     # -- helpers -----------------------------------------------------------------
     def _eval(self, weights: dict[str, np.ndarray], site: int | None) -> tuple[Metrics, Metrics | None]:
@@ -209,8 +168,8 @@ class Simulation:
 
     def _evaluating(self, round_: int) -> bool:
         """Whether round ``round_`` is evaluated (every ``eval_every`` rounds and the last)."""
-        every = self.config.eval_every
-        return round_ % every == every - 1 or round_ == self.config.rounds - 1
+        every = self.config.output.eval_every
+        return round_ % every == every - 1 or round_ == self.config.learning.rounds - 1
 
     @staticmethod
     def _tick(progress: ProgressFn | None, arm: str, done: int, total: int) -> None:
@@ -220,11 +179,11 @@ class Simulation:
     # -- arms --------------------------------------------------------------------
     def run_swarm(self, progress: ProgressFn | None = None) -> ArmResult:
         """Gossip averaging with the leader-free protocol, on a virtual clock with faults."""
-        cfg = self.config
+        cfg, learning = self.config, self.config.learning
         swarm = VirtualSwarm(
             self.trainer, self.federation, self.topology, self.initial, cfg.protocol_config(), cfg.faults,
-            seed=cfg.seed, train_seed=lambda site, r: train_seed(cfg.seed, site, r),
-            float16=cfg.float16, sample_weighted=cfg.sample_weighted, eval_every=cfg.eval_every,
+            seed=learning.seed, train_seed=lambda site, r: train_seed(learning.seed, site, r),
+            float16=learning.float16, sample_weighted=learning.sample_weighted, eval_every=cfg.output.eval_every,
             state_dir=self.state_dir,
         )
         runs = swarm.run(None if progress is None else lambda done, total: progress("swarm", done, total))
@@ -277,7 +236,7 @@ class Simulation:
 
     def run_fedavg(self, progress: ProgressFn | None = None) -> ArmResult:
         """Server-based FedAvg: sample-weighted mean of the sites' encoded updates."""
-        cfg, fed = self.config, self.federation
+        cfg, fed = self.config.learning, self.federation
         result = ArmResult("fedavg")
         global_w = dict(self.initial)
         sent = [0] * self.n
@@ -311,7 +270,7 @@ class Simulation:
 
     def run_local(self, progress: ProgressFn | None = None) -> ArmResult:
         """Each site alone: no exchange at all."""
-        cfg, fed = self.config, self.federation
+        cfg, fed = self.config.learning, self.federation
         result = ArmResult("local")
         models = [dict(self.initial) for _ in range(self.n)]
         for r in range(cfg.rounds):
@@ -327,7 +286,7 @@ class Simulation:
 
     def run_central(self, progress: ProgressFn | None = None) -> ArmResult:
         """All training data pooled in one place: the upper reference (peer 0 holds it)."""
-        cfg, fed = self.config, self.federation
+        cfg, fed = self.config.learning, self.federation
         result = ArmResult("central")
         weights = dict(self.initial)
         for r in range(cfg.rounds):
@@ -342,7 +301,7 @@ class Simulation:
 
     def run_cwt(self, progress: ProgressFn | None = None) -> ArmResult:
         """Cyclical weight transfer: one model trains at each site in turn, every round."""
-        cfg, fed = self.config, self.federation
+        cfg, fed = self.config.learning, self.federation
         result = ArmResult("cwt")
         weights = dict(self.initial)
         sent = [0] * self.n
@@ -399,7 +358,8 @@ def summarize(results: Iterable[ArmResult], last: int = 5) -> dict[str, dict]:
 
 
 def config_dict(config: SimConfig) -> dict:
-    """The config as plain JSON-friendly data."""
-    data = asdict(config)
-    data["arms"] = list(config.arms)
-    return data
+    """The config as plain JSON-friendly data: one flat mapping of option names, faults nested."""
+    data = {**asdict(config.setup), **asdict(config.learning), **asdict(config.timing),
+            "faults": asdict(config.faults), **asdict(config.output)}
+    data["arms"] = list(config.setup.arms)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}

@@ -14,25 +14,36 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gossip.control import StopDecision
+from swarm.config import LearningConfig, TimingConfig, protocol_config
 from swarm.convergence import ConvergenceConfig
 from swarm.faults import Crash, Cut, FaultConfig, LateJoin
 from swarm.protocol import ProtocolConfig, SendControl
-from swarm.round_counter import DeadlineConfig
 from swarm.topology import build_topology, is_connected
 from swarm.virtual_swarm import VirtualSwarm
 from tests.fakes import FakeTrainer, fake_federation
 
 MAX_ROUNDS = 20
+#: virtual seconds per local epoch of these properties (the simulation's default is 5)
+EPOCH = 1.0
 
 
-def protocol(gossip_steps: int = 1, max_rounds: int = MAX_ROUNDS, slowdown: float = 1.0) -> ProtocolConfig:
-    return ProtocolConfig(
-        gossip_steps=gossip_steps,
-        deadline=DeadlineConfig(minimum=0.25, initial=1.0, maximum=10.0, spread_factor=5.0),
-        suspect_after=6.0 * max(1.0, slowdown / 5),
-        heartbeat=1.5,
-        fetch_timeout=2.0,
-        linger=3.0,
+def Faults(**kwargs) -> FaultConfig:  # noqa: N802 - stands for the config class
+    """A FaultConfig with this module's epoch."""
+    return FaultConfig(**{"train_time": EPOCH, **kwargs})
+
+
+def protocol(gossip_steps: int = 1, max_rounds: int = MAX_ROUNDS) -> ProtocolConfig:
+    """The protocol these properties were established with: timings in local epochs of
+    ``EPOCH`` virtual seconds (heartbeat 1.5, suspicion 6, deadline
+    0.25-10, fetch 2, linger 3 epochs), built by the same function as every peer's, with a
+    convergence vote suited to the fake trainer."""
+    epoch = EPOCH
+    timing = TimingConfig(heartbeat=1.5 * epoch, suspect_after=6 * epoch, deadline_min=0.25 * epoch,
+                          deadline_initial=epoch, deadline_max=10 * epoch, fetch_timeout=2 * epoch,
+                          linger=3 * epoch, isolation_wait=60 * epoch)
+    learning = LearningConfig(data="fake", partition="iid", gossip_steps=gossip_steps, rounds=max_rounds)
+    return dataclasses.replace(
+        protocol_config(learning, timing),
         convergence=ConvergenceConfig(window=3, metric_tol=0.01, distance_tol=1.5, min_rounds=4,
                                       max_rounds=max_rounds),
     )
@@ -77,7 +88,7 @@ class WatchedSwarm(VirtualSwarm):
 def run_swarm(n, topology, seed, faults, gossip_steps=1, max_rounds=MAX_ROUNDS, **overrides):
     graph = build_topology(topology, n, seed=seed, degree=3)
     trainer = FakeTrainer(n, seed)
-    config = protocol(gossip_steps, max_rounds, faults.slowdown if faults.stragglers else 1.0)
+    config = protocol(gossip_steps, max_rounds)
     swarm = WatchedSwarm(
         trainer, fake_federation(n, seed), graph, trainer.initial_weights(seed),
         dataclasses.replace(config, **overrides), faults,
@@ -104,7 +115,7 @@ def scenarios(draw):
     if topology == "smallworld" and n < 6:
         n = 6
     delay = draw(st.sampled_from([0.0, 0.02, 0.1, 0.3]))
-    faults = FaultConfig(
+    faults = Faults(
         delay=delay,
         jitter=draw(st.sampled_from([0.0, 0.5])) * delay,
         drop=draw(st.sampled_from([0.0, 0.05, 0.15])),
@@ -123,7 +134,7 @@ def scenarios(draw):
 @given(scenarios())
 def test_invariants_hold_under_random_faults(scenario):
     n, topology, seed, faults, steps = scenario
-    faults = FaultConfig(**{**faults.__dict__, "crashes": tuple(
+    faults = Faults(**{**faults.__dict__, "crashes": tuple(
         c for c in faults.crashes if c.back_at is None or c.back_at > c.at_round)})
     graph = build_topology(topology, n, seed=seed, degree=3)
     down = {c.peer for c in faults.crashes}
@@ -164,7 +175,7 @@ def test_invariants_hold_under_random_faults(scenario):
 
 def test_crashed_peers_do_not_block_the_others():
     """Three of eight peers die for good at round 3: the rest finish every round anyway."""
-    faults = FaultConfig(crashes=(Crash(1, 3), Crash(4, 3), Crash(6, 3)))
+    faults = Faults(crashes=(Crash(1, 3), Crash(4, 3), Crash(6, 3)))
     swarm, runs = run_swarm(8, "smallworld", 7, faults, max_rounds=15)
     live = [runs[p.index] for p in swarm.peers if p.alive]
     assert len(live) == 5
@@ -175,8 +186,8 @@ def test_crashed_peers_do_not_block_the_others():
 
 def test_a_straggler_does_not_set_the_pace():
     """Time per round with one 5x straggler stays far below 5x the fault-free time."""
-    base, base_runs = run_swarm(8, "smallworld", 3, FaultConfig(), max_rounds=12)
-    slow, slow_runs = run_swarm(8, "smallworld", 3, FaultConfig(stragglers=1, slowdown=5.0), max_rounds=12)
+    base, base_runs = run_swarm(8, "smallworld", 3, Faults(), max_rounds=12)
+    slow, slow_runs = run_swarm(8, "smallworld", 3, Faults(stragglers=1, slowdown=5.0), max_rounds=12)
 
     def per_round(swarm, runs):
         return np.mean([r.finish_time / (r.last_round + 1) for r in runs if not r.straggler])
@@ -191,7 +202,7 @@ def test_a_peer_cut_off_for_a_while_holds_then_catches_up_and_stops_with_the_res
     """Peer 2's links go down at its round 3 until the swarm reaches round 9. It holds its
     round instead of running on alone, catches up to the swarm when the links are back, and
     the swarm never adopts a model it trained alone."""
-    faults = FaultConfig(cuts=(Cut(2, 3, 9),))
+    faults = Faults(cuts=(Cut(2, 3, 9),))
     swarm, runs = run_swarm(8, "smallworld", 4, faults, max_rounds=16, isolation_wait=100.0)
     cut, others = swarm.peers[2].proto, [p.proto for p in swarm.peers if p.index != 2]
 
@@ -204,7 +215,7 @@ def test_a_peer_cut_off_for_a_while_holds_then_catches_up_and_stops_with_the_res
 
 def test_without_the_hold_a_cut_off_peer_runs_ahead_alone():
     """The positive control of the test above: ``isolation_wait=0`` is the old behaviour."""
-    faults = FaultConfig(cuts=(Cut(2, 3, 9),))
+    faults = Faults(cuts=(Cut(2, 3, 9),))
     swarm, runs = run_swarm(8, "smallworld", 4, faults, max_rounds=16, isolation_wait=0.0)
 
     # it never waited: as many rounds as anyone, trained alone, and never caught up
@@ -213,7 +224,7 @@ def test_without_the_hold_a_cut_off_peer_runs_ahead_alone():
 
 
 def test_late_joiner_catches_up_and_stops_with_the_rest():
-    faults = FaultConfig(late=(LateJoin(2, 5),))
+    faults = Faults(late=(LateJoin(2, 5),))
     swarm, runs = run_swarm(6, "ring", 1, faults, max_rounds=14)
     joiner = runs[2]
     assert joiner.joined_at > 0
@@ -222,14 +233,14 @@ def test_late_joiner_catches_up_and_stops_with_the_rest():
 
 
 def test_swarm_converges_before_max_rounds_when_losses_plateau():
-    swarm, runs = run_swarm(6, "full", 2, FaultConfig(), max_rounds=60)
+    swarm, runs = run_swarm(6, "full", 2, Faults(), max_rounds=60)
     stop = {r.stop_round for r in runs}
     assert len(stop) == 1 and stop.pop() < 59
     assert all(r.stop_reason.startswith("converged") for r in runs)
 
 
 def test_same_seed_same_story():
-    faults = FaultConfig(drop=0.1, stragglers=1, crashes=(Crash(3, 4, 9),))
+    faults = Faults(drop=0.1, stragglers=1, crashes=(Crash(3, 4, 9),))
     a, runs_a = run_swarm(8, "smallworld", 11, faults)
     b, runs_b = run_swarm(8, "smallworld", 11, faults)
     assert runs_a == runs_b
@@ -241,7 +252,7 @@ def test_lost_messages_are_recovered_so_every_peer_trains_every_round():
     misses and retries transfers after a few round trips, and its deadline learns from
     the neighbours it gave up on, so peers stay in step: none runs ahead alone, none
     falls behind far enough to catch up by adopting a model (skipping its training)."""
-    swarm, runs = run_swarm(12, "smallworld", 5, FaultConfig(drop=0.1), gossip_steps=3)
+    swarm, runs = run_swarm(12, "smallworld", 5, Faults(drop=0.1), gossip_steps=3)
     live = [p for p in swarm.peers if p.alive]
     assert swarm.control_dropped > 100 and swarm.transfers_dropped > 10
 

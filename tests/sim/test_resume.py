@@ -44,7 +44,7 @@ def run(tmp_path, before_restart=None):
     trainer = FakeTrainer(n, seed)
     swarm = RecordingSwarm(
         trainer, fake_federation(n, seed), build_topology("ring", n), trainer.initial_weights(seed),
-        no_early_stop(protocol(max_rounds=14)), FaultConfig(crashes=(Crash(2, 4, 8),)),
+        no_early_stop(protocol(max_rounds=14)), FaultConfig(crashes=(Crash(2, 4, 8),), train_time=1.0),
         seed=seed, train_seed=lambda site, r: site * 1000 + r, state_dir=tmp_path,
         before_restart=before_restart,
     )

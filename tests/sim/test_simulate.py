@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from peers.cli import main
+from swarm.config import LearningConfig, SimSetup
 from swarm.simulate import Simulation, SimConfig, summarize
 
 
@@ -52,8 +53,9 @@ def test_swarm_beats_local_training_on_breastmnist(breast_run):
 
 
 def final_consensus(gossip_steps):
-    sim = Simulation(SimConfig(data="heart", partition="sites", peers=4, rounds=6, seed=0,
-                               arms=("swarm",), gossip_steps=gossip_steps))
+    sim = Simulation(SimConfig(SimSetup(peers=4, arms=("swarm",)),
+                               LearningConfig(data="heart", partition="sites", rounds=6, seed=0,
+                                              gossip_steps=gossip_steps)))
     (result,) = sim.run()
     return np.mean([r["consensus_distance"] for r in result.rows if r["round"] == 5])
 
@@ -63,8 +65,8 @@ def test_more_gossip_steps_bring_the_peers_closer():
 
 
 def heart_summary(seed):
-    sim = Simulation(SimConfig(data="heart", partition="sites", peers=4, rounds=15, seed=seed,
-                               arms=("swarm", "fedavg", "local")))
+    sim = Simulation(SimConfig(SimSetup(peers=4, arms=("swarm", "fedavg", "local")),
+                               LearningConfig(data="heart", partition="sites", rounds=15, seed=seed)))
     return summarize(sim.run()), sim
 
 
@@ -86,11 +88,11 @@ def test_same_seed_gives_the_same_numbers_and_another_seed_does_not():
 
 
 def test_without_faults_every_peer_completes_every_round_with_its_neighbours_models():
-    sim = Simulation(SimConfig(data="heart", partition="sites", peers=4, rounds=10, seed=1,
-                               arms=("swarm",), converge=False))
+    sim = Simulation(SimConfig(SimSetup(peers=4, arms=("swarm",)),
+                               LearningConfig(data="heart", partition="sites", rounds=10, seed=1, converge=False)))
     summary = summarize(sim.run())["swarm"]
     # 4 peers on a ring, 2 neighbours each, gossip_steps models per round
-    most = 4 * 2 * sim.config.gossip_steps * sim.config.rounds
+    most = 4 * 2 * sim.config.learning.gossip_steps * sim.config.learning.rounds
     assert 0.9 * most <= summary["accepted"] <= most
     assert summary["rejected"] == 0
     assert summary["decision"] == {"stop_rounds": [9], "same_round": True, "reasons": ["max-rounds"]}

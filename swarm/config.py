@@ -1,0 +1,210 @@
+"""The typed configs of ``medswarm simulate``, ``peer`` and ``launch``, declared once.
+
+One frozen dataclass per concern; every field is a command-line option (``swarm.options``):
+
+- :class:`LearningConfig`: data, split, rounds, local training, gossip, convergence vote;
+- :class:`TimingConfig`: the protocol's timing in seconds (virtual seconds in the
+  simulation, where one local epoch takes ``--train-time`` seconds);
+- :class:`OutputConfig`: where results go and what is evaluated;
+- :class:`SimSetup`: the simulated swarm's shape (peers, topology, arms, scanner shift);
+- faults: ``swarm.faults.FaultConfig``; the real peer's network: ``peers.peer_options``.
+
+:func:`protocol_config` is the one place that turns (learning, timing) into the
+``ProtocolConfig`` both a simulated and a real peer run. Nothing heavy is imported here,
+so building the command line stays instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from swarm.errors import ConfigError, TopologyError
+from swarm.options import option, positive
+
+if TYPE_CHECKING:
+    from swarm.convergence import ConvergenceConfig
+    from swarm.protocol import ProtocolConfig
+    from swarm.training import TrainConfig
+
+ARMS = ("swarm", "fedavg", "local", "central", "cwt")
+
+#: ``medswarm launch`` runs all its peers on one host: shorter timings than between hospitals
+LAUNCH_TIMING = {"heartbeat": 1.0, "suspect_after": 10.0, "deadline_max": 20.0, "linger": 2.0}
+#: ``medswarm launch`` writes its results beside simulate's, not over them
+LAUNCH_OUTPUT = {"out": Path("runs/launch")}
+
+
+def default_partition(data: str) -> str:
+    """The split used when none is given: the natural sites of ``heart``, else label skew."""
+    return "sites" if data == "heart" else "dirichlet:0.5"
+
+
+def _at_least_one(**values: int) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise ConfigError(name, f"must be >= 1, got {value}")
+
+
+def _split_arms(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """What every peer of a swarm must agree on to learn together (the consortium's settings)."""
+
+    data: str = option("breastmnist", "breastmnist | pneumoniamnist | heart (shipped) | PATH.npz")
+    partition: str | None = option(None, "iid | dirichlet:ALPHA | quantity:ALPHA | sites "
+                                         "(default dirichlet:0.5; sites for heart)")
+    rounds: int = option(30, "maximum rounds")
+    local_epochs: int = option(1, "local epochs per round")
+    gossip_steps: int = option(3, "exchanges with neighbours per round")
+    lr: float = option(0.05, "learning rate")
+    batch_size: int = option(16, "batch size")
+    optimizer: str = option("sgd", "sgd | adam")
+    seed: int = option(0, "seed for split, initial weights and training, shared by the swarm")
+    float16: bool = option(False, "send float32 weights as float16 (half the bytes)")
+    uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
+    converge: bool = option(True, "run all --rounds, never stop early", flag="--no-converge")
+    converge_window: int = option(8, "rounds the validation loss must plateau before a peer votes")
+    metric_tol: float = option(0.02, "smallest validation-loss improvement that counts")
+    distance_tol: float = option(0.1, "largest relative distance to the neighbours' average when voting")
+
+    def __post_init__(self) -> None:
+        from swarm.partition import parse_partition
+
+        if self.partition is None:
+            object.__setattr__(self, "partition", default_partition(self.data))
+        parse_partition(self.partition)
+        _at_least_one(rounds=self.rounds, local_epochs=self.local_epochs, gossip_steps=self.gossip_steps,
+                      batch_size=self.batch_size, converge_window=self.converge_window)
+        positive("lr", self.lr)
+        positive("metric_tol", self.metric_tol, strict=False)
+        positive("distance_tol", self.distance_tol, strict=False)
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError("optimizer", f"expected sgd or adam, got {self.optimizer!r}")
+
+    @property
+    def sample_weighted(self) -> bool:
+        """Whether mixing weights follow sample counts (converging to FedAvg's mean)."""
+        return not self.uniform_mixing
+
+    def train_config(self) -> TrainConfig:
+        """The local training settings of one round."""
+        from swarm.training import TrainConfig
+
+        return TrainConfig(local_epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr,
+                           optimizer=self.optimizer)
+
+    def convergence_config(self) -> ConvergenceConfig:
+        """When a peer votes converged (never, with ``converge=False``: it runs all rounds)."""
+        from swarm.convergence import ConvergenceConfig
+
+        return ConvergenceConfig.for_run(self.converge_window, self.metric_tol, self.distance_tol,
+                                         self.rounds, self.converge)
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """The protocol's timing, in seconds, the same for a simulated and a real peer."""
+
+    quorum: float = option(1.0, "share of live neighbours whose model a peer waits for")
+    heartbeat: float = option(5.0, "seconds between progress records")
+    suspect_after: float = option(30.0, "seconds of silence before a neighbour is suspected")
+    deadline_min: float = option(1.0, "shortest adaptive wait for neighbours' models per phase, s; also "
+                                      "the shortest retry interval")
+    deadline_initial: float = option(5.0, "wait per phase until arrival delays were observed, s "
+                                          "(at most --deadline-max)")
+    deadline_max: float = option(120.0, "longest wait for neighbours' models per phase, s; also how long "
+                                        "a real peer waits for --wait-neighbours")
+    spread_factor: float = option(5.0, "adaptive deadline = median + this x scaled MAD of the arrival delays")
+    fetch_timeout: float = option(60.0, "longest try of one model transfer, s (at most --deadline-max)")
+    linger: float = option(30.0, "after stopping, how long to wait for a neighbour that has not reached the "
+                                 "stop round (to give it the final model); with none missing, a peer "
+                                 "leaves after two heartbeats")
+    isolation_wait: float = option(300.0, "when no neighbour can deliver a round (all silent or behind), "
+                                          "hold it this long for them before training one round alone",
+                                   metavar="SECONDS")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.quorum <= 1:
+            raise ConfigError("quorum", f"must be in (0, 1], got {self.quorum}")
+        for name in ("heartbeat", "suspect_after", "deadline_initial", "deadline_max", "fetch_timeout"):
+            positive(name, getattr(self, name))
+        for name in ("deadline_min", "spread_factor", "linger", "isolation_wait"):
+            positive(name, getattr(self, name), strict=False)
+        if self.heartbeat >= self.suspect_after:
+            raise ConfigError("heartbeat", f"must be shorter than suspect_after ({self.suspect_after:g} s), "
+                                           f"got {self.heartbeat:g}")
+        if self.deadline_min > self.deadline_max:
+            raise ConfigError("deadline_min", f"must be at most deadline_max ({self.deadline_max:g} s), "
+                                              f"got {self.deadline_min:g}")
+
+
+def protocol_config(learning: LearningConfig, timing: TimingConfig) -> ProtocolConfig:
+    """The protocol settings of one peer, simulated or real: the only place they are built.
+
+    ``deadline_initial`` and ``fetch_timeout`` are capped at ``deadline_max`` (so that a
+    short ``--deadline-max`` alone is enough).
+    """
+    from swarm.protocol import ProtocolConfig
+    from swarm.round_counter import DeadlineConfig
+
+    initial = min(timing.deadline_initial, timing.deadline_max)
+    return ProtocolConfig(
+        gossip_steps=learning.gossip_steps,
+        quorum=timing.quorum,
+        deadline=DeadlineConfig(minimum=min(timing.deadline_min, initial), initial=initial,
+                                maximum=timing.deadline_max, spread_factor=timing.spread_factor),
+        suspect_after=timing.suspect_after,
+        heartbeat=timing.heartbeat,
+        fetch_timeout=min(timing.fetch_timeout, timing.deadline_max),
+        linger=timing.linger,
+        isolation_wait=timing.isolation_wait,
+        convergence=learning.convergence_config(),
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where a command writes its results and how often it evaluates (each command uses some)."""
+
+    out: Path = option(Path("runs/simulate"), "output directory")
+    state_dir: Path | None = option(None, "checkpoints; a restart resumes from them "
+                                          "(simulate: every swarm peer's, in memory if not given)", type=Path)
+    report: Path | None = option(None, "final JSON report (default STATE_DIR/report.json)", type=Path)
+    quiet: bool = option(False, "no progress bar or live table")
+    eval_every: int = option(1, "evaluate every N rounds (and the last)")
+    eval_global: bool = option(False, "demos: evaluate on the split's held-out global test set every round "
+                                      "and append a row to STATE_DIR/metrics.jsonl (what medswarm launch "
+                                      "collects)")
+
+    def __post_init__(self) -> None:
+        _at_least_one(eval_every=self.eval_every)
+
+
+@dataclass(frozen=True)
+class SimSetup:
+    """The simulated swarm: how many peers, how they are linked, which arms run."""
+
+    peers: int = option(8, "number of simulated hospitals")
+    topology: str = option("ring", "ring | full | kregular[:K] | smallworld[:K[:P]] | exponential")
+    site_shift: float = option(0.0, "per-site scanner shift strength for images, 0 = none")
+    arms: tuple[str, ...] = option(ARMS, "comma-separated arms", type=str, parse=_split_arms)
+
+    def __post_init__(self) -> None:
+        from swarm.topology import parse_topology
+
+        _at_least_one(peers=self.peers)
+        positive("site_shift", self.site_shift, strict=False)
+        if not self.arms:
+            raise ConfigError("arms", "name at least one arm")
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise ConfigError("arms", f"unknown {unknown}; expected some of {', '.join(ARMS)}")
+        try:
+            parse_topology(self.topology)
+        except TopologyError as err:
+            raise ConfigError("topology", str(err)) from None
