@@ -111,20 +111,20 @@ class TimingConfig:
     """The protocol's timing, in seconds, the same for a simulated and a real peer."""
 
     quorum: float = option(1.0, "share of live neighbours whose model a peer waits for")
-    heartbeat: float = option(5.0, "seconds between progress records")
+    heartbeat: float = option(7.5, "seconds between progress records")
     suspect_after: float = option(30.0, "seconds of silence before a neighbour is suspected")
-    deadline_min: float = option(1.0, "shortest adaptive wait for neighbours' models per phase, s; also "
+    deadline_min: float = option(1.25, "shortest adaptive wait for neighbours' models per phase, s; also "
                                       "the shortest retry interval")
     deadline_initial: float = option(5.0, "wait per phase until arrival delays were observed, s "
                                           "(at most --deadline-max)")
-    deadline_max: float = option(120.0, "longest wait for neighbours' models per phase, s; also how long "
+    deadline_max: float = option(50.0, "longest wait for neighbours' models per phase, s; also how long "
                                         "a real peer waits for --wait-neighbours")
     spread_factor: float = option(5.0, "adaptive deadline = median + this x scaled MAD of the arrival delays")
-    fetch_timeout: float = option(60.0, "longest try of one model transfer, s (at most --deadline-max)")
-    linger: float = option(30.0, "after stopping, how long to wait for a neighbour that has not reached the "
+    fetch_timeout: float = option(10.0, "longest try of one model transfer, s (at most --deadline-max)")
+    linger: float = option(15.0, "after stopping, how long to wait for a neighbour that has not reached the "
                                  "stop round (to give it the final model); with none missing, a peer "
                                  "leaves after two heartbeats")
-    isolation_wait: float = option(300.0, "when no neighbour can deliver a round (all silent or behind), "
+    isolation_wait: float = option(150.0, "when no neighbour can deliver a round (all silent or behind), "
                                           "hold it this long for them before training one round alone",
                                    metavar="SECONDS")
 

@@ -81,10 +81,10 @@ class FaultConfig:
     control message and every model transfer.
     """
 
-    delay: float = option(0.05, "one-way link delay, s")
-    jitter: float = option(0.02, "uniform +- jitter on each delay, s (at most --delay)")
+    delay: float = option(0.25, "one-way link delay, s")
+    jitter: float = option(0.1, "uniform +- jitter on each delay, s (at most --delay)")
     drop: float = option(0.0, "probability that any message or transfer is lost")
-    bandwidth: float = 100e6
+    bandwidth: float = 20e6
     train_time: float = option(5.0, "virtual seconds per local epoch")
     train_jitter: float = 0.1
     stragglers: int = option(0, "number of slow peers")

@@ -70,9 +70,10 @@ class Membership:
         seq = self.next_seq()
         self.next_heartbeat = now + self.config.heartbeat
         vote = self.convergence.votes.get(self.links.peer_id)
+        distance = finite_or_none(self.distance)  # a distance is never negative on the wire
         msg = Progress(
             self.links.peer_id, seq, round_,
-            finite_or_none(self.loss), finite_or_none(self.metric), finite_or_none(self.distance),
+            finite_or_none(self.loss), finite_or_none(self.metric), None if distance is None else max(0.0, distance),
             bool(vote.converged) if vote else False, self.convergence.streak, self.config.progress_ttl,
         )
         return [SendControl(p, msg) for p in self.links.peers]

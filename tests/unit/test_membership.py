@@ -7,7 +7,7 @@ import math
 
 from gossip.control import Progress, StopDecision
 from swarm.convergence import ConvergenceConfig, ConvergenceTracker
-from swarm.membership import Membership, finite
+from swarm.membership import Membership
 from swarm.neighbourhood import Neighbourhood
 from swarm.protocol_types import ProtocolConfig, SendControl
 
@@ -97,6 +97,3 @@ def test_in_touch_after_suspect_after_and_not_again_until_as_long_after_a_cut():
     assert part.in_touch(31.0)
 
 
-def test_finite_drops_nan_and_inf_and_raises_to_the_floor():
-    assert finite(None) is None and finite(math.inf) is None and finite(math.nan) is None
-    assert finite(-2.0, low=0.0) == 0.0 and finite(3) == 3.0
