@@ -7,7 +7,7 @@ negotiated, so it never gets a stream, not even identify or ping. Every medswarm
 handler checks the remote peer again.
 
 Control messages go over ``/medswarm/control/1``: one long-lived stream per neighbour and
-direction, length-prefixed frames (see :mod:`gossip.libp2p_framing`). Not gossipsub: the
+direction, length-prefixed frames (:mod:`gossip.libp2p_control_streams`). Not gossipsub: the
 protocol layer only needs "send these bytes to that neighbour", and a direct stream gives
 exactly that, with the link's authenticated peer id as sender, in order, with no mesh to
 form first and none of gossipsub's silent drops (size, rate, 32-message queue). The one
@@ -15,7 +15,10 @@ queue that can drop is ours (``receive_queue``), as in the in-memory transport.
 
 Weights are pulled over ``/medswarm/weights/1``, one stream per fetch, bounded by
 ``max_bytes`` and ``fetch_timeout``; the fetcher checks the bytes hash to the digest it
-asked for and acknowledges.
+asked for and acknowledges (:mod:`gossip.libp2p_weights`).
+
+This module runs the host and decides who may talk: open transport, neighbour, allow-list
+checks on every call and incoming stream; the two protocol modules above move the bytes.
 
 Only ``TransportError`` (and its subclasses) leaves this module: library exceptions,
 including the bare exception groups ``connect`` can raise, are translated here.
@@ -32,23 +35,21 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
-from libp2p.custom_types import TProtocol
 from libp2p.network.swarm import Swarm
-from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from gossip import libp2p_framing as fr
-from gossip.codec import digest as payload_digest
 from gossip.control import MAX_CONTROL_BYTES
-from gossip.errors import BadPayload, TransportError
+from gossip.errors import TransportError
+from gossip.libp2p_control_streams import CONTROL_PROTOCOL, ControlStreams
 from gossip.libp2p_host import describe_error, new_gated_host, parse_tcp_listen_addr, sole_leaf
 from gossip.libp2p_identity import Consortium, NodeKey
+from gossip.libp2p_streams import remote_peer, reset_quietly
+from gossip.libp2p_weights import WEIGHTS_PROTOCOL, WeightsService
 from gossip.transport import Envelope, Payload
 
 log = logging.getLogger(__name__)
 
-CONTROL_PROTOCOL = TProtocol("/medswarm/control/1")
-WEIGHTS_PROTOCOL = TProtocol("/medswarm/weights/1")
+__all__ = ["CONTROL_PROTOCOL", "WEIGHTS_PROTOCOL", "Libp2pConfig", "Libp2pTransport"]
 
 
 @dataclass(frozen=True)
@@ -79,19 +80,6 @@ class Libp2pConfig:
             raise TransportError(f"config: dial_retries must be >= 0, got {self.dial_retries}")
 
 
-class _Reader:
-    """A libp2p stream seen as ``read(n)`` returning ``b""`` at its end (see libp2p_framing)."""
-
-    def __init__(self, stream: INetStream) -> None:
-        self._stream = stream
-
-    async def read(self, n: int | None = None) -> bytes:
-        try:
-            return await self._stream.read(n)
-        except EOFError:  # libp2p's StreamEOF subclasses it
-            return b""
-
-
 class _Watcher(INotifee):
     """Wakes ``wait_for_neighbour`` and drops cached control streams on (dis)connection."""
 
@@ -102,7 +90,7 @@ class _Watcher(INotifee):
         self._t._links_changed()
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._t._forget_stream(str(conn.muxed_conn.peer_id))
+        self._t._control.forget(str(conn.muxed_conn.peer_id))
         self._t._links_changed()
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
@@ -116,16 +104,6 @@ class _Watcher(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
         return None
-
-
-async def _reset_quietly(stream: INetStream | None) -> None:
-    if stream is None:
-        return
-    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-        try:
-            await stream.reset()
-        except Exception:  # noqa: BLE001, S110 - the stream or its connection is already gone
-            pass
 
 
 class Libp2pTransport:
@@ -148,17 +126,21 @@ class Libp2pTransport:
         self._consortium = consortium
         self.config = config
         self._nursery = nursery
-        self._recv_in, self._recv_out = trio.open_memory_channel[Envelope](config.receive_queue)
-        self._offers: dict[str, Payload] = {}
-        self._out: dict[str, INetStream] = {}
-        self._send_locks: dict[str, trio.Lock] = {}
+        self._control = ControlStreams(host, key.peer_id, config, nursery)
+        self._weights = WeightsService(host, key.peer_id, config)
         self._changed = trio.Event()
         self._closed = False
         self._shutdown_done: trio.Event | None = None
-        #: control messages dropped because ``receive`` was not keeping up
-        self.dropped = 0
-        #: payload bytes served to neighbours that acknowledged them (weights sent)
-        self.bytes_served = 0
+
+    @property
+    def dropped(self) -> int:
+        """Control messages dropped because ``receive`` was not keeping up."""
+        return self._control.dropped
+
+    @property
+    def bytes_served(self) -> int:
+        """Payload bytes served to neighbours that acknowledged them (weights sent)."""
+        return self._weights.bytes_served
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -238,9 +220,8 @@ class Libp2pTransport:
         if self._closed:
             return
         self._closed = True
-        self._offers.clear()
-        self._recv_out.close()
-        self._recv_in.close()
+        self._weights.clear()
+        self._control.close()
         self._links_changed()
         self._nursery.start_soon(self._shutdown)
         log.info("event=closed peer=%s", self.peer_id)
@@ -334,21 +315,28 @@ class Libp2pTransport:
         log.info("event=connected peer=%s to=%s", self.peer_id, peer)
         return peer
 
-    def _remote(self, stream: INetStream) -> str:
-        return str(stream.muxed_conn.peer_id)
-
     def _check_neighbour(self, peer: str) -> None:
         self._check_open()
         if peer not in self.neighbours():
             raise TransportError(f"{peer} is not a neighbour of {self.peer_id}")
 
-    def _admits(self, stream: INetStream, protocol: str) -> bool:
-        remote = self._remote(stream)
+    async def _admit(self, stream: INetStream, protocol: str) -> bool:
+        """Whether an incoming stream may be served; a refused one is reset."""
+        remote = remote_peer(stream)
         if self._closed or not self._allowed(remote):
             log.warning("event=refused-stream peer=%s remote=%s protocol=%s closed=%s",
                         self.peer_id, remote, protocol, self._closed)
+            await reset_quietly(stream)
             return False
         return True
+
+    async def _serve_control(self, stream: INetStream) -> None:
+        if await self._admit(stream, CONTROL_PROTOCOL):
+            await self._control.serve(stream)
+
+    async def _serve_weights(self, stream: INetStream) -> None:
+        if await self._admit(stream, WEIGHTS_PROTOCOL):
+            await self._weights.serve(stream)
 
     # ------------------------------------------------------------------ control
     async def send(self, peer: str, data: bytes) -> None:
@@ -359,77 +347,12 @@ class Libp2pTransport:
         case the neighbour restarted).
         """
         self._check_neighbour(peer)
-        if len(data) > self.config.max_control_bytes:
-            raise TransportError(f"control message of {len(data)} bytes exceeds "
-                                 f"{self.config.max_control_bytes}")
-        frame = fr.encode_control(data)
-        lock = self._send_locks.setdefault(peer, trio.Lock())
-        async with lock:
-            for attempt in (1, 2):
-                stream = self._out.get(peer)
-                fresh = stream is None
-                written = False
-                try:
-                    with trio.fail_after(self.config.send_timeout):
-                        if stream is None:
-                            stream = await self._host.new_stream(ID.from_base58(peer),
-                                                                 [CONTROL_PROTOCOL])
-                            self._out[peer] = stream
-                        await stream.write(frame)
-                    written = True
-                    return
-                except trio.TooSlowError:
-                    raise TransportError(f"sending to {peer} timed out") from None
-                except Exception as err:
-                    if fresh or attempt == 2:
-                        raise TransportError(
-                            f"cannot send to {peer}: {describe_error(err)}") from err
-                    log.info("event=control-stream-stale peer=%s to=%s detail=%s",
-                             self.peer_id, peer, describe_error(err))
-                finally:
-                    if not written and stream is not None:  # a half-written frame would desynchronise it
-                        if self._out.get(peer) is stream:
-                            self._out.pop(peer, None)
-                        await _reset_quietly(stream)
-
-    def _forget_stream(self, peer: str) -> None:
-        stream = self._out.pop(peer, None)
-        if stream is not None and not self._closed:  # once closed, the host resets them all
-            self._nursery.start_soon(_reset_quietly, stream)
+        await self._control.send(peer, data)
 
     async def receive(self) -> Envelope:
         """Wait for the next control message; ``TransportError`` once closed."""
         self._check_open()
-        try:
-            return await self._recv_out.receive()
-        except (trio.ClosedResourceError, trio.EndOfChannel):
-            raise TransportError(f"transport of {self.peer_id} is closed") from None
-
-    async def _serve_control(self, stream: INetStream) -> None:
-        if not self._admits(stream, CONTROL_PROTOCOL):
-            await _reset_quietly(stream)
-            return
-        sender = self._remote(stream)
-        reader = _Reader(stream)
-        try:
-            while True:
-                data = await fr.read_control(reader, self.config.max_control_bytes)
-                if data is None:
-                    break
-                try:
-                    self._recv_in.send_nowait(Envelope(sender, data))
-                except trio.WouldBlock:
-                    self.dropped += 1
-                    log.warning("event=control-dropped peer=%s from=%s reason=queue-full",
-                                self.peer_id, sender)
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    break
-            with trio.move_on_after(1.0):
-                await stream.close()
-        except Exception as err:  # noqa: BLE001 - framing error, reset, closed connection
-            log.info("event=control-stream-ended peer=%s from=%s detail=%s",
-                     self.peer_id, sender, describe_error(err))
-            await _reset_quietly(stream)
+        return await self._control.receive()
 
     # ------------------------------------------------------------------ weights
     def offer(self, digest: str, payload: Payload) -> None:
@@ -438,13 +361,7 @@ class Libp2pTransport:
         Raises ``TransportError`` once closed or for a payload over ``max_payload_bytes``.
         """
         self._check_open()
-        if len(payload) > self.config.max_payload_bytes:
-            raise TransportError(f"payload of {len(payload)} bytes exceeds "
-                                 f"{self.config.max_payload_bytes}")
-        self._offers.pop(digest, None)
-        self._offers[digest] = payload
-        while len(self._offers) > self.config.max_offers:
-            self._offers.pop(next(iter(self._offers)))
+        self._weights.offer(digest, payload)
 
     async def fetch(self, peer: str, digest: str, max_bytes: int) -> Payload:
         """Pull what ``peer`` offers under ``digest``, checking size, deadline and digest.
@@ -455,73 +372,4 @@ class Libp2pTransport:
         not hash to ``digest`` (the peer misbehaved: the caller counts it).
         """
         self._check_neighbour(peer)
-        if max_bytes < 0:
-            raise TransportError(f"max_bytes must be >= 0, got {max_bytes}")
-        request = fr.encode_request(digest, min(max_bytes, 2**63))  # u64 on the wire
-        stream: INetStream | None = None
-        done = False
-        try:
-            with trio.fail_after(self.config.fetch_timeout):
-                stream = await self._host.new_stream(ID.from_base58(peer), [WEIGHTS_PROTOCOL])
-                await stream.write(request)
-                reader = _Reader(stream)
-                status, length, echoed = await fr.read_response_head(reader)
-                if echoed != digest:
-                    raise BadPayload("digest-mismatch", f"{peer} answered for {echoed!r}, asked {digest}")
-                if status == fr.NOT_FOUND:
-                    raise TransportError(f"{peer} does not offer {digest}")
-                if status == fr.TOO_LARGE or (status == fr.OK and length > max_bytes):
-                    raise BadPayload("oversized", f"{peer} offers {length} bytes > limit {max_bytes}")
-                if status != fr.OK:
-                    raise fr.FrameError(f"{peer} answered {fr.STATUS_NAMES[status]}")
-                data = await fr.read_exactly(reader, length, "payload")
-                if payload_digest(data) != digest:
-                    await stream.write(fr.NAK)
-                    raise BadPayload("digest-mismatch",
-                                     f"{peer} sent bytes that do not match digest {digest}")
-                await stream.write(fr.ACK)
-                await stream.close()
-                done = True
-                return data
-        except TransportError:
-            raise
-        except trio.TooSlowError:
-            raise TransportError(f"fetch of {digest} from {peer} timed out after "
-                                 f"{self.config.fetch_timeout} s") from None
-        except Exception as err:
-            raise TransportError(f"fetch of {digest} from {peer} failed: "
-                                 f"{describe_error(err)}") from err
-        finally:
-            if not done:
-                await _reset_quietly(stream)
-
-    async def _serve_weights(self, stream: INetStream) -> None:
-        if not self._admits(stream, WEIGHTS_PROTOCOL):
-            await _reset_quietly(stream)
-            return
-        remote = self._remote(stream)
-        reader = _Reader(stream)
-        try:
-            with trio.fail_after(self.config.serve_timeout):
-                digest, max_bytes = await fr.read_request(reader)
-                payload = self._offers.get(digest)
-                if payload is None:
-                    await stream.write(fr.encode_response_head(fr.NOT_FOUND, 0, digest))
-                elif len(payload) > min(max_bytes, self.config.max_payload_bytes):
-                    await stream.write(fr.encode_response_head(fr.TOO_LARGE, len(payload), digest))
-                else:
-                    await stream.write(fr.encode_response_head(fr.OK, len(payload), digest))
-                    view = memoryview(payload).cast("B")
-                    step = self.config.chunk_bytes
-                    for start in range(0, len(view), step):
-                        await stream.write(bytes(view[start:start + step]))
-                    ack = await fr.read_exactly(reader, 1, "acknowledgement")
-                    if ack == fr.ACK:
-                        self.bytes_served += len(view)
-                    log.info("event=served peer=%s to=%s digest=%s bytes=%d ack=%s", self.peer_id,
-                             remote, digest, len(view), "ok" if ack == fr.ACK else "refused")
-                await stream.close()
-        except Exception as err:  # noqa: BLE001 - timeout, bad frame, reset: drop this fetch
-            log.info("event=serve-failed peer=%s to=%s detail=%s", self.peer_id, remote,
-                     describe_error(err))
-            await _reset_quietly(stream)
+        return await self._weights.fetch(peer, digest, max_bytes)

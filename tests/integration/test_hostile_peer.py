@@ -32,7 +32,8 @@ from gossip.codec import WeightsMessage, digest, encode
 from gossip.control import Announce, decode_control, encode_control
 from gossip.errors import CodecError, TransportError
 from gossip.libp2p_identity import Consortium, load_key
-from gossip.libp2p_transport import Libp2pTransport, _Reader, _reset_quietly
+from gossip.libp2p_streams import StreamReader, remote_peer, reset_quietly
+from gossip.libp2p_transport import Libp2pTransport
 from swarm.checkpoint import CheckpointStore
 from swarm.partition import build_federation, parse_partition
 from swarm.training import TrainConfig, Trainer
@@ -74,11 +75,11 @@ class HostileTransport(Libp2pTransport):
     requested: dict[str, set[str]]
 
     async def _serve_weights(self, stream) -> None:
-        reader = _Reader(stream)
+        reader = StreamReader(stream)
         try:
             key, _max_bytes = await fr.read_request(reader)
-            self.requested.setdefault(self._remote(stream), set()).add(key)
-            data = self._offers.get(key)
+            self.requested.setdefault(remote_peer(stream), set()).add(key)
+            data = self._weights.get(key)
             if data is None:
                 await stream.write(fr.encode_response_head(fr.NOT_FOUND, 0, key))
             else:
@@ -88,7 +89,7 @@ class HostileTransport(Libp2pTransport):
                     await fr.read_exactly(reader, 1, "acknowledgement")
             await stream.close()
         except Exception:  # noqa: BLE001 - the receiver hung up on us, as it should
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
 
 
 def reference_weights() -> tuple[str, dict[str, np.ndarray]]:
