@@ -1,8 +1,16 @@
 """Who a peer is on libp2p, and which peers belong to the consortium.
 
-A hospital's identity is an Ed25519 private key kept in a file (libp2p's protobuf
-private-key encoding, the format go-libp2p and js-libp2p read too); its peer id is derived
-from the public key. Ed25519 only: RSA identities break js-libp2p's identify.
+A hospital's identity is an Ed25519 private key kept in a file in libp2p's protobuf
+private-key encoding, laid out as go-libp2p and js-libp2p write and read it::
+
+    08 01          field 1, KeyType = Ed25519 (1)
+    12 40          field 2, Data, 64 bytes long
+    <32-byte seed><32-byte public key>
+
+Files written by medswarm before (``08 01 12 20`` + the 32-byte seed alone) still load.
+The peer id is derived from the public key. Ed25519 only: RSA identities break js-libp2p's
+identify. Key files are written atomically (a temporary file, then a hard link that never
+replaces an existing file), mode 0600.
 
 The consortium is a TOML file that every member holds a copy of::
 
@@ -13,7 +21,8 @@ The consortium is a TOML file that every member holds a copy of::
 ``Libp2pTransport`` refuses connections from peer ids that are not in it.
 
 Errors: every failure raises :class:`IdentityError` with a one-line message naming the
-file (missing file, unsafe file mode, bad TOML, bad or duplicate peer id).
+file (missing file, unsafe file mode, malformed key, key whose public half does not match
+its seed, bad TOML, bad or duplicate peer id).
 """
 
 from __future__ import annotations
@@ -21,13 +30,13 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.ed25519 import Ed25519PrivateKey, create_new_key_pair
 from libp2p.crypto.keys import KeyPair, KeyType
-from libp2p.crypto.serialization import deserialize_private_key
 from libp2p.peer.id import ID
 
 from gossip.errors import GossipError
@@ -36,6 +45,11 @@ log = logging.getLogger(__name__)
 
 #: A name must be short and printable, so it can appear in a log line as is.
 MAX_NAME_CHARS = 64
+
+#: Protobuf tags of libp2p's ``PrivateKey``: field 1 varint (KeyType), field 2 bytes (Data).
+_TAG_KEY_TYPE, _TAG_DATA = 0x08, 0x12
+#: Lengths of an Ed25519 seed, and of the seed followed by its public key (go/js-libp2p).
+SEED_BYTES, ED25519_KEY_BYTES = 32, 64
 
 
 class IdentityError(GossipError):
@@ -47,7 +61,8 @@ class IdentityError(GossipError):
         The file concerned, or ``None`` for an in-memory value.
     reason:
         Short machine-friendly reason, e.g. ``"missing"``, ``"unsafe-mode"``, ``"bad-key"``,
-        ``"bad-toml"``, ``"bad-peer-id"``, ``"duplicate"``, ``"exists"``.
+        ``"wrong-key-type"``, ``"key-mismatch"``, ``"io"``, ``"bad-toml"``, ``"bad-peer-id"``,
+        ``"duplicate"``, ``"exists"``.
     """
 
     def __init__(self, reason: str, detail: str, path: Path | None = None) -> None:
@@ -71,12 +86,77 @@ class NodeKey:
     @classmethod
     def generate(cls) -> NodeKey:
         """A fresh random Ed25519 identity (not saved anywhere)."""
-        pair = create_new_key_pair()
+        return cls.from_pair(create_new_key_pair())
+
+    @classmethod
+    def from_pair(cls, pair: KeyPair) -> NodeKey:
+        """Wrap an existing libp2p key pair, deriving its peer id."""
         return cls(pair, str(ID.from_pubkey(pair.public_key)))
 
 
+def encode_private_key(private: Ed25519PrivateKey) -> bytes:
+    """The go/js-libp2p key file bytes: ``08 01 12 40``, the 32-byte seed, the public key."""
+    data = private.to_bytes() + private.get_public_key().to_bytes()
+    return bytes([_TAG_KEY_TYPE, KeyType.Ed25519.value, _TAG_DATA, len(data)]) + data
+
+
+def decode_private_key(blob: bytes, path: Path | None = None) -> Ed25519PrivateKey:
+    """Read an Ed25519 private key protobuf: 64-byte go/js form or medswarm's old 32-byte seed.
+
+    Raises
+    ------
+    IdentityError
+        ``bad-key`` (not that protobuf, or Data neither 32 nor 64 bytes long),
+        ``wrong-key-type`` (not Ed25519) or ``key-mismatch`` (the public half of a 64-byte
+        key is not the one its seed gives: a corrupt or hand-edited file).
+    """
+    try:
+        key_type, data = _parse_private_key(blob)
+    except ValueError as err:
+        raise IdentityError("bad-key", f"not a libp2p private key file ({err})", path) from None
+    if key_type != KeyType.Ed25519.value:
+        name = next((t.name for t in KeyType if t.value == key_type), f"type {key_type}")
+        raise IdentityError("wrong-key-type", f"key is {name}, expected Ed25519", path)
+    if len(data) not in (SEED_BYTES, ED25519_KEY_BYTES):
+        raise IdentityError(
+            "bad-key",
+            f"Ed25519 key is {len(data)} bytes, expected {ED25519_KEY_BYTES} (seed and public key)"
+            f" or {SEED_BYTES} (seed)", path)
+    private = Ed25519PrivateKey.from_bytes(data[:SEED_BYTES])
+    if len(data) == ED25519_KEY_BYTES and data[SEED_BYTES:] != private.get_public_key().to_bytes():
+        raise IdentityError("key-mismatch", "public half of the Ed25519 key does not match"
+                            " its seed (corrupt or edited file)", path)
+    return private
+
+
+def _parse_private_key(blob: bytes) -> tuple[int, bytes]:
+    """Split ``08 <type varint> 12 <length varint> <data>``; ValueError if not.
+
+    Fields in that order and nothing else, as go-, js- and py-libp2p all write them.
+    """
+    if blob[:1] != bytes([_TAG_KEY_TYPE]):
+        raise ValueError("no key type field")
+    key_type, pos = _read_varint(blob, 1)
+    if blob[pos:pos + 1] != bytes([_TAG_DATA]):
+        raise ValueError("no key data field")
+    length, pos = _read_varint(blob, pos + 1)
+    if pos + length != len(blob):
+        raise ValueError(f"key data should be {length} bytes, file has {len(blob) - pos}")
+    return key_type, blob[pos:]
+
+
+def _read_varint(blob: bytes, pos: int) -> tuple[int, int]:
+    """A protobuf varint at ``pos`` (at most 10 bytes): ``(value, position after it)``."""
+    value = 0
+    for i, byte in enumerate(blob[pos:pos + 10]):
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos + i + 1
+    raise ValueError("truncated varint")
+
+
 def save_key(key: NodeKey, path: str | Path) -> None:
-    """Write ``key`` to a new file readable by its owner only (mode 0600).
+    """Write ``key`` in the go/js-libp2p layout to a new file readable by its owner only (0600).
 
     Raises
     ------
@@ -84,24 +164,56 @@ def save_key(key: NodeKey, path: str | Path) -> None:
         ``exists`` if the file is already there (an identity is never overwritten),
         ``io`` if it cannot be written.
     """
-    write_secret_file(path, key.key_pair.private_key.serialize(), "key file")
+    private = key.key_pair.private_key
+    if not isinstance(private, Ed25519PrivateKey):
+        raise IdentityError(
+            "wrong-key-type", f"key is {private.get_type().name}, expected Ed25519")
+    write_secret_file(path, encode_private_key(private), "key file")
 
 
 def write_secret_file(path: str | Path, data: bytes, what: str) -> None:
-    """Create ``path`` with ``data``, mode 0600, fsynced; never overwrite (``exists``)."""
+    """Create ``path`` with ``data``, mode 0600, atomically and durably; never overwrite.
+
+    The bytes go to a temporary file ``.NAME.XXXX.tmp`` (mode 0600) in the same directory,
+    which is fsynced and then hard-linked to ``path``: the link fails if ``path`` exists,
+    so a reader sees no file or the whole file, and a killed writer leaves no half key.
+
+    Raises
+    ------
+    IdentityError
+        ``exists`` if ``path`` is already there, ``io`` if it cannot be written (including
+        a filesystem without hard links).
+    """
     path = Path(path)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists() or path.is_symlink():
         raise IdentityError("exists", f"{what} already exists; refusing to overwrite", path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
         raise IdentityError("io", f"cannot create {what} ({err.strerror})", path) from err
     try:
-        os.fchmod(fd, 0o600)  # the umask may have removed bits, never added them; be explicit
-        os.write(fd, data)
-        os.fsync(fd)
+        try:
+            os.fchmod(fd, 0o600)  # mkstemp's default, but say it: this is a secret
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
+        _fsync_dir(path.parent)
+    except FileExistsError:
+        raise IdentityError(
+            "exists", f"{what} already exists; refusing to overwrite", path) from None
     except OSError as err:
         raise IdentityError("io", f"cannot write {what} ({err.strerror})", path) from err
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a new directory entry durable (as ``swarm.atomic_file``, which gossip can't import)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -114,7 +226,7 @@ def generate_key_file(path: str | Path) -> NodeKey:
 
 
 def load_key(path: str | Path, *, allow_unsafe_mode: bool = False) -> NodeKey:
-    """Read an Ed25519 identity written by :func:`save_key` (or by go/js-libp2p).
+    """Read an Ed25519 identity written by :func:`save_key`, go/js-libp2p or older medswarm.
 
     A key file that group or others may read or write is refused, as ssh refuses an
     unprotected private key: whoever copies it can pose as this hospital. Pass
@@ -124,8 +236,8 @@ def load_key(path: str | Path, *, allow_unsafe_mode: bool = False) -> NodeKey:
     Raises
     ------
     IdentityError
-        ``missing``, ``unsafe-mode``, ``io``, ``bad-key`` (not a libp2p private key) or
-        ``wrong-key-type`` (not Ed25519).
+        ``missing``, ``unsafe-mode``, ``io``, or those of :func:`decode_private_key`
+        (``bad-key``, ``wrong-key-type``, ``key-mismatch``).
     """
     path = Path(path)
     try:
@@ -140,16 +252,8 @@ def load_key(path: str | Path, *, allow_unsafe_mode: bool = False) -> NodeKey:
         if not allow_unsafe_mode:
             raise IdentityError("unsafe-mode", detail, path)
         log.warning("event=unsafe-key-mode path=%s mode=%o", path, mode & 0o777)
-    try:
-        private = deserialize_private_key(data)
-    except Exception as err:  # protobuf / nacl raise assorted types: translate them all
-        raise IdentityError("bad-key", "not a libp2p private key file", path) from err
-    if private.get_type() != KeyType.Ed25519:
-        raise IdentityError(
-            "wrong-key-type", f"key is {private.get_type().name}, expected Ed25519", path
-        )
-    pair = KeyPair(private, private.get_public_key())
-    return NodeKey(pair, str(ID.from_pubkey(pair.public_key)))
+    private = decode_private_key(data, path)
+    return NodeKey.from_pair(KeyPair(private, private.get_public_key()))
 
 
 def parse_peer_id(text: str) -> str:
