@@ -6,6 +6,12 @@ One long-lived stream per neighbour and direction, length-prefixed frames (see
 :mod:`gossip.libp2p_framing`); a stale outgoing stream (the neighbour restarted) is
 replaced once. Received messages wait in a bounded queue: when ``receive`` does not keep
 up, the newest are dropped and counted (``dropped``), as in the in-memory transport.
+
+Bounds per peer (``Libp2pConfig``): at most ``max_control_streams`` incoming streams open at
+once (a further one is reset), an incoming stream silent for ``control_idle_timeout`` is
+closed, and messages beyond ``control_rate`` (a token bucket of ``control_burst``) are
+dropped. Framing errors, refused streams and dropped messages are counted by reason in
+``refused``; the peer counts them as bad control.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from gossip import libp2p_framing as fr
 from gossip.errors import TransportError
 from gossip.libp2p_host import describe_error
 from gossip.libp2p_streams import StreamReader, remote_peer, reset_quietly
+from gossip.rate_limit import TokenBucket
 from gossip.transport import Envelope
 
 if TYPE_CHECKING:
@@ -51,6 +58,12 @@ class ControlStreams:
         self._closed = False
         #: control messages dropped because ``receive`` was not keeping up
         self.dropped = 0
+        #: control input refused, by reason (see the module docstring)
+        self.refused: dict[str, int] = {"bad-frame": 0, "too-many-streams": 0, "rate-limited": 0}
+        #: incoming streams closed for being idle longer than ``control_idle_timeout``
+        self.idle_closed = 0
+        self._open: dict[str, int] = {}  # incoming streams open per peer
+        self._rates: dict[str, TokenBucket] = {}  # per allowed peer, so bounded by the consortium
 
     def close(self) -> None:
         """Stop queueing; a waiting or later :meth:`receive` raises ``TransportError``."""
@@ -107,14 +120,40 @@ class ControlStreams:
             raise TransportError(f"transport of {self._own} is closed") from None
 
     async def serve(self, stream: INetStream) -> None:
-        """Queue the frames arriving on an admitted incoming control stream until it ends."""
+        """Queue the frames arriving on an admitted incoming control stream until it ends, is
+        idle too long or breaks the framing; refuse it beyond ``max_control_streams``."""
         sender = remote_peer(stream)
+        if self._open.get(sender, 0) >= self._config.max_control_streams:
+            self._refuse(sender, "too-many-streams")
+            await reset_quietly(stream)
+            return
+        self._open[sender] = self._open.get(sender, 0) + 1
+        try:
+            await self._read_frames(sender, stream)
+        finally:
+            self._open[sender] -= 1
+            if not self._open[sender]:
+                del self._open[sender]
+
+    async def _read_frames(self, sender: str, stream: INetStream) -> None:
         reader = StreamReader(stream)
+        config = self._config
+        rate = self._rates.setdefault(
+            sender, TokenBucket(config.control_rate, config.control_burst, trio.current_time()))
         try:
             while True:
-                data = await fr.read_control(reader, self._config.max_control_bytes)
+                with trio.move_on_after(config.control_idle_timeout) as idle:
+                    data = await fr.read_control(reader, config.max_control_bytes)
+                if idle.cancelled_caught:
+                    self.idle_closed += 1
+                    log.info("event=control-stream-idle peer=%s from=%s after=%s", self._own, sender,
+                             config.control_idle_timeout)
+                    break
                 if data is None:
                     break
+                if not rate.take(trio.current_time()):
+                    self._refuse(sender, "rate-limited")
+                    continue
                 try:
                     self._recv_in.send_nowait(Envelope(sender, data))
                 except trio.WouldBlock:
@@ -125,7 +164,17 @@ class ControlStreams:
                     break
             with trio.move_on_after(1.0):
                 await stream.close()
-        except Exception as err:  # noqa: BLE001 - framing error, reset, closed connection
+        except fr.FrameError as err:
+            self._refuse(sender, "bad-frame", str(err))
+            await reset_quietly(stream)
+        except Exception as err:  # noqa: BLE001 - reset, closed connection
             log.info("event=control-stream-ended peer=%s from=%s detail=%s",
                      self._own, sender, describe_error(err))
             await reset_quietly(stream)
+
+    def _refuse(self, sender: str, reason: str, detail: str = "") -> None:
+        """Count refused control input from ``sender`` (logged, rate-limited ones at debug)."""
+        self.refused[reason] += 1
+        level = logging.DEBUG if reason == "rate-limited" else logging.WARNING
+        log.log(level, "event=control-refused peer=%s from=%s reason=%s detail=%s",
+                self._own, sender, reason, detail)

@@ -7,7 +7,8 @@ negotiated, so it never gets a stream, not even identify or ping. Every medswarm
 handler checks the remote peer again.
 
 Control messages go over ``/medswarm/control/1``: one long-lived stream per neighbour and
-direction, length-prefixed frames (:mod:`gossip.libp2p_control_streams`). Not gossipsub: the
+direction, length-prefixed frames (:mod:`gossip.libp2p_control_streams`), with per-peer
+bounds on incoming streams, idle time and message rate (``Libp2pConfig``). Not gossipsub: the
 protocol layer only needs "send these bytes to that neighbour", and a direct stream gives
 exactly that, with the link's authenticated peer id as sender, in order, with no mesh to
 form first and none of gossipsub's silent drops (size, rate, 32-message queue). The one
@@ -69,11 +70,16 @@ class Libp2pConfig:
     dial_timeout: float = 10.0  #: one ``connect`` call
     dial_retries: int = 1  #: retries per address inside one ``connect`` (libp2p default: 3)
     chunk_bytes: int = 1 << 20  #: payload write size
+    max_control_streams: int = 4  #: incoming control streams open at once per peer; more are reset
+    control_idle_timeout: float = 60.0  #: an incoming control stream silent this long is closed
+    control_rate: float = 100.0  #: control messages per second accepted per peer on average ...
+    control_burst: int = 500  #: ... and in a burst; the excess is dropped and counted
 
     def __post_init__(self) -> None:
         for name in ("max_control_bytes", "max_payload_bytes", "receive_queue", "max_offers",
                      "fetch_timeout", "serve_timeout", "send_timeout", "dial_timeout",
-                     "chunk_bytes"):
+                     "chunk_bytes", "max_control_streams", "control_idle_timeout",
+                     "control_rate", "control_burst"):
             if not getattr(self, name) > 0:
                 raise TransportError(f"config: {name} must be > 0, got {getattr(self, name)!r}")
         if self.dial_retries < 0:
@@ -141,6 +147,18 @@ class Libp2pTransport:
     def bytes_served(self) -> int:
         """Payload bytes served to neighbours that acknowledged them (weights sent)."""
         return self._weights.bytes_served
+
+    @property
+    def refused_control(self) -> dict[str, int]:
+        """Control input refused here, by reason: ``bad-frame`` (a framing error),
+        ``too-many-streams`` (over ``max_control_streams``), ``rate-limited`` (over
+        ``control_rate``)."""
+        return dict(self._control.refused)
+
+    @property
+    def bad_control(self) -> int:
+        """All control input refused here (``refused_control``); the peer adds it to its own."""
+        return sum(self._control.refused.values())
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod

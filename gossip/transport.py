@@ -75,6 +75,11 @@ class AsyncTransport(Protocol):
         """Bytes of offered payloads delivered to fetching neighbours so far."""
         ...
 
+    @property
+    def bad_control(self) -> int:
+        """Control input the transport refused itself (bad frames, excess streams or rate)."""
+        ...
+
     def close(self) -> None:
         """Stop serving and receiving."""
         ...

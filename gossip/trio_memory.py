@@ -99,6 +99,11 @@ class TrioMemoryTransport:
         """Bytes of this peer's offers that neighbours have fetched."""
         return self._net._served[self._peer]
 
+    @property
+    def bad_control(self) -> int:
+        """Control input refused by the transport: none here (memory channels have no framing)."""
+        return 0
+
     def close(self) -> None:
         """Leave the network: neighbours can no longer reach this peer."""
         self._net._closed.add(self._peer)

@@ -165,7 +165,8 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
 
         node = SwarmNode(key.peer_id, trainer.train, site.train, trainer.model_id, setup.weights, {},
                          float16=learning.float16, sample_weighted=learning.sample_weighted)
-        protocol, state_seq = resume(key.peer_id, [], setup.protocol, state)
+        protocol, state_seq = resume(key.peer_id, [], setup.protocol, state,
+                                     is_member=consortium.allows if consortium is not None else None)
 
         def metric(w):
             return trainer.evaluate(w, site.test).loss

@@ -144,7 +144,7 @@ class PeerRunner:
             nursery.cancel_scope.cancel()
         self.outcome.rounds_completed = self.protocol.stats.rounds_completed
         self.outcome.rejected = dict(self.node.stats.rejected)
-        self.outcome.bad_control = self.protocol.stats.bad_control
+        self.outcome.bad_control = self.bad_control()
         self.outcome.bytes_sent = self.executor.bytes_sent
         return self.outcome
 
@@ -159,8 +159,12 @@ class PeerRunner:
             loss=loss, metric=metric, distance=distance, voted=proto.convergence.voted(),
             stop_round=proto.stop_round, reason=proto.stop_reason,
             rounds_completed=proto.stats.rounds_completed, rejected=dict(self.node.stats.rejected),
-            bad_control=proto.stats.bad_control, exited=proto.exited, catch_ups=proto.stats.catch_ups,
+            bad_control=self.bad_control(), exited=proto.exited, catch_ups=proto.stats.catch_ups,
         )
+
+    def bad_control(self) -> int:
+        """Control messages refused: by the protocol and executor, and by the transport."""
+        return self.protocol.stats.bad_control + self.transport.bad_control
 
     async def _receive_loop(self) -> None:
         while True:

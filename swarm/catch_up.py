@@ -5,7 +5,10 @@ the swarm anyway; instead it fetches the model of the neighbour furthest ahead, 
 explicit ``stale_weight`` share of its own (none of it for a stopped neighbour's final model,
 which is the swarm's result) and jumps to that round, telling its neighbours which phases it
 skips. Announcements of phases not reached yet are buffered here: they start a catch-up, and
-the composer replays those of a phase when it enters it (``take``).
+the composer replays those of a phase when it enters it (``take``). At most ``max_pending``
+are kept per neighbour (the lowest phase goes first: the furthest one is the catch-up
+target), so a neighbour flooding announcements of many phases costs a bounded memory and
+bounded work per message.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class CatchUp:
     def __init__(self, config: ProtocolConfig, stats: ProtocolStats) -> None:
         self.config = config
         self.stats = stats
-        self._pending: dict[tuple[str, int, int], Announce] = {}
+        self._pending: dict[str, dict[Phase, Announce]] = {}  # per sender, at most max_pending
         self.target: Announce | None = None  # the announcement being fetched
         self.due = math.inf
 
@@ -41,17 +44,28 @@ class CatchUp:
         return self.target is not None
 
     def buffer(self, sender: str, ann: Announce) -> None:
-        """Keep ``sender``'s announcement of a phase this peer has not reached."""
-        self._pending[(sender, ann.round, ann.step)] = ann
+        """Keep ``sender``'s announcement of a phase this peer has not reached (at most
+        ``max_pending`` per sender: beyond that the lowest phase is forgotten)."""
+        kept = self._pending.setdefault(sender, {})
+        kept[(ann.round, ann.step)] = ann
+        if len(kept) > self.config.max_pending:
+            del kept[min(kept)]
+
+    def pending(self) -> int:
+        """How many announcements are buffered (for tests and the status page)."""
+        return sum(len(kept) for kept in self._pending.values())
 
     def take(self, phase: Phase) -> list[tuple[str, Announce]]:
-        """The buffered announcements of ``phase`` (in arrival order), dropping older ones."""
+        """The buffered announcements of ``phase`` (by sender), dropping older ones."""
         taken = []
-        for key, ann in list(self._pending.items()):
-            if (ann.round, ann.step) == phase:
-                taken.append((key[0], ann))
-            if (ann.round, ann.step) <= phase:
-                del self._pending[key]
+        for sender, kept in list(self._pending.items()):
+            ann = kept.get(phase)
+            if ann is not None:
+                taken.append((sender, ann))
+            for old in [ph for ph in kept if ph <= phase]:
+                del kept[old]
+            if not kept:
+                del self._pending[sender]
         return taken
 
     def check(self, round_: int, stopped: bool, now: float) -> list[Action]:
@@ -59,7 +73,8 @@ class CatchUp:
         ahead of ``round_`` (and no catch-up is under way and this peer has not stopped)."""
         if self.active or stopped:
             return []
-        ahead = [a for a in self._pending.values() if a.round >= round_ + self.config.catchup_lag]
+        ahead = [a for kept in self._pending.values() for a in kept.values()
+                 if a.round >= round_ + self.config.catchup_lag]
         if not ahead:
             return []
         best = max(ahead, key=lambda a: (a.round, a.step, a.sender))
@@ -86,7 +101,7 @@ class CatchUp:
             return None  # the swarm came to us meanwhile
         if not event.ok:
             self.stats.fetch_failures += 1
-            self._pending.pop((event.sender, event.round, event.step), None)
+            self._pending.get(event.sender, {}).pop((event.round, event.step), None)
             return None
         self.stats.catch_ups += 1
         # a stopped neighbour's final model (offered as step ``gossip_steps``) is the swarm's

@@ -27,10 +27,10 @@ from gossip.errors import CodecError
 from gossip.transport import Payload
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.node import SwarmNode
-from swarm.peer_state import accept_transfer, snapshot
+from swarm.peer_state import accept_transfer, fetch_limit, snapshot
 from swarm.protocol import (
     Action, Adopt, Checkpoint, ControlIn, Event, Exit, Fetch, FetchDone, Mix, Mixed, ModelReady,
-    Offer, PeerProtocol, ProtocolConfig, SendControl, Stop, Train,
+    Offer, PeerProtocol, ProtocolConfig, Reject, SendControl, Stop, Train,
 )
 
 log = logging.getLogger("medswarm.peer")
@@ -190,7 +190,12 @@ class PeerExecutor:
         return self.traffic.control_bytes + self.seam.bytes_served()
 
     def start(self, seq_floor: int = 0) -> None:
-        """Start (or resume) the protocol and perform its first actions."""
+        """Start (or resume) the protocol and perform its first actions.
+
+        The own model is encoded once first, so that the protocol knows from the start how
+        large a neighbour's model may be (``fetch_limit``) and refuses larger announcements.
+        """
+        self._limit_fetches(len(self.node.encode_model(self.protocol.round)))
         self.batches(self.protocol.start(self.seam.now(), seq_floor))
 
     def handle(self, event: Event) -> None:
@@ -278,6 +283,8 @@ class PeerExecutor:
             self._adopt(action)
         elif isinstance(action, Checkpoint):
             self._checkpoint(action.round)
+        elif isinstance(action, Reject):
+            self.node.reject(action.peer, action.reason, action.detail, action.round)
         elif isinstance(action, Stop):
             log.info("event=stop peer=%s round=%d reason=%s", self.node.peer_id, action.round, action.reason)
             if self.hooks.on_stop is not None:
@@ -288,8 +295,12 @@ class PeerExecutor:
         else:
             raise TypeError(f"unknown action {action!r}")
 
+    def _limit_fetches(self, own_size: int) -> None:
+        self.protocol.limit_model_bytes(fetch_limit(own_size, self.node.float16))
+
     def _offer(self, round_: int, step: int, loss: float | None) -> None:
         payload = self.node.encode_model(round_)
+        self._limit_fetches(len(payload))
         key = digest(payload)
         self.seam.serve(round_, step, key, payload)
         self.handle(ModelReady(round_, step, key, len(payload), len(self.node.data), loss))
@@ -331,16 +342,19 @@ class PeerExecutor:
 
 
 def resume(peer_id: str, neighbours: list[str], config: ProtocolConfig,
-           state: PeerState | None) -> tuple[PeerProtocol, int]:
+           state: PeerState | None,
+           is_member: Callable[[str], bool] | None = None) -> tuple[PeerProtocol, int]:
     """The protocol of a peer starting fresh (``state`` None) or from its last checkpoint.
 
+    ``is_member`` is the swarm's membership check (the consortium's; None: any id).
     Returns the protocol and the sequence-number floor to ``start`` it with (a restarted
     peer must not reuse the numbers of the records it flooded before).
     """
     if state is None:
-        return PeerProtocol(peer_id, neighbours, config), 0
+        return PeerProtocol(peer_id, neighbours, config, is_member=is_member), 0
     protocol = PeerProtocol(peer_id, neighbours, config, start_round=state.round + 1,
-                            deadline_history=list(state.extra.get("deadline", [])))
+                            deadline_history=list(state.extra.get("deadline", [])),
+                            is_member=is_member)
     protocol.convergence.restore(state.extra.get("convergence", {}))
     return protocol, int(state.extra.get("seq", 0))
 

@@ -5,15 +5,24 @@ and after each round; records are deduplicated by ``(origin, seq)`` and forwarde
 decreasing TTL. From them a peer learns who is in the swarm, how far each member got, who
 is still alive, and whether it has been in touch long enough to speak for the swarm.
 Stop decisions are flooded the same way (``flood``), under the key ``stop:<origin>``.
+
+Only members can be origins (``admit``): an id the consortium check ``is_member`` refuses,
+one longer than ``MAX_MEMBER_ID_BYTES``, or a new one beyond ``max_members`` is refused, so
+invented origins cannot grow the member table, the checkpoint or the flood.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from gossip.control import ControlMessage, Progress, forwarded
 from swarm.convergence import ConvergenceTracker
 from swarm.metrics import finite_or_none
 from swarm.neighbourhood import Neighbourhood
 from swarm.protocol_types import Action, ProtocolConfig, SendControl
+
+#: Longest member id accepted as an origin, in UTF-8 bytes (a libp2p Ed25519 id has 52).
+MAX_MEMBER_ID_BYTES = 128
 
 
 class Membership:
@@ -27,15 +36,20 @@ class Membership:
         Protocol settings (``heartbeat``, ``suspect_after``, ``progress_ttl``).
     convergence:
         The convergence tracker that records every member's vote.
+    is_member:
+        Whether a peer id belongs to the swarm (the consortium's check; None: any id).
     """
 
-    def __init__(self, links: Neighbourhood, config: ProtocolConfig, convergence: ConvergenceTracker) -> None:
+    def __init__(self, links: Neighbourhood, config: ProtocolConfig, convergence: ConvergenceTracker,
+                 is_member: Callable[[str], bool] | None = None) -> None:
         self.links = links
         self.config = config
         self.convergence = convergence
+        self.is_member = is_member
         self.seq = 0
         self.next_heartbeat = 0.0
         self._seen: dict[str, int] = {}
+        self._origins: set[str] = set()  # admitted origins of flooded records (see admit)
         self._member_round: dict[str, int] = {}
         self._touch_since: float | None = None  # see in_touch
         self.loss: float | None = None
@@ -52,6 +66,20 @@ class Membership:
         """A fresh sequence number for a record this peer originates."""
         self.seq += 1
         return self.seq
+
+    def admit(self, origin: str) -> bool:
+        """Whether ``origin`` may be the origin of a flooded record: this peer, an origin
+        admitted before, or a new member (``is_member``, a short id) while fewer than
+        ``max_members`` origins are admitted (it is then admitted)."""
+        if origin == self.links.peer_id or origin in self._origins:
+            return True
+        if (len(origin.encode("utf-8", "replace")) > MAX_MEMBER_ID_BYTES
+                or len(self._origins) >= self.config.max_members):
+            return False
+        if self.is_member is not None and not self.is_member(origin):
+            return False
+        self._origins.add(origin)
+        return True
 
     def mark(self, key: str, seq: int) -> None:
         """Remember ``seq`` as the latest seen under ``key`` (for this peer's own records)."""

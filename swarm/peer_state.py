@@ -30,6 +30,19 @@ def snapshot(node: SwarmNode, protocol: PeerProtocol | None, round_: int) -> Pee
     )
 
 
+#: a neighbour's model of the same model id may exceed this peer's own by this factor ...
+FETCH_MARGIN = 1.25
+#: ... plus this many bytes (its header names another sender and other figures)
+FETCH_MARGIN_BYTES = 4096
+
+
+def fetch_limit(own_size: int, float16: bool) -> int:
+    """The largest model a neighbour can send for the model this peer encodes in ``own_size``
+    bytes: the same architecture, so the same size, times ``FETCH_MARGIN`` plus
+    ``FETCH_MARGIN_BYTES``; doubled when this peer sends float16 (a neighbour may not)."""
+    return int(own_size * (2 if float16 else 1) * FETCH_MARGIN) + FETCH_MARGIN_BYTES
+
+
 def accept_transfer(node: SwarmNode, fetch: Fetch, payload: Payload) -> tuple[WeightsMessage | None, str]:
     """Check a fetched model against its announcement; ``(message, "")`` or ``(None, reason)``.
 

@@ -44,7 +44,7 @@ class PhaseExchange:
         self.config, self.stats = config, stats
         self.deadline, self.transfer = deadline, transfer
         self.phase: Phase = start
-        self._skips: dict[str, set[Phase]] = {}  # skips of phases not reached yet
+        self._skips: dict[str, set[Phase]] = {}  # skips of phases not reached yet, max_pending each
         self.reset()
 
     def reset(self) -> None:
@@ -119,13 +119,24 @@ class PhaseExchange:
 
     # ------------------------------------------------------------ neighbours' models
     def on_skip(self, sender: str, phase: Phase, now: float) -> list[Action]:
-        """``sender`` will not deliver ``phase`` (it caught up past it): do not wait for it."""
+        """``sender`` will not deliver ``phase`` (it caught up past it): do not wait for it.
+
+        At most ``max_pending`` skips of later phases are kept per sender, the nearest ones
+        (they are the phases entered first); a skip beyond them is forgotten.
+        """
         if phase == self.phase:
             self.skipped.add(sender)
             return self.maybe_advance(now)
         if phase > self.phase:
-            self._skips.setdefault(sender, set()).add(phase)
+            kept = self._skips.setdefault(sender, set())
+            kept.add(phase)
+            if len(kept) > self.config.max_pending:
+                kept.discard(max(kept))
         return []
+
+    def pending_skips(self) -> int:
+        """How many skips of later phases are kept (for tests and the status page)."""
+        return sum(len(kept) for kept in self._skips.values())
 
     def consider(self, sender: str, ann: Announce, now: float) -> list[Action]:
         """``sender`` announced its model of this phase: fetch it unless already under way."""

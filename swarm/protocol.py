@@ -32,9 +32,19 @@ The machine is a thin composer of parts that each own their state (see their mod
 ``PhaseExchange`` (one phase's announce/fetch/retry/mix, with ``Answers`` for lost
 announcements and ``Hold`` for isolation), ``CatchUp`` and ``StopAgreement``. The config,
 events, actions and stats live in ``swarm.protocol_types`` and are re-exported here.
+
+Bounds: nothing a neighbour sends grows this machine without bound. Announcements and skips
+must name a legal step (``[0, gossip_steps]``, the last one for a stopped peer's final model;
+skips ``[0, gossip_steps)``) and a round below ``max_rounds``; at most ``max_pending`` of
+later phases are kept per neighbour. An announcement larger than ``max_model_bytes`` (set by
+the executor from this peer's own encoded model) is refused before any transfer. Flooded
+records are accepted only from members (``Membership.admit``). Refusals count as
+``bad_control``; the oversized announcement as a rejection instead (the ``Reject`` action).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from gossip.control import Announce, ControlMessage, Progress, Skip, StopDecision, forwarded
 from swarm.answers import Answers
@@ -47,7 +57,7 @@ from swarm.neighbourhood import Neighbourhood
 from swarm.phase_exchange import PhaseExchange
 from swarm.protocol_types import (
     Action, Adopt, Checkpoint, ControlIn, Event, Exit, Fetch, FetchDone, Mix, Mixed, ModelReady, Offer,
-    ProtocolConfig, ProtocolStats, SendControl, Stop, TimerFired, Train,
+    ProtocolConfig, ProtocolStats, Reject, SendControl, Stop, TimerFired, Train,
 )
 from swarm.round_counter import AdaptiveDeadline, DeadlineConfig, Liveness, Phase, retry_config
 from swarm.stop_agreement import StopAgreement
@@ -56,7 +66,7 @@ __all__ = [
     "Action", "Adopt", "Announce", "Checkpoint", "ConfigError", "ControlIn", "ControlMessage",
     "ConvergenceConfig", "ConvergenceTracker", "DeadlineConfig", "Event", "Exit", "Fetch", "FetchDone",
     "Liveness", "Mix", "Mixed", "ModelReady", "Offer", "PeerProtocol", "Phase", "Progress",
-    "ProtocolConfig", "ProtocolStats", "SendControl", "Skip", "Stop", "StopDecision", "TimerFired",
+    "ProtocolConfig", "ProtocolStats", "Reject", "SendControl", "Skip", "Stop", "StopDecision", "TimerFired",
     "Train", "AdaptiveDeadline", "forwarded", "retry_config",
 ]
 
@@ -74,19 +84,24 @@ class PeerProtocol:
         The first round to run (the checkpointed round + 1 after a restart).
     deadline_history:
         The phase deadline's learnt delays (from a checkpoint).
+    is_member:
+        Whether a peer id is a swarm member (the consortium's check; None: any id).
     """
 
     def __init__(self, peer_id: str, neighbours: list[str], config: ProtocolConfig,
-                 start_round: int = 0, deadline_history: list[float] | None = None) -> None:
+                 start_round: int = 0, deadline_history: list[float] | None = None,
+                 is_member: Callable[[str], bool] | None = None) -> None:
         self.peer_id = peer_id
         self.config = config
+        #: largest announced model fetched (None: not known yet); see ``limit_model_bytes``
+        self.max_model_bytes: int | None = None
         self.deadline = AdaptiveDeadline(config.deadline, deadline_history or [])
         self.transfer = AdaptiveDeadline(retry_config(config.deadline, config.fetch_timeout))
         self.convergence = ConvergenceTracker(config.convergence, peer_id)
         self.stats = ProtocolStats()
         self.links = Neighbourhood(peer_id, neighbours, config.suspect_after)
         self.liveness = self.links.liveness
-        self.membership = Membership(self.links, config, self.convergence)
+        self.membership = Membership(self.links, config, self.convergence, is_member)
         self.answers = Answers(self.deadline, self.transfer)
         self.exchange = PhaseExchange(self.links, self.membership, self.answers,
                                       Hold(config.isolation_wait, self.stats), config, self.stats,
@@ -191,6 +206,11 @@ class PeerProtocol:
         """Swarm members (other than this peer) whose progress records are recent."""
         return self.membership.alive(now)
 
+    def limit_model_bytes(self, limit: int) -> None:
+        """Refuse announcements of models larger than ``limit`` bytes from now on (the
+        executor derives it from this peer's own encoded model of the same model id)."""
+        self.max_model_bytes = limit
+
     def add_neighbour(self, peer: str, now: float) -> None:
         """A new link came up (a peer that dialled in, or one found later): exchange with it too."""
         self.links.add(peer, now)
@@ -264,12 +284,22 @@ class PeerProtocol:
 
     def _on_control_from(self, sender: str, msg: ControlMessage, now: float) -> list[Action]:
         if isinstance(msg, (Announce, Skip)):
-            if msg.sender != sender or msg.round >= self.config.convergence.max_rounds:
+            # a final model is offered as step gossip_steps; a skip is of a step in a round
+            steps = self.config.gossip_steps + (1 if isinstance(msg, Announce) else 0)
+            if (msg.sender != sender or msg.round >= self.config.convergence.max_rounds
+                    or msg.step >= steps):
                 self.stats.bad_control += 1
                 return []
             if isinstance(msg, Skip):
                 return self.exchange.on_skip(sender, (msg.round, msg.step), now)
+            limit = self.max_model_bytes
+            if limit is not None and msg.size > limit:
+                return [Reject(sender, msg.round, "oversized-announcement",
+                               f"announced {msg.size} bytes, limit {limit}")]
             return self._on_announce(sender, msg, now)
+        if isinstance(msg, (Progress, StopDecision)) and not self.membership.admit(msg.origin):
+            self.stats.bad_control += 1
+            return []
         if isinstance(msg, Progress):
             out = self.stop.repoint(sender, msg)
             forwards = self.membership.on_progress(sender, msg, now)

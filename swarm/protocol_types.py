@@ -33,6 +33,10 @@ class ProtocolConfig:
     isolation_wait: float = 300.0
     progress_ttl: int = 16
     convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
+    #: announcements (and skips) of phases not reached yet kept per neighbour
+    max_pending: int = 16
+    #: members tracked from progress records and stop decisions (the consortium bounds it too)
+    max_members: int = 1024
 
     def __post_init__(self) -> None:
         if self.gossip_steps < 1:
@@ -49,6 +53,8 @@ class ProtocolConfig:
             raise ConfigError("fetch", "fetch_timeout > 0 and fetch_retries >= 0")
         if not self.isolation_wait >= 0:
             raise ConfigError("isolation_wait", f"must be >= 0, got {self.isolation_wait}")
+        if self.max_pending < 1 or self.max_members < 1:
+            raise ConfigError("max_pending" if self.max_pending < 1 else "max_members", "must be >= 1")
 
 
 # ---------------------------------------------------------------- events (in)
@@ -166,6 +172,16 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class Reject:
+    """Count and log a neighbour's message refused before any transfer (e.g. an oversized announcement)."""
+
+    peer: str
+    round: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Stop:
     """The swarm is done at ``round`` (a later, higher stop decision can still resume it)."""
 
@@ -181,7 +197,7 @@ class Exit:
     reason: str
 
 
-Action = Union[Train, Offer, SendControl, Fetch, Mix, Adopt, Checkpoint, Stop, Exit]
+Action = Union[Train, Offer, SendControl, Fetch, Mix, Adopt, Checkpoint, Reject, Stop, Exit]
 
 
 @dataclass

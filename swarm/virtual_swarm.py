@@ -239,7 +239,8 @@ class VirtualSwarm:
         peer.served.clear()
         peer.timer_at = None
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
-        protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state)
+        protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state,
+                                     is_member=self.index.__contains__)
         peer.exec = PeerExecutor(
             peer.node, protocol, _SimSeam(self, peer), evaluate=lambda w: self._evaluate_local(peer, w),
             train_seed=lambda r: self.train_seed(peer.index, r), traffic=peer.traffic,
