@@ -1,13 +1,17 @@
 """Checks a decoded weights message must pass before its numbers touch a local model.
 
 No peer trusts a neighbour's numbers blindly: the model id, tensor names, shapes and
-dtypes must match the local model, every value must be finite, and the values must
-stay within a magnitude bound. A failure raises ``RejectedMessage`` naming the sender.
+dtypes must match the local model, every value must be finite, the values must stay
+within a magnitude bound, and the model's norm within a factor of the receiver's own
+(a scaled model is refused even when its values are small). A failure raises
+``RejectedMessage`` naming the sender.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
+
+import math
 
 import numpy as np
 
@@ -22,6 +26,7 @@ def validate_weights(
     model_id: str,
     reference: Mapping[str, np.ndarray],
     max_abs: float = 1e4,
+    max_norm_ratio: float | None = None,
 ) -> None:
     """Raise ``RejectedMessage`` unless ``msg`` can be mixed into a model like ``reference``.
 
@@ -36,6 +41,10 @@ def validate_weights(
         The local weights: names, shapes and dtypes must match exactly.
     max_abs:
         Largest absolute value accepted in any tensor; bigger means a broken or hostile peer.
+    max_norm_ratio:
+        If given, the norm of the message's floating-point tensors (:func:`model_norm`)
+        must be within this factor of ``reference``'s: above ``ratio * own`` or below
+        ``own / ratio`` is refused as ``norm-ratio`` (not checked while the own norm is 0).
     """
     if msg.sender != link_peer:
         raise RejectedMessage(link_peer, "sender-mismatch", f"message claims sender {msg.sender!r}")
@@ -60,3 +69,18 @@ def validate_weights(
                 raise RejectedMessage(link_peer, "non-finite", f"{name} holds NaN or Inf")
         if arr.size and float(np.max(np.abs(arr))) > max_abs:
             raise RejectedMessage(link_peer, "out-of-range", f"{name} exceeds |x| <= {max_abs:g}")
+    if max_norm_ratio is not None:
+        own = model_norm(reference)
+        got = model_norm(msg.tensors)
+        if own > 0 and not own / max_norm_ratio <= got <= own * max_norm_ratio:
+            raise RejectedMessage(link_peer, "norm-ratio",
+                                  f"norm {got:.4g} vs own {own:.4g}, beyond a factor {max_norm_ratio:g}")
+
+
+def model_norm(weights: Mapping[str, np.ndarray]) -> float:
+    """Euclidean norm of all floating-point tensors of a model taken as one vector (in float64)."""
+    total = 0.0
+    for arr in weights.values():
+        if arr.dtype.kind == "f":
+            total += float(np.square(np.asarray(arr, dtype=np.float64)).sum())  # no BLAS (see robust.py)
+    return math.sqrt(total)

@@ -26,6 +26,7 @@ from swarm.options import option, positive
 if TYPE_CHECKING:
     from swarm.convergence import ConvergenceConfig
     from swarm.protocol import ProtocolConfig
+    from swarm.robust import Aggregation
     from swarm.training import TrainConfig
 
 ARMS = ("swarm", "fedavg", "local", "central", "cwt")
@@ -67,6 +68,8 @@ class LearningConfig:
     seed: int = option(0, "seed for split, initial weights and training, shared by the swarm")
     float16: bool = option(False, "send float32 weights as float16 (half the bytes)")
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
+    aggregator: str = option("mean", "mean | clipped | trimmed | median: how a peer combines its "
+                                        "neighbours' models (all but mean bound one neighbour's influence)")
     converge: bool = option(True, "run all --rounds, never stop early", flag="--no-converge")
     converge_window: int = option(8, "rounds the validation loss must plateau before a peer votes")
     metric_tol: float = option(0.02, "smallest validation-loss improvement that counts")
@@ -85,6 +88,13 @@ class LearningConfig:
         positive("distance_tol", self.distance_tol, strict=False)
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError("optimizer", f"expected sgd or adam, got {self.optimizer!r}")
+        self.aggregation()  # validates --aggregator
+
+    def aggregation(self) -> Aggregation:
+        """How every peer mixes its neighbours' models (``swarm.robust``)."""
+        from swarm.robust import Aggregation
+
+        return Aggregation(self.aggregator)
 
     @property
     def sample_weighted(self) -> bool:

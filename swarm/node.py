@@ -24,6 +24,7 @@ from gossip.transport import Payload
 from gossip.validate import validate_weights
 from swarm.averaging import Contribution, mixing_row, weighted_average
 from swarm.mixing import sample_weighted_row
+from swarm.robust import Aggregation, robust_mix
 from swarm.datasets import ArrayDataset
 from swarm.errors import AveragingError
 
@@ -81,6 +82,13 @@ class SwarmNode:
         Mix with sample-aware Metropolis-Hastings weights (``swarm.mixing``), so the swarm
         converges to FedAvg's sample-weighted mean; plain Metropolis weights otherwise
         (the uniform mean).
+    aggregation:
+        How the weighted models are combined (``swarm.robust``): ``mean`` (plain gossip) or
+        a rule that bounds one neighbour's influence (``clipped``, ``trimmed``, ``median``).
+    max_abs, max_norm_ratio:
+        A received model is refused if any value exceeds ``max_abs`` in magnitude or its
+        norm is more than ``max_norm_ratio`` times (or less than ``1/max_norm_ratio`` of) this
+        node's own (``gossip.validate``; ``None`` turns the norm check off).
     """
 
     def __init__(
@@ -94,7 +102,9 @@ class SwarmNode:
         *,
         float16: bool = False,
         sample_weighted: bool = True,
+        aggregation: Aggregation = Aggregation(),
         max_abs: float = 1e4,
+        max_norm_ratio: float | None = 10.0,
     ) -> None:
         self.peer_id = peer_id
         self.train_fn = train_fn
@@ -104,7 +114,9 @@ class SwarmNode:
         self.neighbour_degrees = dict(neighbour_degrees)
         self.float16 = float16
         self.sample_weighted = sample_weighted
+        self.aggregation = aggregation
         self.max_abs = max_abs
+        self.max_norm_ratio = max_norm_ratio
         self.stats = NodeStats()
         self.last_loss = float("nan")
 
@@ -131,7 +143,8 @@ class SwarmNode:
         try:
             msg = decode(payload)
             validate_weights(msg, link_peer=sender, model_id=self.model_id,
-                             reference=self.weights, max_abs=self.max_abs)
+                             reference=self.weights, max_abs=self.max_abs,
+                             max_norm_ratio=self.max_norm_ratio)
         except CodecError as err:
             self.reject(sender, f"codec:{err.reason}", str(err), round_)
             return None
@@ -153,7 +166,7 @@ class SwarmNode:
             degrees: Mapping[str, int] | None = None, measure: bool = True) -> float | None:
         """Replace the weights by their Metropolis-Hastings mix with the received models.
 
-        Only neighbours whose model arrived get a weight; the share of a missing one stays
+        The mix follows ``self.aggregation`` (``swarm.robust.robust_mix``). Only neighbours whose model arrived get a weight; the share of a missing one stays
         with this node, so the mix is always a convex combination. ``degrees`` overrides
         the neighbours' degrees (a real peer learns them from announcements). Returns the
         local consensus-distance estimate: the distance from the weights before mixing to
@@ -171,10 +184,10 @@ class SwarmNode:
         else:
             self_w, neigh_w = mixing_row(degree, heard)
         distance = _relative_distance(self.weights, [received[p].tensors for p in heard]) if measure else None
-        contributions = [Contribution(self.peer_id, self.weights, self_w)]
-        contributions += [Contribution(p, received[p].tensors, w) for p, w in neigh_w.items()]
+        own = Contribution(self.peer_id, self.weights, self_w)
+        neighbours = [Contribution(p, received[p].tensors, w) for p, w in neigh_w.items()]
         try:
-            self.weights = weighted_average(contributions)
+            self.weights = robust_mix(self.aggregation, own, neighbours)
         except AveragingError as err:
             # validation makes this unreachable in practice; keep the local model if not
             self.reject(err.peer or "?", "averaging", str(err), -1)

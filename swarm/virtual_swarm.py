@@ -27,6 +27,7 @@ from swarm.metrics import finite_or_none
 from swarm.node import SwarmNode
 from swarm.partition import Federation
 from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
+from swarm.robust import Aggregation
 from swarm.training import Metrics, Trainer
 
 #: ``progress(done_rounds_of_slowest_live_peer, max_rounds)``
@@ -127,6 +128,7 @@ class VirtualSwarm:
         train_seed: Callable[[int, int], int],
         float16: bool = False,
         sample_weighted: bool = True,
+        aggregation: Aggregation = Aggregation(),
         eval_every: int = 1,
         state_dir: Path | None = None,
         max_events: int = 5_000_000,
@@ -146,7 +148,7 @@ class VirtualSwarm:
         for i in range(n):
             node = SwarmNode(self.ids[i], trainer.train, federation.sites[i].train, trainer.model_id,
                              self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
-                             float16=float16, sample_weighted=sample_weighted)
+                             float16=float16, sample_weighted=sample_weighted, aggregation=aggregation)
             peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)

@@ -8,7 +8,9 @@ or forged control messages. The honest peers must reject and count each kind by 
 never mix it, and still finish together.
 
 Why "never mixed" is observable: the bad models carry a poison value, finite and under
-the validation bound (so only the transfer checks stand between it and the mix) and a
+the absolute validation bound (so only the transfer checks, or for ``scaled`` the relative
+norm check, stand between it and the mix; ``wrong-round`` sends the initial model x5,
+within the norm check) and a
 large claimed sample count (so a mix would give it the full Metropolis weight, 1/3 with
 two neighbours). One mix would put weights of about ``POISON / 3`` into the model; the
 honest peers' final checkpoints must hold only small, finite weights.
@@ -51,6 +53,7 @@ KINDS = {
     "wrong-round": "wrong-round",
     "nan": "non-finite",
     "shape": "tensor-shape",
+    "scaled": "norm-ratio",
 }
 #: malformed or forged control messages sent once to each honest peer
 BAD_CONTROLS = 3
@@ -103,6 +106,8 @@ def bad_transfer(kind: str, model_id: str, ref: dict[str, np.ndarray], sender: s
                  round_: int) -> tuple[bytes, str, int]:
     """The bytes to offer for ``round_`` and the (digest, size) to announce for them."""
     poison = {k: np.full_like(v, POISON) for k, v in ref.items()}
+    if kind == "wrong-round":  # within the norm check, so only the round check stops it
+        poison = {k: v * 5 for k, v in ref.items()}
     if kind == "nan":
         poison = {k: np.full_like(v, np.nan) for k, v in ref.items()}
     if kind == "shape":

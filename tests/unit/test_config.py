@@ -98,7 +98,8 @@ def test_launch_forwards_its_own_timings_to_its_peers():
 # ------------------------------------------------------------------ round trip, validation
 
 EXAMPLES = [
-    LearningConfig(data="heart", rounds=7, lr=0.2, optimizer="adam", float16=True, converge=False),
+    LearningConfig(data="heart", rounds=7, lr=0.2, optimizer="adam", float16=True, converge=False,
+                   aggregator="median"),
     TimingConfig(heartbeat=1.5, suspect_after=9, deadline_max=15, isolation_wait=0),
     OutputConfig(out=Path("o"), state_dir=Path("s"), quiet=True, eval_every=3),
     SimSetup(peers=5, topology="full", site_shift=0.3, arms=("swarm", "cwt")),
@@ -137,6 +138,7 @@ def test_the_partition_default_follows_the_data():
     (LearningConfig, ["--lr", "-1"], "lr"),
     (LearningConfig, ["--optimizer", "rmsprop"], "optimizer"),
     (LearningConfig, ["--partition", "dirichlet:x"], "partition"),
+    (LearningConfig, ["--aggregator", "krum"], "aggregator"),
     (TimingConfig, ["--quorum", "0"], "quorum"),
     (TimingConfig, ["--heartbeat", "40"], "heartbeat"),
     (TimingConfig, ["--deadline-max", "0"], "deadline_max"),

@@ -50,7 +50,7 @@ def gossip(nodes, links, round_):
 
 
 def test_ring_gossip_preserves_the_mean_and_contracts():
-    values = [0.0, 4.0, 8.0, 12.0]
+    values = [10.0, 14.0, 18.0, 22.0]  # within the 10x norm check of each other
     nodes, links = make_ring(4, values)
     spread_before = np.ptp(values)
     for _ in range(5):
@@ -136,3 +136,36 @@ def test_float16_encoding_halves_the_bytes():
     nodes[0].float16 = True
     half = len(nodes[0].encode_model(0))
     assert half < 0.75 * full
+
+
+def test_a_scaled_model_within_the_absolute_bound_is_rejected_by_its_norm(caplog):
+    nodes, _ = make_ring(3, [0.3, 0.333, 0.3])
+    scaled = {k: v * 1000 for k, v in nodes[1].weights.items()}  # max |x| 333 < 1e4
+    payload = encode(WeightsMessage(MODEL, 0, "p1", 10, scaled))
+    with caplog.at_level("WARNING", logger="medswarm.node"):
+        assert nodes[0].check("p1", payload, 0) is None
+    assert nodes[0].stats.rejected == {"norm-ratio": 1}
+    assert "reason=norm-ratio" in caplog.text
+    # the same model unscaled, or at a few times the norm, is accepted
+    assert nodes[0].check("p1", nodes[1].encode_model(0), 0) is not None
+    nodes[1].weights = {k: v * 5 for k, v in nodes[1].weights.items()}
+    assert nodes[0].check("p1", nodes[1].encode_model(0), 0) is not None
+
+
+@pytest.mark.parametrize("kind, moved_at_most", [("mean", None), ("clipped", 1.0), ("median", 1.0),
+                                                 ("trimmed", 1.0)])
+def test_the_aggregation_setting_bounds_a_sign_flipped_neighbour(kind, moved_at_most):
+    from swarm.robust import Aggregation
+
+    ids = ["p0", "p1", "p2", "p3"]
+    nodes = [SwarmNode(p, add_one, list(range(10)), MODEL, start_weights(v),
+                       {q: 3 for q in ids if q != p}, aggregation=Aggregation(kind), max_norm_ratio=None)
+             for p, v in zip(ids, [1.0, 1.2, 0.9, 1.1])]
+    nodes[3].weights = {k: -100 * v for k, v in nodes[3].weights.items()}  # sign-flipped, x100
+    received = {n.peer_id: nodes[0].check(n.peer_id, n.encode_model(0), 0) for n in nodes[1:]}
+    nodes[0].mix(received)
+    moved = abs(float(nodes[0].weights["w"][0, 0]) - 1.0)
+    if moved_at_most is None:
+        assert moved > 20  # plain gossip: a quarter of -110
+    else:
+        assert moved < moved_at_most
