@@ -34,7 +34,9 @@ class CatchUp:
     def __init__(self, config: ProtocolConfig, stats: ProtocolStats) -> None:
         self.config = config
         self.stats = stats
-        self._pending: dict[str, dict[Phase, Announce]] = {}  # per sender, at most max_pending
+        # per sender, at most max_pending, each with the order it first arrived in (replayed so)
+        self._pending: dict[str, dict[Phase, tuple[int, Announce]]] = {}
+        self._arrivals = 0
         self.target: Announce | None = None  # the announcement being fetched
         self.due = math.inf
 
@@ -47,7 +49,10 @@ class CatchUp:
         """Keep ``sender``'s announcement of a phase this peer has not reached (at most
         ``max_pending`` per sender: beyond that the lowest phase is forgotten)."""
         kept = self._pending.setdefault(sender, {})
-        kept[(ann.round, ann.step)] = ann
+        phase = (ann.round, ann.step)
+        first = kept[phase][0] if phase in kept else self._arrivals
+        self._arrivals += 1
+        kept[phase] = (first, ann)
         if len(kept) > self.config.max_pending:
             del kept[min(kept)]
 
@@ -56,24 +61,25 @@ class CatchUp:
         return sum(len(kept) for kept in self._pending.values())
 
     def take(self, phase: Phase) -> list[tuple[str, Announce]]:
-        """The buffered announcements of ``phase`` (by sender), dropping older ones."""
+        """The buffered announcements of ``phase`` (in the order they first arrived), dropping
+        older ones."""
         taken = []
         for sender, kept in list(self._pending.items()):
-            ann = kept.get(phase)
-            if ann is not None:
-                taken.append((sender, ann))
+            entry = kept.get(phase)
+            if entry is not None:
+                taken.append((entry[0], sender, entry[1]))
             for old in [ph for ph in kept if ph <= phase]:
                 del kept[old]
             if not kept:
                 del self._pending[sender]
-        return taken
+        return [(sender, ann) for _, sender, ann in sorted(taken, key=lambda t: t[0])]
 
     def check(self, round_: int, stopped: bool, now: float) -> list[Action]:
         """Start fetching the model furthest ahead if some neighbour is ``catchup_lag`` rounds
         ahead of ``round_`` (and no catch-up is under way and this peer has not stopped)."""
         if self.active or stopped:
             return []
-        ahead = [a for kept in self._pending.values() for a in kept.values()
+        ahead = [a for kept in self._pending.values() for _, a in kept.values()
                  if a.round >= round_ + self.config.catchup_lag]
         if not ahead:
             return []
