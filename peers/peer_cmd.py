@@ -236,7 +236,7 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
             "bytes_sent": outcome.bytes_sent, "start_round": start_round, "stop_round": outcome.stop_round,
             "reason": outcome.reason, "rounds_completed": outcome.rounds_completed,
             "rejected": outcome.rejected, "bad_control": outcome.bad_control,
-            "catch_ups": protocol.stats.catch_ups,
+            "catch_ups": outcome.catch_ups,
             "auroc": finite_or_none(glob.auroc), "accuracy": finite_or_none(glob.accuracy),
             "announce": list(discovery.own_addrs),
             "neighbours_seen": sorted(discovery.stats.neighbours_seen),

@@ -43,6 +43,7 @@ class PeerOutcome:
     rejected: dict[str, int] = field(default_factory=dict)
     bad_control: int = 0
     bytes_sent: int = 0
+    catch_ups: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class PeerRunner:
         self.outcome.rejected = dict(self.node.stats.rejected)
         self.outcome.bad_control = self.bad_control()
         self.outcome.bytes_sent = self.executor.bytes_sent
+        self.outcome.catch_ups = self.protocol.stats.catch_ups
         return self.outcome
 
     def view(self, now: float | None = None) -> RunnerView:

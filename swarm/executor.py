@@ -98,7 +98,10 @@ class Traffic:
     """Control bytes this peer sent; kept by the driver across restarts of the executor."""
 
     control_bytes: int = 0
-    control_messages: int = 0
+
+    def bytes_sent(self, served: int) -> int:
+        """Everything on the wire: these control bytes and ``served`` bytes of models."""
+        return self.control_bytes + served
 
 
 @dataclass
@@ -112,7 +115,6 @@ class Inbox:
 
     models: dict[tuple[str, int, int], WeightsMessage] = field(default_factory=dict)
     catch_up: dict[str, tuple[int, WeightsMessage]] = field(default_factory=dict)
-    peak: int = 0
 
     def put(self, fetch: Fetch, msg: WeightsMessage) -> None:
         """Keep ``msg`` until the protocol mixes or adopts it."""
@@ -120,7 +122,6 @@ class Inbox:
             self.catch_up[fetch.peer] = (fetch.round, msg)
         else:
             self.models[(fetch.peer, fetch.round, fetch.step)] = msg
-        self.peak = max(self.peak, len(self))
 
     def take(self, senders: tuple[str, ...], round_: int, step: int) -> dict[str, WeightsMessage]:
         """The models of ``senders`` for phase ``(round_, step)``, removed from the inbox."""
@@ -140,11 +141,6 @@ class Inbox:
             del self.models[key]
         for peer in [p for p, (r, _) in self.catch_up.items() if r <= phase[0]]:
             del self.catch_up[peer]
-
-    def clear(self) -> None:
-        """Forget everything (a restart)."""
-        self.models.clear()
-        self.catch_up.clear()
 
     def __len__(self) -> int:
         return len(self.models) + len(self.catch_up)
@@ -187,7 +183,7 @@ class PeerExecutor:
     @property
     def bytes_sent(self) -> int:
         """Everything this peer put on the wire: control messages and served models."""
-        return self.traffic.control_bytes + self.seam.bytes_served()
+        return self.traffic.bytes_sent(self.seam.bytes_served())
 
     def start(self, seq_floor: int = 0) -> None:
         """Start (or resume) the protocol and perform its first actions.
@@ -266,7 +262,6 @@ class PeerExecutor:
         if isinstance(action, SendControl):
             data = encode_control(action.msg)
             self.traffic.control_bytes += len(data)
-            self.traffic.control_messages += 1
             self.seam.send(action.peer, data)
         elif isinstance(action, Fetch):
             degree = self.protocol.announced_degree(action.peer)

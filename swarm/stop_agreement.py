@@ -84,6 +84,8 @@ class StopAgreement:
         """Decide to stop (at ``round_`` or later) if in touch and every live member converged."""
         if self.stop_round is not None or not self.membership.in_touch(now):
             return []
+        if not self.convergence.voted():
+            return []  # cheap first: the look at every member below runs only once this peer votes
         alive = self.membership.alive(now)
         if (self.links.peers and not alive) or not self.convergence.all_converged(alive):
             return []  # no recent record from anyone: not in touch either

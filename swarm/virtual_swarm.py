@@ -202,7 +202,7 @@ class VirtualSwarm:
             if self._running == 0:
                 break
         for peer in self.peers:
-            peer.run.bytes_sent = peer.traffic.control_bytes + peer.served_bytes
+            peer.run.bytes_sent = peer.traffic.bytes_sent(peer.served_bytes)
         return [p.run for p in self.peers]
 
     def _slowest_live_round(self) -> int:
@@ -255,6 +255,12 @@ class VirtualSwarm:
         )
         peer.exec.start(seq_floor)
 
+    def _revival_pending(self) -> bool:
+        """Whether a crashed peer may still come back, a late one join or a cut end."""
+        return bool(self.cut_now) or any(
+            c.back_at is not None and c.peer not in self.restarted for c in self.crashes.values()
+        ) or any(self.peers[i].run.joined_at == 0.0 and self.peers[i].exec is None for i in self.late)
+
     def _crash(self, peer: _Peer) -> None:
         peer.alive = False
         peer.incarnation += 1
@@ -265,7 +271,7 @@ class VirtualSwarm:
         peer.run.crashed_at = self.now
 
     def _revive_due(self) -> None:
-        if not (self.crashes or self.cut_now or self.late):
+        if not self._revival_pending():
             return  # nothing can change: skip the O(n) look at the swarm's round
         swarm_round = self._swarm_round()
         for idx, crash in self.crashes.items():
