@@ -26,6 +26,9 @@ Field rules, checked by both :func:`encode_control` and :func:`decode_control`:
 * ``loss``, ``metric``: ``None`` or a finite number; ``distance``: ``None`` or a finite
   number ``>= 0``. An ``int`` is accepted and becomes a ``float``;
 * ``converged``: ``bool``;
+* ``sig``: ``bytes`` (msgpack bin) of length 0 (unsigned) or :data:`SIGNATURE_BYTES`; the
+  origin's Ed25519 signature over :func:`signed_content` (checked by the receiver's
+  protocol, not here);
 * ``peers``: an array of at most :data:`MAX_PEER_RECORDS` records with distinct peer ids,
   each ``[peer id, addrs]`` with the peer id ruled as above and ``addrs`` an array of 1 to
   :data:`MAX_RECORD_ADDRS` distinct addresses, each a visible-ASCII ``str`` (``!`` to
@@ -74,6 +77,8 @@ MAX_PEER_RECORDS: int = 16
 MAX_RECORD_ADDRS: int = 4
 #: Longest address in a :class:`PeerRecord`, in characters (visible ASCII).
 MAX_ADDR_CHARS: int = 200
+#: Length of an Ed25519 signature (``sig`` of flooded records).
+SIGNATURE_BYTES: int = 64
 #: Length of a weights digest (:func:`gossip.codec.digest`, BLAKE2b-128 in hex).
 DIGEST_HEX_CHARS: int = 32
 REASONS: frozenset[str] = frozenset(
@@ -127,17 +132,24 @@ class Progress:
     converged: bool
     streak: int
     ttl: int
+    #: the origin's Ed25519 signature over :func:`signed_content` (empty: unsigned)
+    sig: bytes = b""
 
 
 @dataclass(frozen=True)
 class StopDecision:
-    """The swarm has converged (or hit max rounds): every peer stops after ``stop_round``."""
+    """The swarm has converged (or hit max rounds): every peer stops after ``stop_round``.
+
+    One member's decision is a proposal: a receiver acts on it only when its own signed
+    votes corroborate it (``swarm.stop_agreement``)."""
 
     origin: str
     seq: int
     stop_round: int
     reason: str
     ttl: int
+    #: the origin's Ed25519 signature over :func:`signed_content` (empty: unsigned)
+    sig: bytes = b""
 
 
 class PeerRecord(NamedTuple):
@@ -230,6 +242,12 @@ def _non_negative(name: str, value: object) -> float | None:
     return _float_or_none(name, value, non_negative=True)
 
 
+def _signature(name: str, value: object) -> bytes:
+    if not isinstance(value, (bytes, bytearray)) or len(value) not in (0, SIGNATURE_BYTES):
+        raise _bad(name, f"bytes of length 0 or {SIGNATURE_BYTES}", value)
+    return bytes(value)
+
+
 def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise _bad(name, "a bool", value)
@@ -279,11 +297,11 @@ _SCHEMAS: dict[type, tuple[str, tuple[tuple[str, _Check], ...]]] = {
     Progress: ("progress", (
         ("origin", _peer_id), ("seq", _count), ("round", _count), ("loss", _finite),
         ("metric", _finite), ("distance", _non_negative), ("converged", _flag),
-        ("streak", _count), ("ttl", _ttl),
+        ("streak", _count), ("ttl", _ttl), ("sig", _signature),
     )),
     StopDecision: ("stop", (
         ("origin", _peer_id), ("seq", _count), ("stop_round", _count), ("reason", _reason),
-        ("ttl", _ttl),
+        ("ttl", _ttl), ("sig", _signature),
     )),
     PeerExchange: ("peers", (("sender", _peer_id), ("peers", _peer_records))),
 }
@@ -384,6 +402,28 @@ def decode_control(data: bytes | bytearray | memoryview) -> ControlMessage:
     values = {name: check(name, obj[name]) for name, check in checks}
     message: ControlMessage = cls(**values)
     return message
+
+
+#: Fields a flooded record's signature does not cover: relays change ``ttl``.
+_UNSIGNED = frozenset({"ttl", "sig"})
+
+
+def signed_content(msg: Progress | StopDecision) -> bytes:
+    """The bytes an origin signs for a flooded record: a domain tag, the wire type and every
+    field except ``ttl`` (relays lower it) and ``sig``, packed in schema order. Fields are
+    checked as on encode, so what is signed is exactly what goes on the wire.
+
+    Raises
+    ------
+    CodecError
+        ``bad-field`` for a field breaking the rules; ``bad-type`` for another message type.
+    """
+    if not isinstance(msg, (Progress, StopDecision)):
+        raise CodecError("bad-type", f"only flooded records are signed, got {type(msg).__name__}")
+    tag, checks = _SCHEMAS[type(msg)]
+    fields = [check(name, getattr(msg, name)) for name, check in checks if name not in _UNSIGNED]
+    packed: bytes = msgpack.packb(["medswarm-record", CONTROL_VERSION, tag, *fields])
+    return packed
 
 
 def forwarded(msg: Progress | StopDecision) -> Progress | StopDecision | None:
