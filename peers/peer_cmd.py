@@ -32,6 +32,7 @@ from gossip.errors import TransportError
 from gossip.libp2p_addrs import default_announce, parse_announce, peer_of
 from gossip.libp2p_identity import Consortium, NodeKey, load_key
 from gossip.libp2p_netkey import load_network_key
+from gossip.signing import KeyVerifier, RecordSigner
 from gossip.libp2p_transport import Libp2pTransport
 from peers.connector import Connector
 from peers.discovery import Discovery, DiscoveryConfig
@@ -167,7 +168,9 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
                          float16=learning.float16, sample_weighted=learning.sample_weighted,
                          aggregation=learning.aggregation())
         protocol, state_seq = resume(key.peer_id, [], setup.protocol, state,
-                                     is_member=consortium.allows if consortium is not None else None)
+                                     is_member=consortium.allows if consortium is not None else None,
+                                     signer=RecordSigner(key.peer_id, key.key_pair.private_key.to_bytes()),
+                                     verify=KeyVerifier())
 
         def metric(w):
             return trainer.evaluate(w, site.test).loss

@@ -3,7 +3,7 @@
 Replaying the missed rounds alone would cost their training time and leave the peer behind
 the swarm anyway; instead it fetches the model of the neighbour furthest ahead, keeps an
 explicit ``stale_weight`` share of its own (none of it for a stopped neighbour's final model,
-which is the swarm's result) and jumps to that round, telling its neighbours which phases it
+which is the swarm's result, once this peer has corroborated that stop) and jumps to that round, telling its neighbours which phases it
 skips. Announcements of phases not reached yet are buffered here: they start a catch-up, and
 the composer replays those of a phase when it enters it (``take``). At most ``max_pending``
 are kept per neighbour (the lowest phase goes first: the furthest one is the catch-up
@@ -74,13 +74,22 @@ class CatchUp:
                 del self._pending[sender]
         return [(sender, ann) for _, sender, ann in sorted(taken, key=lambda t: t[0])]
 
-    def check(self, round_: int, stopped: bool, now: float) -> list[Action]:
+    def finals(self, round_: int) -> int:
+        """How many neighbours offer a stopped peer's final model of ``round_``."""
+        final = (round_, self.config.gossip_steps)
+        return sum(final in kept for kept in self._pending.values())
+
+    def check(self, round_: int, stopped: bool, now: float, supported: int | None = None) -> list[Action]:
         """Start fetching the model furthest ahead if some neighbour is ``catchup_lag`` rounds
-        ahead of ``round_`` (and no catch-up is under way and this peer has not stopped)."""
+        ahead of ``round_`` (and no catch-up is under way and this peer has not stopped).
+        Only rounds up to ``supported`` (reached by enough distinct members, see
+        ``Membership.supported_round``; None: any) are candidates: one member's word that it
+        is far ahead is not enough."""
         if self.active or stopped:
             return []
+        top = math.inf if supported is None else supported
         ahead = [a for kept in self._pending.values() for _, a in kept.values()
-                 if a.round >= round_ + self.config.catchup_lag]
+                 if round_ + self.config.catchup_lag <= a.round <= top]
         if not ahead:
             return []
         best = max(ahead, key=lambda a: (a.round, a.step, a.sender))
@@ -99,9 +108,11 @@ class CatchUp:
             return FetchDone(ann.sender, ann.round, ann.step, False, "timeout")
         return None
 
-    def settle(self, event: FetchDone, round_: int, stopped: bool) -> Adopt | None:
+    def settle(self, event: FetchDone, round_: int, stopped: bool, trusted: bool = True) -> Adopt | None:
         """The catch-up fetch ended: the ``Adopt`` to perform, or None (failed, or no longer
-        ahead enough, or stopped meanwhile: the caller checks again for another)."""
+        ahead enough, or stopped meanwhile: the caller checks again for another). A final
+        model is taken whole only if ``trusted`` (at a stop this peer corroborated), else
+        mixed like a running one."""
         self.target, self.due = None, math.inf
         if event.round < round_ + self.config.catchup_lag or stopped:
             return None  # the swarm came to us meanwhile
@@ -112,7 +123,7 @@ class CatchUp:
         self.stats.catch_ups += 1
         # a stopped neighbour's final model (offered as step ``gossip_steps``) is the swarm's
         # result: taken whole, so a latecomer ends with the model the others ended with
-        final = event.step == self.config.gossip_steps
+        final = event.step == self.config.gossip_steps and trusted
         return Adopt(event.sender, event.round, 0.0 if final else self.config.stale_weight)
 
 

@@ -70,6 +70,9 @@ class LearningConfig:
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
     aggregator: str = option("mean", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
+    corroboration: int = option(2, "distinct members, this peer included, whose signed progress must reach a "
+                                   "round before a peer catches up to it or trusts a stop there (F+1 "
+                                   "tolerates F colluding members)")
     converge: bool = option(True, "run all --rounds, never stop early", flag="--no-converge")
     converge_window: int = option(8, "rounds the validation loss must plateau before a peer votes")
     metric_tol: float = option(0.02, "smallest validation-loss improvement that counts")
@@ -82,7 +85,8 @@ class LearningConfig:
             object.__setattr__(self, "partition", default_partition(self.data))
         parse_partition(self.partition)
         _at_least_one(rounds=self.rounds, local_epochs=self.local_epochs, gossip_steps=self.gossip_steps,
-                      batch_size=self.batch_size, converge_window=self.converge_window)
+                      batch_size=self.batch_size, converge_window=self.converge_window,
+                      corroboration=self.corroboration)
         positive("lr", self.lr)
         positive("metric_tol", self.metric_tol, strict=False)
         positive("distance_tol", self.distance_tol, strict=False)
@@ -174,6 +178,7 @@ def protocol_config(learning: LearningConfig, timing: TimingConfig) -> ProtocolC
         linger=timing.linger,
         isolation_wait=timing.isolation_wait,
         convergence=learning.convergence_config(),
+        corroboration=learning.corroboration,
     )
 
 

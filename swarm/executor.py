@@ -26,6 +26,7 @@ from gossip.control import ControlMessage, PeerExchange, decode_control, encode_
 from gossip.errors import CodecError
 from gossip.transport import Payload
 from swarm.checkpoint import CheckpointStore, PeerState
+from swarm.membership import Verify
 from swarm.node import SwarmNode
 from swarm.peer_state import accept_transfer, fetch_limit, snapshot
 from swarm.protocol import (
@@ -338,18 +339,20 @@ class PeerExecutor:
 
 def resume(peer_id: str, neighbours: list[str], config: ProtocolConfig,
            state: PeerState | None,
-           is_member: Callable[[str], bool] | None = None) -> tuple[PeerProtocol, int]:
+           is_member: Callable[[str], bool] | None = None, signer: object | None = None,
+           verify: Verify | None = None) -> tuple[PeerProtocol, int]:
     """The protocol of a peer starting fresh (``state`` None) or from its last checkpoint.
 
-    ``is_member`` is the swarm's membership check (the consortium's; None: any id).
-    Returns the protocol and the sequence-number floor to ``start`` it with (a restarted
-    peer must not reuse the numbers of the records it flooded before).
+    ``is_member`` is the swarm's membership check (the consortium's; None: any id);
+    ``signer`` and ``verify`` sign this peer's flooded records and check others' (see
+    ``gossip.signing``). Returns the protocol and the sequence-number floor to ``start`` it
+    with (a restarted peer must not reuse the numbers of the records it flooded before).
     """
+    keys = {"is_member": is_member, "signer": signer, "verify": verify}
     if state is None:
-        return PeerProtocol(peer_id, neighbours, config, is_member=is_member), 0
+        return PeerProtocol(peer_id, neighbours, config, **keys), 0
     protocol = PeerProtocol(peer_id, neighbours, config, start_round=state.round + 1,
-                            deadline_history=list(state.extra.get("deadline", [])),
-                            is_member=is_member)
+                            deadline_history=list(state.extra.get("deadline", [])), **keys)
     protocol.convergence.restore(state.extra.get("convergence", {}))
     return protocol, int(state.extra.get("seq", 0))
 

@@ -52,7 +52,7 @@ from swarm.catch_up import CatchUp, skipped_phases
 from swarm.convergence import ConvergenceConfig, ConvergenceTracker
 from swarm.errors import ConfigError
 from swarm.hold import Hold
-from swarm.membership import Membership
+from swarm.membership import Membership, Verify
 from swarm.neighbourhood import Neighbourhood
 from swarm.phase_exchange import PhaseExchange
 from swarm.protocol_types import (
@@ -86,11 +86,15 @@ class PeerProtocol:
         The phase deadline's learnt delays (from a checkpoint).
     is_member:
         Whether a peer id is a swarm member (the consortium's check; None: any id).
+    signer, verify:
+        Sign this peer's flooded records, check other origins' (None: unsigned, unchecked;
+        real peers and the simulation always pass both, see ``gossip.signing``).
     """
 
     def __init__(self, peer_id: str, neighbours: list[str], config: ProtocolConfig,
                  start_round: int = 0, deadline_history: list[float] | None = None,
-                 is_member: Callable[[str], bool] | None = None) -> None:
+                 is_member: Callable[[str], bool] | None = None, signer: object | None = None,
+                 verify: Verify | None = None) -> None:
         self.peer_id = peer_id
         self.config = config
         #: largest announced model fetched (None: not known yet); see ``limit_model_bytes``
@@ -101,7 +105,7 @@ class PeerProtocol:
         self.stats = ProtocolStats()
         self.links = Neighbourhood(peer_id, neighbours, config.suspect_after)
         self.liveness = self.links.liveness
-        self.membership = Membership(self.links, config, self.convergence, is_member)
+        self.membership = Membership(self.links, config, self.convergence, is_member, signer, verify)
         self.answers = Answers(self.deadline, self.transfer)
         self.exchange = PhaseExchange(self.links, self.membership, self.answers,
                                       Hold(config.isolation_wait, self.stats), config, self.stats,
@@ -258,6 +262,7 @@ class PeerProtocol:
         self.membership.metric, self.membership.distance = event.metric, event.distance
         self.convergence.record_round(round_, event.metric, event.distance, now)
         actions: list[Action] = [Checkpoint(round_)]
+        actions += self._settle(now)
         actions += self.stop.maybe_decide(self.round, now)
         actions += self.membership.record(self.round, now)
         return actions + self._next_round(round_, now)
@@ -305,9 +310,10 @@ class PeerProtocol:
             forwards = self.membership.on_progress(sender, msg, now)
             if forwards is None:
                 return out
-            return out + forwards + self.stop.maybe_decide(self.round, now)
+            settled = self._settle(now) if self.stop.proposals else []
+            return out + forwards + settled + self.stop.maybe_decide(self.round, now)
         if isinstance(msg, StopDecision):
-            actions, resume = self.stop.on_decision(sender, msg, self.round)
+            actions, resume = self.stop.on_decision(sender, msg, self.round, now)
             return actions if resume is None else actions + self._next_round(resume, now)
         self.stats.bad_control += 1
         return []
@@ -326,15 +332,28 @@ class PeerProtocol:
         return answer + self._check_catch_up(now)
 
     # ------------------------------------------------------------ fetches and catch-up
+    def _settle(self, now: float) -> list[Action]:
+        """Act on a waiting stop decision if this peer's signed view now corroborates it."""
+        actions, resume = self.stop.settle(self.round, now)
+        return actions if resume is None else actions + self._next_round(resume, now)
+
     def _check_catch_up(self, now: float) -> list[Action]:
-        return self.catch_up.check(self.round, self.stopped_at is not None, now)
+        supported = self.membership.supported_round(self.round)
+        return self.catch_up.check(self.round, self.stopped_at is not None, now, supported)
 
     def _on_fetch(self, event: FetchDone, now: float) -> list[Action]:
         if not self.catch_up.matches(event):
             return self.exchange.on_fetch(event, now)
-        adopt = self.catch_up.settle(event, self.round, self.stopped_at is not None)
+        # a final model is taken whole only at a stop this peer has corroborated: by its own
+        # signed view, by the last round, or by the final models of enough members at that round
+        finals = self.catch_up.finals(event.round) if event.step == self.config.gossip_steps else 0
+        trusted = (event.round in (self.stop.stop_round, self.stop.last_round)
+                   or finals >= self.config.corroboration)
+        adopt = self.catch_up.settle(event, self.round, self.stopped_at is not None, trusted)
         if adopt is None:
             return self._check_catch_up(now)
+        if adopt.keep_own == 0.0:
+            self.stop.agree(adopt.round, f"stopped: final models of {finals} members")
         # tell neighbours not to wait for this peer in the phases it skips
         skipped = skipped_phases(self.phase, adopt.round, self.config.gossip_steps)
         self.exchange.move_to((adopt.round, self.config.gossip_steps - 1))
@@ -355,6 +374,7 @@ class PeerProtocol:
         actions: list[Action] = []
         if now >= self.membership.next_heartbeat:
             actions += self.membership.record(self.round, now)
+            actions += self._settle(now)
             actions += self.stop.maybe_decide(self.round, now)
             actions += self.stop.repeat()
         for expired in self.exchange.expired_fetches(now):

@@ -37,6 +37,9 @@ class ProtocolConfig:
     max_pending: int = 16
     #: members tracked from progress records and stop decisions (the consortium bounds it too)
     max_members: int = 1024
+    #: distinct members (this peer included) whose progress must reach a round before a peer
+    #: catches up to it, trusts a stop at it or a final model of it: F + 1 tolerates F liars
+    corroboration: int = 2
 
     def __post_init__(self) -> None:
         if self.gossip_steps < 1:
@@ -53,6 +56,8 @@ class ProtocolConfig:
             raise ConfigError("fetch", "fetch_timeout > 0 and fetch_retries >= 0")
         if not self.isolation_wait >= 0:
             raise ConfigError("isolation_wait", f"must be >= 0, got {self.isolation_wait}")
+        if self.corroboration < 1:
+            raise ConfigError("corroboration", f"must be >= 1, got {self.corroboration}")
         if self.max_pending < 1 or self.max_members < 1:
             raise ConfigError("max_pending" if self.max_pending < 1 else "max_members", "must be >= 1")
 

@@ -1,8 +1,20 @@
 """Stop agreement and exit: when the swarm is done, and when a stopped peer may leave.
 
 A peer in touch with the swarm decides to stop once every live member voted converged and
-floods a ``StopDecision``; every peer adopts the highest proposal, and a peer that already
-completed the proposed round counter-proposes its own, so all still stop together. A later,
+floods a signed ``StopDecision``; every peer adopts the highest proposal, and a peer that
+already completed the proposed round counter-proposes its own, so all still stop together.
+
+A decision is one member's word, so a receiver acts on it only when its own view, built from
+signed progress records, corroborates it: every live member it knows has voted converged at
+least once, and at least ``corroboration`` members have (this peer included). Until then
+the decision waits (the latest per origin, so at most one per member) and is looked at again
+every heartbeat, after each round and on each new record. Once a stop is agreed, a later
+proposal (a peer already past it counter-proposing its own round) only moves the stop round,
+within the bound below. A decision not signed by its origin is dropped and
+counted; one whose stop round lies beyond what the signed progress supports (see
+``Membership.supported_round``, plus ``stop_margin + catchup_lag``) is refused. So a hostile
+member cannot stop the swarm early or make it run on; it can only withhold its own vote,
+which delays the stop up to ``max_rounds``. A later,
 higher decision resumes a stopped peer. Stopped, a peer offers its final model (so a
 neighbour far behind catches up to it), repeats the decision every heartbeat and lingers
 until its live neighbours have reached the stop round (``may_exit``).
@@ -12,11 +24,13 @@ from __future__ import annotations
 
 import math
 
+from dataclasses import replace
+
 from gossip.control import Announce, Progress, StopDecision
 from swarm.convergence import ConvergenceTracker
 from swarm.membership import Membership
 from swarm.neighbourhood import Neighbourhood
-from swarm.protocol_types import Action, Exit, ProtocolConfig, ProtocolStats, SendControl
+from swarm.protocol_types import Action, Exit, ProtocolConfig, ProtocolStats, Reject, SendControl
 
 
 class StopAgreement:
@@ -42,6 +56,7 @@ class StopAgreement:
         self.exit_at: float | None = None
         self._stopped_since = math.inf
         self.final_announce: Announce | None = None  # of the model offered after stopping
+        self.proposals: dict[str, StopDecision] = {}  # signed, not yet corroborated: one per origin
 
     @property
     def last_round(self) -> int:
@@ -69,15 +84,22 @@ class StopAgreement:
         training the missed rounds alone while the swarm waits for it."""
         final = self.final_announce
         if final is not None and msg.origin == sender and msg.round + self.config.catchup_lag <= final.round:
-            return [SendControl(sender, final)]
+            # with the decision, so that it can corroborate the stop and take the model whole
+            return [SendControl(sender, final), *([] if self.decision is None else [SendControl(sender, self.decision)])]
         return []
+
+    def agree(self, round_: int, reason: str) -> None:
+        """Take ``round_`` as the stop round that enough members' final models corroborate."""
+        if self.stop_round is None or round_ > self.stop_round:
+            self.stop_round, self.stop_reason = round_, reason
 
     def _propose(self, round_: int, reason: str, sent_reason: str) -> list[Action]:
         """Propose to stop after ``round_`` (``sent_reason`` is the reason as it goes out)."""
         self.stop_round, self.stop_reason = round_, reason
         seq = self.membership.next_seq()
         self.membership.mark(f"stop:{self.links.peer_id}", seq)
-        self.decision = StopDecision(self.links.peer_id, seq, round_, sent_reason, self.config.progress_ttl)
+        self.decision = self.membership.sign(
+            StopDecision(self.links.peer_id, seq, round_, sent_reason, self.config.progress_ttl))
         return [SendControl(p, self.decision) for p in self.links.peers]
 
     def maybe_decide(self, round_: int, now: float) -> list[Action]:
@@ -90,32 +112,66 @@ class StopAgreement:
         if (self.links.peers and not alive) or not self.convergence.all_converged(alive):
             return []  # no recent record from anyone: not in touch either
         reason = f"converged: {len(alive) + 1} live members voted converged"
-        return self._propose(max(self.convergence.stop_round(alive), round_), reason, reason[:200])
+        # a round only one member claims does not push the stop round out
+        supported = self.membership.supported_round(round_) + self.config.convergence.stop_margin
+        return self._propose(max(min(self.convergence.stop_round(alive), supported), round_), reason, reason[:200])
 
-    def on_decision(self, sender: str, msg: StopDecision, round_: int) -> tuple[list[Action], int | None]:
+    def corroborated(self, now: float) -> bool:
+        """Whether this peer's own signed view backs a stop: every live member it knows has
+        voted converged at least once, and at least ``corroboration`` members have."""
+        once = self.convergence.converged_once
+        alive = self.membership.alive(now)
+        if any(m not in once for m in alive):
+            return False
+        return len(alive) + (self.links.peer_id in once) >= self.config.corroboration
+
+    def on_decision(self, sender: str, msg: StopDecision, round_: int,
+                    now: float) -> tuple[list[Action], int | None]:
         """A stop decision arrived while this peer is in ``round_``: the forwards and answers,
         and the round to resume after if a later decision supersedes the one it stopped at."""
-        actions = self.membership.flood(f"stop:{msg.origin}", msg.seq, msg, sender)
-        if actions is None:
+        key = f"stop:{msg.origin}"
+        if msg.origin == self.links.peer_id or not self.membership.fresh(key, msg.seq):
             return [], None
+        forged = self.membership.authentic(msg, round_)
+        if forged is not None:
+            return [forged], None
         if msg.stop_round >= self.config.convergence.max_rounds:
             self.stats.bad_control += 1
-            return actions, None
+            return [], None
+        bound = (self.membership.supported_round(round_) + self.config.convergence.stop_margin
+                 + self.config.catchup_lag)
+        if msg.stop_round > bound:
+            return [Reject(msg.origin, round_, "unsupported-stop",
+                           f"stop round {msg.stop_round} > {bound} supported by signed progress")], None
+        actions = self.membership.flood(key, msg.seq, msg, sender) or []
+        self.proposals[msg.origin] = msg
+        more, resume = self.settle(round_, now)
+        return actions + more, resume
+
+    def settle(self, round_: int, now: float) -> tuple[list[Action], int | None]:
+        """Act on the highest waiting proposal once this peer's view corroborates it: the
+        answers, and the round to resume after if it supersedes the one this peer stopped at."""
+        if not self.proposals or (self.stop_round is None and not self.corroborated(now)):
+            return [], None  # once a stop is agreed, a later round only moves it (within the bound)
+        msg = max(self.proposals.values(), key=lambda d: (d.stop_round, d.origin))
+        self.proposals.clear()
+        return self._adopt(msg, round_)
+
+    def _adopt(self, msg: StopDecision, round_: int) -> tuple[list[Action], int | None]:
         if self.stopped_at is None and round_ - 1 >= msg.stop_round and (
                 self.stop_round is None or round_ > self.stop_round):
             # this peer already completed the proposed round: counter-propose its own current
             # round; every peer adopts the highest proposal, so all still stop together
-            return actions + self._propose(round_, msg.reason, msg.reason), None
+            return self._propose(round_, msg.reason, msg.reason), None
         if self.stop_round is None or msg.stop_round > self.stop_round:
             self.stop_round, self.stop_reason = msg.stop_round, msg.reason
-            self.decision = StopDecision(msg.origin, msg.seq, msg.stop_round, msg.reason,
-                                         self.config.progress_ttl)
+            self.decision = replace(msg, ttl=self.config.progress_ttl)  # the origin's signature stays
             if self.stopped_at is not None and self.stopped_at < msg.stop_round:
                 # a later decision supersedes ours: resume until the agreed round
                 resume = self.stopped_at
                 self.stopped_at, self.exit_at, self.final_announce = None, None, None
-                return actions, resume
-        return actions, None
+                return [], resume
+        return [], None
 
     def repeat(self) -> list[Action]:
         """Gossip can lose the decision: repeat it to every neighbour (duplicates are ignored)."""

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from gossip.signing import sim_keyring
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.errors import SwarmError
 from swarm.executor import ExecutorHooks, PeerExecutor, RoundInfo, Traffic, checkpoint_weights, resume
@@ -143,6 +144,7 @@ class VirtualSwarm:
         self.rng = np.random.default_rng([seed, 0x5EED])
         n = len(federation.sites)
         self.ids = [f"peer-{i}" for i in range(n)]
+        self.signers, self.verifier = sim_keyring(self.ids, seed)
         slow = set(self.rng.choice(n, size=faults.stragglers, replace=False).tolist()) if faults.stragglers else set()
         self.peers: list[_Peer] = []
         for i in range(n):
@@ -242,7 +244,8 @@ class VirtualSwarm:
         peer.timer_at = None
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
         protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state,
-                                     is_member=self.index.__contains__)
+                                     is_member=self.index.__contains__, signer=self.signers[peer.id],
+                                     verify=self.verifier)
         peer.exec = PeerExecutor(
             peer.node, protocol, _SimSeam(self, peer), evaluate=lambda w: self._evaluate_local(peer, w),
             train_seed=lambda r: self.train_seed(peer.index, r), traffic=peer.traffic,

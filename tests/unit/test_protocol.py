@@ -45,6 +45,7 @@ BASE = ProtocolConfig(
     fetch_timeout=0.5,
     fetch_retries=1,
     convergence=ConvergenceConfig(max_rounds=10, window=2, min_rounds=2),
+    corroboration=1,  # the mechanics; corroboration (the default 2) is tested in test_corroboration.py
 )
 
 
@@ -103,6 +104,11 @@ def progress(origin: str, seq: int, round_: int = 0, converged: bool = False, tt
 def stop_decision(stop_round: int, seq: int = 1, origin: str = "x", ttl: int = 5,
                   via: str = "b") -> ControlIn:
     return ControlIn(via, StopDecision(origin, seq, stop_round, "converged", ttl))
+
+
+def corroborate(proto: PeerProtocol, now: float = 0.01) -> None:
+    """A signed converged vote of x: this peer's view then backs a stop decision (corroboration 1)."""
+    proto.handle(progress("x", 1, converged=True, via="b"), now)
 
 
 def of(actions, cls) -> list:
@@ -678,6 +684,7 @@ def test_progress_of_a_restarted_peer_is_not_dropped_as_a_duplicate():
 def test_stop_decision_is_forwarded_to_the_other_neighbours():
     proto = started()
 
+    corroborate(proto)  # x has voted converged: its decision is backed
     actions = proto.handle(stop_decision(2, ttl=5, via="b"), 0.05)
 
     assert actions == [SendControl("c", StopDecision("x", 1, 2, "converged", 4))]
@@ -686,6 +693,7 @@ def test_stop_decision_is_forwarded_to_the_other_neighbours():
 
 def test_peer_stops_after_completing_the_stop_round_and_not_before():
     proto = started()
+    corroborate(proto)  # x has voted converged: its decision is backed
     proto.handle(stop_decision(2), 0.05)
 
     round0, now = run_round(proto, 0, 0.1)
@@ -712,6 +720,7 @@ def test_stop_decision_beyond_max_rounds_is_ignored_and_counted_bad():
 
 def _stopped_at_round_2() -> tuple[PeerProtocol, float]:
     proto = started()
+    corroborate(proto)  # x has voted converged: its decision is backed
     proto.handle(stop_decision(2), 0.05)
     now = 0.1
     for round_ in range(3):
@@ -762,6 +771,7 @@ def test_a_stopped_peer_lingers_for_a_suspected_neighbour_that_has_not_reached_t
     # d went silent long ago (suspected from the start); b and c finish round 2 with "a"
     proto = PeerProtocol("a", ["b", "c", "d"], config(), start_round=0)
     proto.start(-BASE.suspect_after - 0.05)
+    corroborate(proto)  # x has voted converged: its decision is backed
     proto.handle(stop_decision(2), 0.05)
     now = 0.1
     for round_ in range(3):
@@ -789,6 +799,7 @@ def test_exited_peer_ignores_every_later_event():
 
 def test_exit_waits_for_a_live_neighbour_that_has_not_reached_the_stop_round():
     proto = started()
+    corroborate(proto)  # x has voted converged: its decision is backed
     proto.handle(stop_decision(2), 0.05)
     _, now = run_round(proto, 0, 0.1)
     _, now = run_round(proto, 1, now)
@@ -810,6 +821,7 @@ def test_stop_decision_for_a_round_already_completed_is_answered_with_a_counter_
     now = 0.1
     for round_ in range(3):
         _, now = run_round(proto, round_, now)
+    corroborate(proto, now)
 
     actions = proto.handle(stop_decision(1, via="b"), now)
 

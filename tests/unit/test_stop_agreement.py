@@ -7,7 +7,7 @@ from gossip.control import Announce, Progress, StopDecision
 from swarm.convergence import ConvergenceConfig, ConvergenceTracker
 from swarm.membership import Membership
 from swarm.neighbourhood import Neighbourhood
-from swarm.protocol_types import Exit, ProtocolConfig, ProtocolStats, SendControl
+from swarm.protocol_types import Exit, ProtocolConfig, ProtocolStats, Reject, SendControl
 from swarm.stop_agreement import StopAgreement
 
 CONFIG = ProtocolConfig(suspect_after=10.0, heartbeat=2.0, linger=5.0, catchup_lag=2, progress_ttl=4,
@@ -60,34 +60,74 @@ def test_no_decision_while_a_live_member_has_not_converged():
     assert stop.maybe_decide(3, 10.0) == [] and stop.stop_round is None
 
 
+def corroborate(stop: StopAgreement, round_: int = 4, now: float = 1.0) -> None:
+    """Signed converged votes from both other members, at ``round_`` (supports stops near it)."""
+    for origin in ("b", "c"):
+        stop.membership.on_progress(origin, progress(origin, 1, round_), now)
+
+
 def test_the_highest_proposal_wins_and_duplicates_are_ignored():
     stop = agreement()
-    actions, resume = stop.on_decision("b", StopDecision("x", 1, 5, "r5", 4), 2)
+    corroborate(stop)
+    actions, resume = stop.on_decision("b", StopDecision("x", 1, 5, "r5", 4), 2, 1.0)
     assert resume is None and [a.peer for a in actions] == ["c"] and stop.stop_round == 5
-    stop.on_decision("b", StopDecision("y", 1, 4, "r4", 4), 2)
+    stop.on_decision("b", StopDecision("y", 1, 4, "r4", 4), 2, 1.0)
     assert stop.stop_round == 5
-    assert stop.on_decision("c", StopDecision("x", 1, 5, "r5", 4), 2) == ([], None)
+    assert stop.on_decision("c", StopDecision("x", 1, 5, "r5", 4), 2, 1.0) == ([], None)
+
+
+def test_a_decision_waits_until_the_peers_own_signed_view_corroborates_it():
+    stop = agreement()
+    stop.membership.on_progress("b", progress("b", 1, 4), 1.0)
+    stop.membership.on_progress("c", progress("c", 1, 4, converged=False), 1.0)
+    actions, _ = stop.on_decision("b", StopDecision("b", 1, 5, "b says so", 4), 3, 1.0)
+    assert [a.peer for a in actions] == ["c"]  # forwarded (it is b's own, signed word) ...
+    assert stop.stop_round is None  # ... but c has never voted converged: not acted on
+    assert stop.settle(3, 2.0) == ([], None) and stop.stop_round is None
+    stop.membership.on_progress("c", progress("c", 2, 5), 3.0)
+    assert stop.settle(3, 3.0) == ([], None) and stop.stop_round == 5
+
+
+def test_one_member_alone_cannot_corroborate_a_stop():
+    stop = agreement()
+    stop.membership.on_progress("b", progress("b", 1, 4), 1.0)  # only b has voted, and a has not
+    stop.on_decision("b", StopDecision("b", 1, 4, "b says so", 4), 3, 1.0)
+    assert stop.stop_round is None and not stop.corroborated(1.0)
+
+
+def test_a_stop_round_beyond_the_signed_progress_is_refused_and_not_marked_seen():
+    stop = agreement()
+    corroborate(stop, round_=3)  # supported round 3: the bound is 3 + stop_margin 2 + catchup_lag 2
+    actions, _ = stop.on_decision("b", StopDecision("x", 1, 8, "far", 4), 3, 1.0)
+    assert [a.reason for a in actions if isinstance(a, Reject)] == ["unsupported-stop"]
+    assert stop.stop_round is None and stop.membership.fresh("stop:x", 1)
+    actions, _ = stop.on_decision("b", StopDecision("x", 1, 7, "near", 4), 3, 1.0)
+    assert stop.stop_round == 7
 
 
 def test_a_peer_past_the_proposed_round_counter_proposes_its_own():
     stop = agreement()
-    actions, _ = stop.on_decision("b", StopDecision("x", 1, 3, "why", 4), 6)
+    corroborate(stop, round_=6)
+    actions, _ = stop.on_decision("b", StopDecision("x", 1, 3, "why", 4), 6, 1.0)
     assert stop.stop_round == 6 and stop.decision is not None
     assert stop.decision.origin == "a" and stop.decision.stop_round == 6
     assert [a.peer for a in actions] == ["c", "b", "c"]  # forward, then own proposal to all
 
 
-def test_a_later_decision_resumes_a_stopped_peer():
+def test_a_later_decision_resumes_a_stopped_peer_without_new_votes():
     stop = agreement()
     stop.reached(9, 1.0)
-    stop.stop_round, stop.stopped_at = 4, 4  # stopped early at round 4
-    _, resume = stop.on_decision("b", StopDecision("x", 1, 6, "later", 4), 4)
+    stop.stop_round, stop.stopped_at = 4, 4  # stopped early at round 4, a stop agreed before
+    stop.membership.saw_round("b", 6)
+    stop.membership.saw_round("c", 6)
+    _, resume = stop.on_decision("b", StopDecision("x", 1, 6, "later", 4), 4, 1.0)
     assert resume == 4 and stop.stopped_at is None and stop.exit_at is None and stop.stop_round == 6
 
 
 def test_a_stop_round_past_max_rounds_is_bad_control():
     stop = agreement()
-    stop.on_decision("b", StopDecision("x", 1, 10, "far", 4), 2)
+    corroborate(stop, round_=9)
+    stop.on_decision("b", StopDecision("x", 1, 10, "far", 4), 2, 1.0)
     assert stop.stats.bad_control == 1 and stop.stop_round is None
 
 
