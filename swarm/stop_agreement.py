@@ -5,8 +5,9 @@ floods a signed ``StopDecision``; every peer adopts the highest proposal, and a 
 already completed the proposed round counter-proposes its own, so all still stop together.
 
 A decision is one member's word, so a receiver acts on it only when its own view, built from
-signed progress records, corroborates it: every live member it knows has voted converged at
-least once, and at least ``corroboration`` members have (this peer included). Until then
+signed progress records, corroborates it: a strict majority of the live members it knows has
+voted converged at least once, and at least ``corroboration`` members have (this peer
+included). Until then
 the decision waits (the latest per origin, so at most one per member) and is looked at again
 every heartbeat, after each round and on each new record. Once a stop is agreed, a later
 proposal (a peer already past it counter-proposing its own round) only moves the stop round,
@@ -117,13 +118,15 @@ class StopAgreement:
         return self._propose(max(min(self.convergence.stop_round(alive), supported), round_), reason, reason[:200])
 
     def corroborated(self, now: float) -> bool:
-        """Whether this peer's own signed view backs a stop: every live member it knows has
-        voted converged at least once, and at least ``corroboration`` members have."""
+        """Whether this peer's own signed view backs a stop: a strict majority of the live
+        members it knows (itself included) has voted converged at least once, and at least
+        ``corroboration`` members have. Not all of them: a member that came back just now
+        and has not voted yet must not keep the others from following a decision taken
+        before it was heard."""
         once = self.convergence.converged_once
         alive = self.membership.alive(now)
-        if any(m not in once for m in alive):
-            return False
-        return len(alive) + (self.links.peer_id in once) >= self.config.corroboration
+        voters = sum(1 for m in alive if m in once) + (self.links.peer_id in once)
+        return voters >= self.config.corroboration and 2 * voters > len(alive) + 1
 
     def on_decision(self, sender: str, msg: StopDecision, round_: int,
                     now: float) -> tuple[list[Action], int | None]:

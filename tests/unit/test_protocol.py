@@ -107,8 +107,10 @@ def stop_decision(stop_round: int, seq: int = 1, origin: str = "x", ttl: int = 5
 
 
 def corroborate(proto: PeerProtocol, now: float = 0.01) -> None:
-    """A signed converged vote of x: this peer's view then backs a stop decision (corroboration 1)."""
+    """Signed converged votes of x and y, a majority of the members known: this peer's view
+    then backs a stop decision."""
     proto.handle(progress("x", 1, converged=True, via="b"), now)
+    proto.handle(progress("y", 1, converged=True, via="b"), now)
 
 
 def of(actions, cls) -> list:
