@@ -14,6 +14,10 @@ Sequence numbers: the attacker's own records take fresh numbers from its own pro
 they are never duplicates; records forged for other origins take numbers from ``2**62`` up,
 growing with the round (above any a real peer uses), and one stop decision per round takes
 the largest number there is.
+
+In the simulation, serving a catch-up lure four rounds ahead makes the seam forget the
+attacker's models of its earlier rounds (``_SimSeam.serve`` keeps the last two rounds
+below the newest), so a neighbour a round behind fails to fetch its honest model.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from gossip.codec import digest
 from gossip.control import Announce, ControlMessage, Progress, Skip, StopDecision, encode_control
 from gossip.signing import RecordSigner
 from swarm.attacks import Attack
-from swarm.executor import PeerExecutor
+from swarm.executor import PeerExecutor, Seam
 from swarm.metrics import finite_or_none
 from swarm.poison import HostileNode, sign_flipped
-from swarm.protocol import Action, Train
+from swarm.protocol import Action, PeerProtocol, Train
 
 #: how many rounds ahead of its own the attacker claims to be (catchup, forge-progress)
 AHEAD = 4
@@ -63,7 +67,7 @@ class HostileExecutor(PeerExecutor):
 
     node: HostileNode
 
-    def __init__(self, node: HostileNode, protocol: Any, seam: Any, *, signer: RecordSigner,
+    def __init__(self, node: HostileNode, protocol: PeerProtocol, seam: Seam, *, signer: RecordSigner,
                  members: Sequence[str], **kwargs: Any) -> None:
         super().__init__(node, protocol, seam, **kwargs)
         self.signer = signer
