@@ -53,7 +53,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     table.add_column("accuracy", justify="right")
     for name, arm in report["arms"].items():
         fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-        table.add_row(name, fmt(arm["auroc"]), fmt(arm["worst_auroc"]), fmt(arm["accuracy"]))
+        label = f"{name} (honest)" if arm.get("attackers_left_out") else name
+        table.add_row(label, fmt(arm["auroc"]), fmt(arm["worst_auroc"]), fmt(arm["accuracy"]))
     console.print(table)
     console.print(f"last-5-round means on the global test set; outputs in {paths['report_md'].parent}/")
     return 0

@@ -1,10 +1,12 @@
-"""Fault settings for the virtual-clock swarm: link delay, jitter, drops, stragglers, crashes, cuts."""
+"""Fault settings for the virtual-clock swarm: link delay, jitter, drops, stragglers, crashes, cuts,
+hostile members (``swarm.attacks``)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from swarm.attacks import Attack, parse_attack, validate_attacks
 from swarm.errors import ConfigError
 from swarm.options import option
 
@@ -17,6 +19,10 @@ class Crash:
     at_round: int
     back_at: int | None = None
 
+    def __str__(self) -> str:
+        """The option text (``3@5:10``): what :func:`parse_crash` reads back."""
+        return f"{self.peer}@{self.at_round}" + ("" if self.back_at is None else f":{self.back_at}")
+
 
 @dataclass(frozen=True)
 class Cut:
@@ -27,6 +33,10 @@ class Cut:
     at_round: int
     back_at: int
 
+    def __str__(self) -> str:
+        """The option text (``1@2:6``): what :func:`parse_cut` reads back."""
+        return f"{self.peer}@{self.at_round}:{self.back_at}"
+
 
 @dataclass(frozen=True)
 class LateJoin:
@@ -34,6 +44,10 @@ class LateJoin:
 
     peer: int
     at_round: int
+
+    def __str__(self) -> str:
+        """The option text (``2@4``): what :func:`parse_late` reads back."""
+        return f"{self.peer}@{self.at_round}"
 
 
 _CRASH = re.compile(r"^(\d+)@(\d+)(?::(\d+))?$")
@@ -98,6 +112,11 @@ class FaultConfig:
     cuts: tuple[Cut, ...] = option(
         (), "peer PEER's links carry nothing from its ROUND until the swarm reaches BACK_AT_ROUND; it keeps "
             "running (repeatable)", flag="--cut", metavar="PEER@ROUND:BACK_AT_ROUND", repeat=True, parse=parse_cut)
+    attacks: tuple[Attack, ...] = option(
+        (), "peer PEER is hostile (swarm arm; repeatable): it serves a poisoned model (KIND signflip, "
+            "scale:F, noise:S, zeros, alie[:Z]) or sends forged messages (catchup, forge-stop, "
+            "forge-progress[:N], flood[:N])", flag="--attack", metavar="PEER:KIND[:PARAM]", repeat=True,
+        parse=parse_attack)
 
     def __post_init__(self) -> None:
         if self.delay < 0 or self.jitter < 0 or self.jitter > self.delay + 1e-12 and self.delay > 0:
@@ -137,3 +156,4 @@ class FaultConfig:
             raise ConfigError("crash", "a peer may crash only once")
         if len(set(crashed)) >= peers:
             raise ConfigError("crash", "at least one peer must stay up")
+        validate_attacks(self.attacks, peers)

@@ -122,9 +122,17 @@ class SwarmNode:
 
     def encode_model(self, round_: int) -> memoryview:
         """The current weights as a wire message of round ``round_`` (what neighbours fetch)."""
+        return self.encode_weights(round_, self.outgoing())
+
+    def outgoing(self) -> Mapping[str, np.ndarray]:
+        """The weights this node serves: its own (a hostile one in ``swarm.poison`` lies here)."""
+        return self.weights
+
+    def encode_weights(self, round_: int, weights: Mapping[str, np.ndarray]) -> memoryview:
+        """``weights`` as this node's wire message of round ``round_``."""
         start = time.perf_counter()
         payload = encode(
-            WeightsMessage(self.model_id, round_, self.peer_id, len(self.data), self.weights),
+            WeightsMessage(self.model_id, round_, self.peer_id, len(self.data), dict(weights)),
             float16=self.float16,
         )
         self.stats.codec_s += time.perf_counter() - start

@@ -132,8 +132,9 @@ def from_args(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
 def to_argv(config: Any, *, only: Collection[str] | None = None) -> list[str]:
     """Command-line options that give ``config``'s values (``from_args`` of them is ``config``).
 
-    Flags appear when they differ from the default, ``None`` values are left out; repeatable
-    options of parsed values (e.g. ``Crash``) are not supported.
+    Flags appear when they differ from the default, ``None`` values are left out; an item of
+    a repeatable option of parsed values (``Crash``, ``Attack``) goes as its ``str``, which
+    is its option text.
     """
     if not is_dataclass(config):
         raise TypeError(f"expected a config dataclass, got {type(config).__name__}")

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from swarm.atomic_file import atomic_write  # noqa: E402
+from swarm.attack_report import render_attacks  # noqa: E402
 
 
 def write_metrics(path: Path, rows: Iterable[dict]) -> None:
@@ -47,15 +48,19 @@ def render_markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for name, arm in arms.items():
+        label = f"{name} (honest peers)" if arm.get("attackers_left_out") else name
         lines.append(
-            f"| {name} | {_fmt(arm['auroc'])} | {_fmt(arm['worst_auroc'])} | "
+            f"| {label} | {_fmt(arm['auroc'])} | {_fmt(arm['worst_auroc'])} | "
             f"{_fmt(arm['accuracy'])} | {arm['bytes_sent'] / 1e6:.1f} |"
         )
     if "swarm" in arms and "mean_model" in arms["swarm"]:
-        lines += ["", f"Swarm: the average of all peers' final models scores AUROC "
+        whose = "the honest peers'" if arms["swarm"].get("attackers_left_out") else "all peers'"
+        lines += ["", f"Swarm: the average of {whose} final models scores AUROC "
                       f"{_fmt(arms['swarm']['mean_model']['auroc'])}; "
                       f"{arms['swarm'].get('rejected', 0)} message(s) rejected."]
     swarm = arms.get("swarm", {})
+    if "attacks" in swarm:
+        lines += render_attacks(swarm["attacks"])
     if "decision" in swarm:
         lines += _simulated_protocol(swarm) if "virtual_time_s" in swarm else _launched_protocol(swarm)
     lines += ["", "## Per site (final models, global test)", "",
@@ -83,7 +88,7 @@ def _simulated_protocol(swarm: dict) -> list[str]:
         crash = "–" if p["crashed_at"] is None else f"{p['crashed_at']:.1f} s / " + (
             "–" if p["restarted_at"] is None else f"{p['restarted_at']:.1f} s")
         lines.append(
-            f"| {p['peer']}{' (slow)' if p['straggler'] else ''} | {p['rounds_completed']} | "
+            f"| {p['peer']}{' (slow)' if p['straggler'] else ''}{' (attacker)' if p.get('attacker') else ''} | {p['rounds_completed']} | "
             f"{p['stop_round'] if p['stop_round'] is not None else '–'} | {p['phases_timed_out'] or 0} | "
             f"{_fmt(p['waiting_s'], 1)} | {p['suspicions'] or 0} | {p['catch_ups'] or 0} | {p['rejected']} | {crash} |")
     return lines

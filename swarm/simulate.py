@@ -12,7 +12,9 @@ Arms
 ``cwt``     cyclical weight transfer: one model visits the sites in ring order each round.
 
 Every arm starts from the same seeded weights and uses the same per-site, per-round
-training seeds, so arms are paired and a run is reproducible.
+training seeds, so arms are paired and a run is reproducible. Hostile members
+(``--attack``, ``swarm.attacks``) take part in the swarm arm only, and are left out of its
+figures (``swarm.attack_report``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from gossip.codec import WeightsMessage, decode, encode
+from swarm.attack_report import attack_summary
 from swarm.averaging import Contribution, weighted_average
 from swarm.config import ARMS, LearningConfig, OutputConfig, SimSetup, TimingConfig, protocol_config  # noqa: F401
 from swarm.faults import FaultConfig
@@ -89,6 +92,8 @@ class ArmResult:
     per_site: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    #: hostile peers: their rows and models are left out of the arm's figures
+    attackers: tuple[int, ...] = ()
 
 
 def train_seed(seed: int, site: int, round_: int) -> int:
@@ -187,10 +192,10 @@ class Simulation:
             state_dir=self.state_dir, aggregation=learning.aggregation(),
         )
         runs = swarm.run(None if progress is None else lambda done, total: progress("swarm", done, total))
-        result = ArmResult("swarm", rows=swarm.rows)
+        result = ArmResult("swarm", rows=swarm.rows, attackers=tuple(sorted(swarm.attackers)))
         nodes = [p.node for p in swarm.peers]
         result.per_site = self._per_site([n.weights for n in nodes])
-        live = [p for p in swarm.peers if p.alive]
+        live = [p for p in swarm.peers if p.alive and p.index not in swarm.attackers]
         mean_model = weighted_average([Contribution(p.node.peer_id, p.node.weights, 1.0) for p in live])
         glob, _ = self._eval(mean_model, None)
         stop_rounds = sorted({r.stop_round for r in runs if r.stop_round is not None and r.exited})
@@ -218,11 +223,14 @@ class Simulation:
                     "suspicions": protos[run.peer].stats.suspicions if run.peer in protos else None,
                     "catch_ups": protos[run.peer].stats.catch_ups if run.peer in protos else None,
                     "rejected": sum(nodes[run.peer].stats.rejected.values()),
+                    "attacker": run.peer in swarm.attackers,
                 }
                 for run in runs
             ],
         }
         finished = [r for r in runs if r.exited and r.finish_time is not None and r.last_round >= 0]
+        if swarm.attackers:
+            result.extra["attacks"] = attack_summary(swarm, result.per_site)
         result.extra["sim_time_per_round_s"] = (
             float(np.mean([r.finish_time / (r.last_round + 1) for r in finished])) if finished else None
         )
@@ -328,13 +336,15 @@ def summarize(results: Iterable[ArmResult], last: int = 5) -> dict[str, dict]:
     """Per-arm headline figures: mean over the last ``last`` rounds of the global-test metrics.
 
     ``accuracy``/``auroc`` average over peers (for ``local``: each site's own model on the
-    global test set); ``worst_auroc`` is the worst peer's mean over those rounds.
+    global test set); ``worst_auroc`` is the worst peer's mean over those rounds. An arm's
+    attackers are left out of both (``attackers_left_out`` lists them); ``bytes_sent`` counts every peer.
     """
     out: dict[str, dict] = {}
     for res in results:
         rounds = sorted({row["round"] for row in res.rows})
         tail = set(rounds[-last:])
-        rows = [row for row in res.rows if row["round"] in tail]
+        everyone = [row for row in res.rows if row["round"] in tail]
+        rows = [row for row in everyone if row["peer"] not in res.attackers]
 
         def mean(key: str, rs: list[dict]) -> float | None:
             vals = [row[key] for row in rs if row[key] is not None]
@@ -350,10 +360,12 @@ def summarize(results: Iterable[ArmResult], last: int = 5) -> dict[str, dict]:
             "rounds_averaged": len(tail),
             "per_site": res.per_site,
             "bytes_sent": int(sum(max((row["bytes_sent"] for row in res.rows if row["peer"] == p), default=0)
-                                  for p in peers)),
+                                  for p in sorted({row["peer"] for row in everyone}))),
             "timings": res.timings,
             **res.extra,
         }
+        if res.attackers:
+            out[res.arm]["attackers_left_out"] = list(res.attackers)
     return out
 
 

@@ -5,7 +5,9 @@ time is simulated. Each local epoch takes ``train_time`` virtual seconds (times 
 straggler's slowdown), control messages and model transfers take the link delay (plus
 size over bandwidth), and either can be dropped. Peers crash, come back from their
 checkpoint, join late and are cut off from the network for a while as ``FaultConfig``
-says. Nothing waits on the wall clock, so a run is a deterministic, seeded loop.
+says. Hostile members (``FaultConfig.attacks``) run ``swarm.poison.HostileNode`` and
+``swarm.forgery.HostileExecutor``: the same protocol, with poisoned models and forged
+messages. Nothing waits on the wall clock, so a run is a deterministic, seeded loop.
 """
 
 from __future__ import annotations
@@ -14,18 +16,22 @@ import heapq
 import itertools
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from gossip.signing import sim_keyring
+from swarm.attacks import by_peer
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.errors import SwarmError
 from swarm.executor import ExecutorHooks, PeerExecutor, RoundInfo, Traffic, checkpoint_weights, resume
 from swarm.faults import FaultConfig
+from swarm.forgery import HostileExecutor
 from swarm.metrics import finite_or_none
 from swarm.node import SwarmNode
+from swarm.poison import HostileNode
 from swarm.partition import Federation
 from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
 from swarm.robust import Aggregation
@@ -116,6 +122,9 @@ class _SimSeam:
 class VirtualSwarm:
     """Runs the protocol-driven swarm arm on a virtual clock (see the module docstring)."""
 
+    #: the executor of a hostile member (tests watch what it forges through a subclass)
+    hostile_executor: type[HostileExecutor] = HostileExecutor
+
     def __init__(
         self,
         trainer: Trainer,
@@ -145,12 +154,17 @@ class VirtualSwarm:
         n = len(federation.sites)
         self.ids = [f"peer-{i}" for i in range(n)]
         self.signers, self.verifier = sim_keyring(self.ids, seed)
+        hostile = by_peer(faults.attacks)
+        #: the hostile members (``--attack``): left out of every honest figure
+        self.attackers = frozenset(hostile)
         slow = set(self.rng.choice(n, size=faults.stragglers, replace=False).tolist()) if faults.stragglers else set()
         self.peers: list[_Peer] = []
         for i in range(n):
-            node = SwarmNode(self.ids[i], trainer.train, federation.sites[i].train, trainer.model_id,
-                             self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
-                             float16=float16, sample_weighted=sample_weighted, aggregation=aggregation)
+            make = SwarmNode if i not in hostile else partial(
+                HostileNode, attacks=hostile[i], rng=np.random.default_rng([seed, 0xA77AC, i]))
+            node = make(self.ids[i], trainer.train, federation.sites[i].train, trainer.model_id,
+                        self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
+                        float16=float16, sample_weighted=sample_weighted, aggregation=aggregation)
             peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)
@@ -246,7 +260,9 @@ class VirtualSwarm:
         protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state,
                                      is_member=self.index.__contains__, signer=self.signers[peer.id],
                                      verify=self.verifier)
-        peer.exec = PeerExecutor(
+        make = PeerExecutor if not isinstance(peer.node, HostileNode) else partial(
+            self.hostile_executor, signer=self.signers[peer.id], members=self.ids)
+        peer.exec = make(
             peer.node, protocol, _SimSeam(self, peer), evaluate=lambda w: self._evaluate_local(peer, w),
             train_seed=lambda r: self.train_seed(peer.index, r), traffic=peer.traffic,
             store=self.stores[peer.index] if self.stores is not None else None,

@@ -17,6 +17,7 @@ from peers.peer_options import add_arguments as add_peer_arguments
 from peers.simulate_options import add_arguments as add_simulate_arguments
 from swarm.config import (LAUNCH_TIMING, LearningConfig, OutputConfig, SimSetup, TimingConfig,
                           default_partition)
+from swarm.attacks import Attack
 from swarm.errors import ConfigError
 from swarm.faults import Crash, Cut, FaultConfig, LateJoin
 from swarm.options import add_arguments, from_args, to_argv
@@ -106,6 +107,8 @@ EXAMPLES = [
     LaunchSetup(peers=3, topology="chain", timeout=60),
     NetworkConfig(key=Path("k"), site=1, sites=3, bootstrap=("/ip4/1.2.3.4/tcp/1/p2p/X", "/ip4/1/tcp/2/p2p/Y"),
                   status_port=0, insecure_open_swarm=True),
+    FaultConfig(delay=0.5, drop=0.2, crashes=(Crash(3, 5, 10), Crash(7, 5)), late=(LateJoin(2, 4),),
+                cuts=(Cut(1, 2, 6),), attacks=(Attack(0, "scale", 5.0), Attack(0, "flood"), Attack(4, "alie", 0.5))),
 ]
 
 
@@ -151,6 +154,7 @@ def test_the_partition_default_follows_the_data():
     (LaunchSetup, ["--timeout", "0"], "timeout"),
     (FaultConfig, ["--crash", "3"], "crash"),
     (FaultConfig, ["--drop", "1"], "drop"),
+    (FaultConfig, ["--attack", "3:nope"], "attack"),
 ])
 def test_a_bad_value_is_a_config_error_naming_the_field(config_cls, argv, field):
     with pytest.raises(ConfigError) as caught:
