@@ -307,11 +307,14 @@ class PeerProtocol:
             return []
         if isinstance(msg, Progress):
             out = self.stop.repoint(sender, msg)
+            supported = self.membership.supported_round(self.round)
             forwards = self.membership.on_progress(sender, msg, now)
             if forwards is None:
                 return out
             settled = self._settle(now) if self.stop.proposals else []
-            return out + forwards + settled + self.stop.maybe_decide(self.round, now)
+            # a round newly corroborated may let a buffered far-ahead announcement start a catch-up
+            more = self._check_catch_up(now) if self.membership.supported_round(self.round) > supported else []
+            return out + forwards + settled + more + self.stop.maybe_decide(self.round, now)
         if isinstance(msg, StopDecision):
             actions, resume = self.stop.on_decision(sender, msg, self.round, now)
             return actions if resume is None else actions + self._next_round(resume, now)

@@ -97,3 +97,21 @@ def test_in_touch_after_suspect_after_and_not_again_until_as_long_after_a_cut():
     assert part.in_touch(31.0)
 
 
+
+
+def test_the_supported_round_needs_corroboration_distinct_members():
+    import dataclasses
+
+    m = membership()
+    assert m.supported_round(3) == -1  # only this peer is known
+    m.saw_round("h", 40)  # one member far ahead: alone, it supports nothing beyond us
+    assert m.supported_round(3) == 3
+    m.saw_round("b", 7)
+    m.saw_round("b", 9)  # rounds only go up; b counts once
+    assert m.supported_round(3) == 9
+    m.saw_round("c", 12)
+    assert m.supported_round(3) == 12  # second highest of 40, 12, 9, 3
+    three = Membership(m.links, dataclasses.replace(CONFIG, corroboration=3), m.convergence)
+    for member, round_ in (("h", 40), ("b", 9), ("c", 12), ("b", 10)):
+        three.saw_round(member, round_)
+    assert three.supported_round(3) == 10
