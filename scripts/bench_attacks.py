@@ -330,7 +330,7 @@ def summarize_runs(records: list[dict], setups: tuple[Setup, ...], kinds: tuple[
     peer_counts = sorted({s.peers for s in setups})
     cost = [cost_row(runs, p, a, seeds) for p in peer_counts for a in robust] if "mean" in aggregators else []
     targets = {f"{a}: every attack within {ATTACK_TARGET} of no attack": all(
-        r["within_target"] for r in rows if r["aggregator"] == a) for a in robust}
+        r["within_target"] for r in rows if r["aggregator"] == a) for a in robust if rows}
     for a in robust if cost else ():
         targets[f"{a} without attacker: AUROC within {COST_AUROC_TARGET} of mean"] = all(
             c["within_auroc_target"] for c in cost if c["aggregator"] == a)
