@@ -1,0 +1,93 @@
+"""scripts/bench_attacks.py: where the attackers sit, which runs go and in what order, the
+paired differences, and a smoke run of the whole script on ``heart`` into a tmp dir."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from tests.scripts import load_script
+
+bench = load_script("bench_attacks")
+
+
+def test_attackers_sit_at_the_same_peers_in_every_setup_and_spread_out():
+    assert bench.Setup(8, 1).attacker_peers() == (3,)
+    assert bench.Setup(16, 1).attacker_peers() == (3,)
+    assert bench.Setup(16, 2).attacker_peers() == (3, 11)
+    assert len(bench.Setup(5, 4).attacker_peers()) == 4
+
+
+@pytest.mark.parametrize("text", ["8", "8:0", "8:8", "x:1"])
+def test_a_setup_without_an_attacker_or_an_honest_peer_is_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench.parse_setups(text)
+
+
+def test_every_default_kind_parses_and_an_unknown_one_is_refused():
+    assert bench.parse_kinds(",".join(bench.KINDS)) == bench.KINDS
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench.parse_kinds("signflip,scale")  # scale needs its factor
+
+
+def test_the_plan_shares_no_attack_runs_and_alternates_which_aggregator_goes_first():
+    jobs = bench.plan(bench.parse_setups("16:1,16:2"), ("zeros",), ("mean", "clipped"), (0, 1),
+                      data="heart", partition="iid", rounds=3, converge=True)
+    baselines = [j for j in jobs if j.kind is None]
+    assert len(baselines) == 2 * 2  # one per (aggregator, seed), shared by 16:1 and 16:2
+    assert len(jobs) == len(baselines) + 2 * 2 * 2
+    assert {j.attackers for j in jobs if j.kind} == {(3,), (3, 11)}
+    firsts = [jobs[i].aggregator for i in range(0, len(jobs), 2)]
+    assert {"mean", "clipped"} == set(firsts)
+    assert all(jobs[i].aggregator != jobs[i + 1].aggregator for i in range(0, len(jobs), 2))
+
+
+def record(kind, aggregator, tail, attackers=(), wall=1.0):
+    return {"peers": len(tail), "aggregator": aggregator, "seed": 0, "kind": kind, "attackers": list(attackers),
+            "last_rounds_auroc": tail, "final_auroc": tail, "wall_s": 3 * wall, "wall_s_per_round": wall,
+            "rounds_run": 3, "timings": {"eval_s": 1.5}, "stop_rounds": [2], "rejected_by_reason": {}}
+
+
+def test_the_no_attack_run_is_scored_on_the_same_honest_peers_as_the_attacked_one():
+    runs = [record(None, "mean", [0.8, 0.7, 0.9, 0.1], wall=2.0), record("zeros", "mean", [0.7, 0.6, 0.8, 0.5], (3,)),
+            record(None, "clipped", [0.8, 0.7, 0.9, 0.1], wall=3.0),
+            record("zeros", "clipped", [0.8, 0.7, 0.85, 0.5], (3,))]
+    summary = bench.summarize_runs(runs, (bench.Setup(4, 1),), ("zeros",), ("mean", "clipped"), (0,))
+    plain, robust = summary["attacks"]
+    assert plain["delta"]["mean"] == pytest.approx(-0.1)  # peer 3's 0.1 is out of the baseline too
+    assert plain["delta_worst"]["mean"] == pytest.approx(-0.1) and plain["hurts"]
+    assert robust["delta"]["mean"] == pytest.approx(-0.05 / 3) and robust["within_target"]
+    (cost,) = summary["cost_without_attacker"]
+    assert cost["delta"]["mean"] == 0 and cost["time_per_round_ratio"] == 1.5 and not cost["within_time_target"]
+    assert cost["time_per_round_ratio_without_eval"] == pytest.approx((9 - 1.5) / (6 - 1.5))
+    assert summary["positive_control_kinds_that_hurt_mean"] == {"4:1": ["zeros"]}
+
+
+def finite(values):
+    return all(isinstance(v, float) and math.isfinite(v) for v in values)
+
+
+@pytest.mark.slow
+def test_the_smoke_run_writes_paired_figures_for_every_kind_setup_and_aggregator(tmp_path, capsys):
+    out = tmp_path / "bench_attacks.json"
+    bench.main(["--smoke", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert report["config"]["setups"] == {"8:1": {"peers": 8, "attacker_peers": [3]}}
+    rows = {(r["kind"], r["aggregator"]) for r in report["attacks"]}
+    assert rows == {(k, a) for k in ("signflip", "forge-stop") for a in ("mean", "clipped")}
+    assert len(report["runs"]) == 2 + 2 * 2  # a no-attack run per aggregator, then each kind
+    for row in report["attacks"]:
+        assert finite([row["delta"]["mean"], row["delta_worst"]["mean"], row["delta"]["max_loss"]])
+        assert ("hurts" if row["aggregator"] == "mean" else "within_target") in row
+    (cost,) = report["cost_without_attacker"]
+    assert finite([cost["delta"]["mean"], cost["time_per_round_ratio"], cost["time_per_round_ratio_without_eval"]])
+    assert report["targets"] and all(isinstance(v, bool) for v in report["targets"].values())
+    for run in report["runs"]:
+        honest = bench.honest_figures(run, tuple(run["attackers"]))
+        assert finite(run["last_rounds_auroc"]) and run["rounds_run"] == 3
+        assert honest["mean"] == pytest.approx(run["reported_auroc"])  # as the simulation's report has it
+    assert "| signflip |" in capsys.readouterr().out
