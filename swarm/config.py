@@ -68,7 +68,7 @@ class LearningConfig:
     seed: int = option(0, "seed for split, initial weights and training, shared by the swarm")
     float16: bool = option(False, "send float32 weights as float16 (half the bytes)")
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
-    aggregator: str = option("mean", "mean | clipped | trimmed | median: how a peer combines its "
+    aggregator: str = option("clipped", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
     corroboration: int = option(2, "distinct members, this peer included, whose signed progress must reach a "
                                    "round before a peer catches up to it or trusts a stop there (F+1 "
