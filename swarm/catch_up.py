@@ -2,9 +2,10 @@
 
 Replaying the missed rounds alone would cost their training time and leave the peer behind
 the swarm anyway; instead it fetches the model of the neighbour furthest ahead, keeps an
-explicit ``stale_weight`` share of its own (none of it for a stopped neighbour's final model,
-which is the swarm's result, once this peer has corroborated that stop) and jumps to that round, telling its neighbours which phases it
-skips. Announcements of phases not reached yet are buffered here: they start a catch-up, and
+explicit ``stale_weight`` share of its own, and jumps to that round, telling its neighbours
+which phases it skips. A stopped neighbour's final model (the swarm's result) is fetched from
+every neighbour offering it and combined by a coordinate-wise median with the own model: no
+single member's model is ever taken whole. Announcements of phases not reached yet are buffered here: they start a catch-up, and
 the composer replays those of a phase when it enters it (``take``). At most ``max_pending``
 are kept per neighbour (the lowest phase goes first: the furthest one is the catch-up
 target), so a neighbour flooding announcements of many phases costs a bounded memory and
@@ -18,6 +19,9 @@ import math
 from gossip.control import Announce
 from swarm.protocol_types import Action, Adopt, Fetch, FetchDone, ProtocolConfig, ProtocolStats
 from swarm.round_counter import Phase
+
+#: most neighbours a final model is fetched from at once for a catch-up
+MAX_FINAL_SOURCES = 3
 
 
 class CatchUp:
@@ -37,13 +41,21 @@ class CatchUp:
         # per sender, at most max_pending, each with the order it first arrived in (replayed so)
         self._pending: dict[str, dict[Phase, tuple[int, Announce]]] = {}
         self._arrivals = 0
-        self.target: Announce | None = None  # the announcement being fetched
+        self.targets: dict[str, Announce] = {}  # the announcements being fetched, by sender
+        self._outcome: dict[str, bool] = {}  # which of them ended, and whether they arrived
+        self._offered: dict[Phase, float] = {}  # when a final model of a phase was first seen
         self.due = math.inf
+        self.wake = math.inf  # when to look again for a second offer of a final model
 
     @property
     def active(self) -> bool:
         """Whether a catch-up fetch is under way."""
-        return self.target is not None
+        return bool(self.targets)
+
+    @property
+    def timer(self) -> float:
+        """When the composer must call again: the fetches' deadline or the end of a wait."""
+        return min(self.due, self.wake)
 
     def buffer(self, sender: str, ann: Announce) -> None:
         """Keep ``sender``'s announcement of a phase this peer has not reached (at most
@@ -70,21 +82,19 @@ class CatchUp:
                 taken.append((entry[0], sender, entry[1]))
             for old in [ph for ph in kept if ph <= phase]:
                 del kept[old]
+                self._offered.pop(old, None)
             if not kept:
                 del self._pending[sender]
         return [(sender, ann) for _, sender, ann in sorted(taken, key=lambda t: t[0])]
-
-    def finals(self, round_: int) -> int:
-        """How many neighbours offer a stopped peer's final model of ``round_``."""
-        final = (round_, self.config.gossip_steps)
-        return sum(final in kept for kept in self._pending.values())
 
     def check(self, round_: int, stopped: bool, now: float, supported: int | None = None) -> list[Action]:
         """Start fetching the model furthest ahead if some neighbour is ``catchup_lag`` rounds
         ahead of ``round_`` (and no catch-up is under way and this peer has not stopped).
         Only rounds up to ``supported`` (reached by enough distinct members, see
         ``Membership.supported_round``; None: any) are candidates: one member's word that it
-        is far ahead is not enough."""
+        is far ahead is not enough. A stopped peer's final model is fetched from every
+        neighbour offering it (up to :data:`MAX_FINAL_SOURCES`), waiting up to a heartbeat for
+        ``corroboration`` offers, so that no single member's model is taken whole."""
         if self.active or stopped:
             return []
         top = math.inf if supported is None else supported
@@ -93,38 +103,59 @@ class CatchUp:
         if not ahead:
             return []
         best = max(ahead, key=lambda a: (a.round, a.step, a.sender))
-        self.target, self.due = best, now + self.config.fetch_timeout
-        return [Fetch(best.sender, best.round, best.step, best.digest, best.size, self.config.fetch_timeout, True)]
+        chosen = [best]
+        if best.step == self.config.gossip_steps:
+            phase = (best.round, best.step)
+            chosen = sorted((kept[phase][1] for kept in self._pending.values() if phase in kept),
+                            key=lambda a: a.sender)[:MAX_FINAL_SOURCES]
+            first = self._offered.setdefault(phase, now)
+            if len(chosen) < self.config.corroboration and now < first + self.config.heartbeat:
+                self.wake = min(self.wake, first + self.config.heartbeat)
+                return []  # wait a little for a second offer
+        self.wake = math.inf
+        self.targets = {a.sender: a for a in chosen}
+        self._outcome = {}
+        self.due = now + self.config.fetch_timeout
+        return [Fetch(a.sender, a.round, a.step, a.digest, a.size, self.config.fetch_timeout, True)
+                for a in chosen]
 
     def matches(self, event: FetchDone) -> bool:
-        """Whether ``event`` ends the catch-up fetch under way."""
-        ann = self.target
-        return ann is not None and (event.sender, event.round, event.step) == (ann.sender, ann.round, ann.step)
+        """Whether ``event`` ends one of the catch-up fetches under way."""
+        ann = self.targets.get(event.sender)
+        return ann is not None and (event.round, event.step) == (ann.round, ann.step)
 
     def timed_out(self, now: float) -> FetchDone | None:
-        """The catch-up fetch as a failed ``FetchDone`` once its time is up, else None."""
-        ann = self.target
-        if ann is not None and now >= self.due:
-            return FetchDone(ann.sender, ann.round, ann.step, False, "timeout")
+        """A catch-up fetch not yet ended as a failed ``FetchDone`` once its time is up, else None."""
+        if now < self.due:
+            return None
+        for sender, ann in self.targets.items():
+            if sender not in self._outcome:
+                return FetchDone(sender, ann.round, ann.step, False, "timeout")
         return None
 
-    def settle(self, event: FetchDone, round_: int, stopped: bool, trusted: bool = True) -> Adopt | None:
-        """The catch-up fetch ended: the ``Adopt`` to perform, or None (failed, or no longer
-        ahead enough, or stopped meanwhile: the caller checks again for another). A final
-        model is taken whole only if ``trusted`` (at a stop this peer corroborated), else
-        mixed like a running one."""
-        self.target, self.due = None, math.inf
-        if event.round < round_ + self.config.catchup_lag or stopped:
-            return None  # the swarm came to us meanwhile
+    def settle(self, event: FetchDone, round_: int, stopped: bool) -> Adopt | None | bool:
+        """One catch-up fetch ended: True while others of the same catch-up are still under
+        way, else the ``Adopt`` to perform, or None (all failed, or no longer ahead enough, or
+        stopped meanwhile: the caller checks again for another).
+
+        A running model is mixed with the own ``stale_weight`` share. Final models fetched
+        from two or more members are combined with the own model by a coordinate-wise median
+        (``Adopt.others``), which one hostile member cannot pull beyond the honest values; a
+        final model from one member alone is mixed like a running one."""
+        self._outcome[event.sender] = event.ok
         if not event.ok:
             self.stats.fetch_failures += 1
             self._pending.get(event.sender, {}).pop((event.round, event.step), None)
-            return None
+        if len(self._outcome) < len(self.targets):
+            return True
+        arrived = [s for s in sorted(self.targets) if self._outcome[s]]
+        self.targets, self._outcome, self.due = {}, {}, math.inf
+        if event.round < round_ + self.config.catchup_lag or stopped or not arrived:
+            return None  # the swarm came to us meanwhile, or nothing arrived
         self.stats.catch_ups += 1
-        # a stopped neighbour's final model (offered as step ``gossip_steps``) is the swarm's
-        # result: taken whole, so a latecomer ends with the model the others ended with
-        final = event.step == self.config.gossip_steps and trusted
-        return Adopt(event.sender, event.round, 0.0 if final else self.config.stale_weight)
+        if event.step == self.config.gossip_steps and len(arrived) >= 2:
+            return Adopt(arrived[0], event.round, 0.0, tuple(arrived[1:]))
+        return Adopt(arrived[0], event.round, self.config.stale_weight)
 
 
 def skipped_phases(phase: Phase, target: int, gossip_steps: int) -> list[Phase]:

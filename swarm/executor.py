@@ -317,12 +317,17 @@ class PeerExecutor:
         self.handle(Mixed(action.round, action.step, distance, metric))
 
     def _adopt(self, action: Adopt) -> None:
-        msg = self.inbox.take_catch_up(action.peer, action.round)
-        if msg is None:
+        msgs = [m for p in (action.peer, *action.others)
+                if (m := self.inbox.take_catch_up(p, action.round)) is not None]
+        if not msgs:
             return
-        self.node.adopt(msg, action.keep_own)
-        log.info("event=catch-up peer=%s round=%d from=%s keep_own=%.2f", self.node.peer_id,
-                 action.round, action.peer, action.keep_own)
+        if action.others:
+            self.node.adopt_median(msgs)
+        else:
+            self.node.adopt(msgs[0], action.keep_own)
+        log.info("event=catch-up peer=%s round=%d from=%s keep_own=%s", self.node.peer_id,
+                 action.round, ",".join((action.peer, *action.others)),
+                 "median" if action.others else f"{action.keep_own:.2f}")
 
     def _checkpoint(self, round_: int) -> None:
         state = snapshot(self.node, self.protocol, round_)

@@ -22,7 +22,7 @@ from gossip.codec import CodecError, WeightsMessage, decode, encode
 from gossip.errors import RejectedMessage
 from gossip.transport import Payload
 from gossip.validate import validate_weights
-from swarm.averaging import Contribution, mixing_row, weighted_average
+from swarm.averaging import Contribution, coordinate_median, mixing_row, weighted_average
 from swarm.mixing import sample_weighted_row
 from swarm.robust import Aggregation, robust_mix
 from swarm.datasets import ArrayDataset
@@ -212,6 +212,15 @@ class SwarmNode:
             ])
         else:
             self.weights = {k: np.array(v, copy=True) for k, v in msg.tensors.items()}
+        self.stats.averaging_s += time.perf_counter() - start
+
+    def adopt_median(self, msgs: list[WeightsMessage]) -> None:
+        """Catch up on several members' final models: the coordinate-wise median of ours and
+        theirs, which no single one of them can pull beyond the others' values."""
+        start = time.perf_counter()
+        models = [Contribution(self.peer_id, self.weights, 1.0),
+                  *(Contribution(m.sender, m.tensors, 1.0) for m in msgs)]
+        self.weights = {k: np.array(v, copy=True) for k, v in coordinate_median(models).items()}
         self.stats.averaging_s += time.perf_counter() - start
 
     def reject(self, sender: str, reason: str, detail: str, round_: int) -> None:

@@ -44,6 +44,7 @@ records are accepted only from members (``Membership.admit``). Refusals count as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from gossip.control import Announce, ControlMessage, Progress, Skip, StopDecision, forwarded
@@ -194,8 +195,8 @@ class PeerProtocol:
         times = [self.membership.next_heartbeat, *self.exchange.timers()]
         if self.stop.exit_at is not None:
             times.append(self.stop.exit_at)
-        if self.catch_up.active:
-            times.append(self.catch_up.due)
+        if self.catch_up.timer < math.inf:
+            times.append(self.catch_up.timer)
         return min(times)
 
     def live_neighbours(self, now: float) -> list[str]:
@@ -347,16 +348,13 @@ class PeerProtocol:
     def _on_fetch(self, event: FetchDone, now: float) -> list[Action]:
         if not self.catch_up.matches(event):
             return self.exchange.on_fetch(event, now)
-        # a final model is taken whole only at a stop this peer has corroborated: by its own
-        # signed view, by the last round, or by the final models of enough members at that round
-        finals = self.catch_up.finals(event.round) if event.step == self.config.gossip_steps else 0
-        trusted = (event.round in (self.stop.stop_round, self.stop.last_round)
-                   or finals >= self.config.corroboration)
-        adopt = self.catch_up.settle(event, self.round, self.stopped_at is not None, trusted)
-        if adopt is None:
+        adopt = self.catch_up.settle(event, self.round, self.stopped_at is not None)
+        if adopt is True:
+            return []  # the other sources of the same final model are still on their way
+        if adopt is None or adopt is False:
             return self._check_catch_up(now)
-        if adopt.keep_own == 0.0:
-            self.stop.agree(adopt.round, f"stopped: final models of {finals} members")
+        if adopt.others:  # final models of several members: they stopped there
+            self.stop.agree(adopt.round, f"stopped: final models of {1 + len(adopt.others)} members")
         # tell neighbours not to wait for this peer in the phases it skips
         skipped = skipped_phases(self.phase, adopt.round, self.config.gossip_steps)
         self.exchange.move_to((adopt.round, self.config.gossip_steps - 1))
@@ -383,6 +381,9 @@ class PeerProtocol:
         for expired in self.exchange.expired_fetches(now):
             actions += self._on_fetch(expired, now)
         timed_out = self.catch_up.timed_out(now)
-        if timed_out is not None:
+        while timed_out is not None:
             actions += self._on_fetch(timed_out, now)
+            timed_out = self.catch_up.timed_out(now)
+        if now >= self.catch_up.wake:
+            actions += self._check_catch_up(now)
         return actions + self.exchange.on_timer(now)

@@ -162,11 +162,14 @@ class Mix:
 
 @dataclass(frozen=True)
 class Adopt:
-    """Catch up: weights := (1 - keep_own) * fetched model of ``peer`` + keep_own * own."""
+    """Catch up: weights := (1 - keep_own) * fetched model of ``peer`` + keep_own * own; with
+    ``others`` (final models of several members), the coordinate-wise median of the own and
+    every fetched model instead."""
 
     peer: str
     round: int
     keep_own: float
+    others: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

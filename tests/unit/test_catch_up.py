@@ -52,11 +52,25 @@ def test_a_successful_fetch_adopts_keeping_stale_weight_of_the_own_model():
     assert stats.catch_ups == 1 and not catch_up.active
 
 
-def test_a_stopped_neighbours_final_model_is_taken_whole():
+def test_a_stopped_neighbours_final_model_alone_is_awaited_then_mixed_never_taken_whole():
     catch_up, _ = part()
     catch_up.buffer("b", ann("b", 5, step=CONFIG.gossip_steps))
-    catch_up.check(0, False, 1.0)
-    assert catch_up.settle(FetchDone("b", 5, 2, True), 0, False) == Adopt("b", 5, 0.0)
+    assert catch_up.check(0, False, 1.0) == [] and catch_up.timer == 1.0 + CONFIG.heartbeat
+    assert [f.peer for f in catch_up.check(0, False, 1.0 + CONFIG.heartbeat)] == ["b"]
+    assert catch_up.settle(FetchDone("b", 5, 2, True), 0, False) == Adopt("b", 5, 0.25)
+
+
+def test_final_models_offered_by_several_neighbours_are_fetched_from_up_to_three():
+    catch_up, _ = part()
+    for sender in ("e", "d", "c", "b"):
+        catch_up.buffer(sender, ann(sender, 5, step=CONFIG.gossip_steps))
+    assert sorted(f.peer for f in catch_up.check(0, False, 1.0)) == ["b", "c", "d"]
+    assert catch_up.settle(FetchDone("d", 5, 2, True), 0, False) is True
+    timed_out = catch_up.timed_out(1.0 + CONFIG.fetch_timeout)
+    assert timed_out is not None and timed_out.sender == "b" and not timed_out.ok
+    assert catch_up.settle(timed_out, 0, False) is True
+    assert catch_up.settle(FetchDone("c", 5, 2, True), 0, False) == Adopt("c", 5, 0.0, ("d",))
+    assert not catch_up.active
 
 
 def test_a_failed_fetch_forgets_that_announcement_so_the_next_best_is_tried():

@@ -13,7 +13,7 @@ from gossip.control import Announce, Progress, StopDecision, decode_control, enc
 from gossip.signing import KeyVerifier, RecordSigner, sim_keyring
 from swarm.convergence import ConvergenceConfig
 from swarm.protocol import (
-    Adopt, ControlIn, Fetch, FetchDone, PeerProtocol, ProtocolConfig, SendControl, Stop,
+    Adopt, ControlIn, Fetch, FetchDone, PeerProtocol, ProtocolConfig, SendControl, Stop, TimerFired,
 )
 from swarm.protocol_types import Reject
 from swarm.round_counter import DeadlineConfig
@@ -104,21 +104,36 @@ def test_one_neighbour_claiming_to_be_far_ahead_does_not_start_a_catch_up():
     assert [(f.peer, f.round, f.catch_up) for f in actions if isinstance(f, Fetch)] == [("b", 15, True)]
 
 
-def test_a_final_model_from_one_member_is_mixed_not_taken_whole():
+def test_a_final_model_from_one_member_is_awaited_a_heartbeat_then_mixed_not_taken_whole():
     proto = peer()
     proto.handle(ControlIn("c", record("d", 1, 6)), 0.1)  # the round is corroborated ...
-    proto.handle(final_offer("b", 6), 0.2)  # ... but only b says the swarm stopped there
-    adopt = [a for a in proto.handle(FetchDone("b", 6, 1, True), 0.3) if isinstance(a, Adopt)]
+    assert not [a for a in proto.handle(final_offer("b", 6), 0.2) if isinstance(a, Fetch)]
+    assert proto.next_timer() <= 0.2 + CONFIG.heartbeat  # ... it waits for a second offer
+    fetches = [a for a in proto.handle(TimerFired(), 0.2 + CONFIG.heartbeat) if isinstance(a, Fetch)]
+    assert [(f.peer, f.round, f.catch_up) for f in fetches] == [("b", 6, True)]
+    adopt = [a for a in proto.handle(FetchDone("b", 6, 1, True), 2.5) if isinstance(a, Adopt)]
     assert adopt == [Adopt("b", 6, CONFIG.stale_weight)] and proto.stop_round is None
 
 
-def test_final_models_of_two_members_corroborate_the_stop_and_the_model_is_taken_whole():
+def test_final_models_of_two_members_are_fetched_both_and_combined_by_median():
+    proto = peer()
+    proto.handle(final_offer("c", 6), 0.1)
+    fetches = [a for a in proto.handle(final_offer("b", 6), 0.2) if isinstance(a, Fetch)]
+    assert sorted(f.peer for f in fetches) == ["b", "c"]
+    assert proto.handle(FetchDone("c", 6, 1, True), 0.3) == []  # b's still on its way
+    actions = proto.handle(FetchDone("b", 6, 1, True), 0.4)
+    # an honest and a hostile final model: neither is taken whole, the median with the own one is
+    assert [a for a in actions if isinstance(a, Adopt)] == [Adopt("b", 6, 0.0, ("c",))]
+    assert Stop(6, proto.stop_reason) in actions and proto.stopped_at == 6
+
+
+def test_a_final_model_source_that_fails_leaves_the_one_that_arrived_mixed():
     proto = peer()
     proto.handle(final_offer("b", 6), 0.1)
     proto.handle(final_offer("c", 6), 0.2)
-    actions = proto.handle(FetchDone("c", 6, 1, True), 0.3)
-    assert [a for a in actions if isinstance(a, Adopt)] == [Adopt("c", 6, 0.0)]
-    assert Stop(6, proto.stop_reason) in actions and proto.stopped_at == 6
+    proto.handle(FetchDone("c", 6, 1, False), 0.3)
+    adopt = [a for a in proto.handle(FetchDone("b", 6, 1, True), 0.4) if isinstance(a, Adopt)]
+    assert adopt == [Adopt("b", 6, CONFIG.stale_weight)]
 
 
 # ---------------------------------------------------------------- stop

@@ -169,3 +169,14 @@ def test_the_aggregation_setting_bounds_a_sign_flipped_neighbour(kind, moved_at_
         assert moved > 20  # plain gossip: a quarter of -110
     else:
         assert moved < moved_at_most
+
+
+def test_adopting_several_final_models_takes_the_coordinate_median_with_the_own():
+    from gossip.codec import WeightsMessage
+
+    node = SwarmNode("a", lambda w, d, s: None, [0] * 10, "m", {"w": np.zeros(3, np.float32)}, {})
+    node.weights = {"w": np.array([0.0, 1.0, 2.0], np.float32)}
+    honest = WeightsMessage("m", 6, "b", 10, {"w": np.array([1.0, 1.0, 1.0], np.float32)})
+    hostile = WeightsMessage("m", 6, "h", 10, {"w": np.array([-50.0, 90.0, 1e3], np.float32)})
+    node.adopt_median([honest, hostile])
+    assert node.weights["w"].tolist() == [0.0, 1.0, 2.0]  # between the honest values, never the hostile

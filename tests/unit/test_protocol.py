@@ -1028,13 +1028,13 @@ def test_a_stopped_peer_announces_its_final_model_so_laggards_can_catch_up():
     assert all((a.msg.round, a.msg.step) == (0, 1) for a in sent(final, Announce))
 
 
-def test_a_laggard_takes_a_final_model_whole_and_a_running_one_with_its_own_share():
+def test_a_laggard_mixes_a_lone_final_model_and_a_running_one_with_its_own_share():
     cfg = config(catchup_lag=2)
-    for step, keep in ((1, 0.0), (0, cfg.stale_weight)):  # gossip_steps=1: step 1 is the final offer
+    for step in (1, 0):  # gossip_steps=1: step 1 is the final offer (corroboration 1: no wait)
         proto = started(cfg)
         proto.handle(announce("b", 5, step), 0.1)
         actions = proto.handle(done("b", 5, step), 0.2)
-        assert of(actions, Adopt) == [Adopt("b", 5, keep)], step
+        assert of(actions, Adopt) == [Adopt("b", 5, cfg.stale_weight)], step
 
 
 def test_a_peer_restarted_after_the_last_round_stops_without_training():
