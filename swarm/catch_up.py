@@ -95,6 +95,8 @@ class CatchUp:
         is far ahead is not enough. A stopped peer's final model is fetched from every
         neighbour offering it (up to :data:`MAX_FINAL_SOURCES`), waiting up to a heartbeat for
         ``corroboration`` offers, so that no single member's model is taken whole."""
+        if now >= self.wake:
+            self.wake = math.inf  # the wait is over (it is set again below if still waiting)
         if self.active or stopped:
             return []
         top = math.inf if supported is None else supported
