@@ -142,13 +142,15 @@ class Job:
     seed: int
     kind: str | None = None
     attackers: tuple[int, ...] = ()
+    corroboration: int = LearningConfig.corroboration
 
     def config(self) -> SimConfig:
         """The simulation's config: users' defaults but for what the benchmark varies."""
         attacks = tuple(parse_attack(f"{peer}:{self.kind}") for peer in self.attackers) if self.kind else ()
         return SimConfig(setup=SimSetup(peers=self.peers, topology=TOPOLOGY, arms=("swarm",)),
                          learning=LearningConfig(data=self.data, partition=self.partition, rounds=self.rounds,
-                                                 seed=self.seed, aggregator=self.aggregator, converge=self.converge),
+                                                 seed=self.seed, aggregator=self.aggregator, converge=self.converge,
+                                                 corroboration=self.corroboration),
                          faults=FaultConfig(attacks=attacks))
 
 
@@ -405,6 +407,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=20, help="most rounds (default 20)")
     parser.add_argument("--no-converge", dest="converge", action="store_false",
                         help="run all --rounds instead of users' convergence stop")
+    parser.add_argument("--corroboration", type=int, default=LearningConfig.corroboration,
+                        help="--corroboration of every peer (F+1 against F colluding attackers)")
     parser.add_argument("--data", default="breastmnist")
     parser.add_argument("--partition", default=None, help="default: the simulation's for --data")
     parser.add_argument("--jobs", type=int, default=1, help="simulations run in parallel processes (default 1)")
@@ -442,6 +446,7 @@ def describe(args: argparse.Namespace, runs: int) -> dict:
         "data": args.data, "partition": args.partition, "topology": TOPOLOGY, "max_rounds": args.rounds,
         "setups": {s.label: {"peers": s.peers, "attacker_peers": list(s.attacker_peers())} for s in args.setups},
         "kinds": list(args.kinds), "aggregators": list(args.aggregators), "seeds": list(args.seeds),
+        "corroboration": args.corroboration,
         "stopping": "convergence vote as users' runs, --rounds the fallback" if args.converge else
                     "all --rounds (--no-converge)",
         "compared_on": f"each honest peer's global-test AUROC averaged over the run's last {LAST} evaluated "
@@ -463,7 +468,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     console = Console()
     jobs = plan(args.setups, args.kinds, args.aggregators, args.seeds, data=args.data, partition=args.partition,
-                rounds=args.rounds, converge=args.converge)
+                rounds=args.rounds, converge=args.converge, corroboration=args.corroboration)
     config = describe(args, len(jobs))
     machine = {"cpus": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
                "python": platform.python_version(), "torch": torch.__version__, "torch_threads": 1}
