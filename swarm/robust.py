@@ -49,6 +49,9 @@ from swarm.errors import AveragingError, ConfigError
 
 __all__ = ["AGGREGATORS", "Aggregation", "clip_radius", "clipped_mix", "robust_mix"]
 
+#: how much wider the clipping radius is with at most two neighbours heard (see clip_radius)
+FEW_NEIGHBOURS_WIDENING = 2.0
+
 #: the mixing rules a peer can use (``--aggregator``)
 AGGREGATORS = ("mean", "clipped", "trimmed", "median")
 
@@ -103,7 +106,10 @@ def _distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float
 def clip_radius(distances: Sequence[float], factor: float) -> float:
     """``factor`` times the lower median of ``distances`` (the ``ceil(k/2)``-th smallest).
 
-    The lower median is an honest distance whenever at least half of the values are.
+    The lower median is an honest distance whenever at least half of the values are. With one
+    or two distances it is the smallest, and the radius is :data:`FEW_NEIGHBOURS_WIDENING`
+    times wider (on a ring, 1.5 x the nearer neighbour's distance cost 0.04 AUROC without an
+    attacker; 3 x cost 0.01).
 
     Raises
     ------
@@ -116,7 +122,10 @@ def clip_radius(distances: Sequence[float], factor: float) -> float:
         if not (math.isfinite(d) and d >= 0):
             raise AveragingError(f"distance must be finite and >= 0, got {d!r}")
     ordered = sorted(distances)
-    return factor * ordered[(len(ordered) - 1) // 2]
+    # with one or two neighbours the lower median is the nearest one: honest neighbours of a
+    # heterogeneous swarm differ more than that, so the radius is twice as wide
+    wide = FEW_NEIGHBOURS_WIDENING if len(ordered) <= 2 else 1.0
+    return wide * factor * ordered[(len(ordered) - 1) // 2]
 
 
 def clipped_mix(own: Contribution, neighbours: Sequence[Contribution], factor: float) -> dict[str, np.ndarray]:

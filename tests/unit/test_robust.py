@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from swarm.averaging import Contribution, weighted_average
 from swarm.errors import AveragingError, ConfigError
-from swarm.robust import AGGREGATORS, Aggregation, clip_radius, clipped_mix, robust_mix
+from swarm.robust import FEW_NEIGHBOURS_WIDENING, AGGREGATORS, Aggregation, clip_radius, clipped_mix, robust_mix
 
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
@@ -64,7 +64,9 @@ def test_clipped_equals_the_weighted_mean_with_honest_neighbours_at_similar_dist
 
 
 def test_clip_radius_is_a_multiple_of_the_lower_median_distance():
-    assert clip_radius([1.0, 100.0], 3.0) == 3.0
+    # two neighbours: the nearer one's distance, widened (a far hostile one is still clipped)
+    assert clip_radius([1.0, 100.0], 3.0) == 3.0 * FEW_NEIGHBOURS_WIDENING < 100.0
+    assert clip_radius([4.0], 1.5) == 4.0 * 1.5 * FEW_NEIGHBOURS_WIDENING
     assert clip_radius([100.0, 2.0, 1.0], 2.0) == 4.0
     assert clip_radius([5.0, 1.0, 2.0, 1e9], 1.0) == 2.0
     with pytest.raises(AveragingError):
