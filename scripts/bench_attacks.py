@@ -46,6 +46,7 @@ from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, 
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from swarm.atomic_file import atomic_write  # noqa: E402
+from swarm.attack_report import tail_auroc  # noqa: E402
 from swarm.attacks import parse_attack  # noqa: E402
 from swarm.config import LearningConfig, SimSetup, default_partition  # noqa: E402
 from swarm.errors import ConfigError  # noqa: E402
@@ -170,17 +171,6 @@ def plan(setups: tuple[Setup, ...], kinds: tuple[str, ...], aggregators: tuple[s
     return jobs
 
 
-def tail_auroc(rows: list[dict], peers: int, last: int = LAST) -> list[float | None]:
-    """Each peer's mean global-test AUROC over the run's last ``last`` evaluated rounds
-    (None without a figure), as the simulation's report takes it."""
-    tail = set(sorted({row["round"] for row in rows})[-last:])
-    out: list[float | None] = []
-    for peer in range(peers):
-        values = [r["auroc"] for r in rows if r["peer"] == peer and r["round"] in tail and r["auroc"] is not None]
-        out.append(float(np.mean(values)) if values else None)
-    return out
-
-
 def run_job(job: Job) -> dict:
     """Run one simulation and keep what the summary needs (picklable: runs in workers).
 
@@ -200,7 +190,7 @@ def run_job(job: Job) -> dict:
         "wall_s": wall,
         "rounds_run": rounds_run,
         "wall_s_per_round": wall / rounds_run,
-        "last_rounds_auroc": tail_auroc(result.rows, job.peers),
+        "last_rounds_auroc": tail_auroc(result.rows, range(job.peers), LAST),
         "reported_auroc": swarm["auroc"],  # the simulation's own headline (attackers left out): a cross-check
         "final_auroc": [site["auroc"] for site in result.per_site],
         "stop_rounds": swarm["decision"]["stop_rounds"],

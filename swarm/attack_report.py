@@ -10,7 +10,7 @@ unwanted control messages (the protocol's ``bad_control``).
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
@@ -25,6 +25,14 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def tail_auroc(rows: list[dict], peers: Iterable[int], last: int = 5) -> list[float | None]:
+    """Each of ``peers``' mean global-test AUROC over the run's last ``last`` evaluated rounds
+    (None for a peer without a figure)."""
+    tail = set(sorted({row["round"] for row in rows})[-last:])
+    return [_mean([row["auroc"] for row in rows
+                   if row["peer"] == i and row["round"] in tail and row["auroc"] is not None]) for i in peers]
+
+
 def attack_summary(swarm: VirtualSwarm, per_site: list[dict], last: int = 5) -> dict:
     """The ``attacks`` section of the swarm arm's report for a run of ``swarm`` whose final
     models scored ``per_site`` (the rows are ``swarm.rows``; ``last`` rounds are averaged).
@@ -34,11 +42,7 @@ def attack_summary(swarm: VirtualSwarm, per_site: list[dict], last: int = 5) -> 
     attackers = by_peer(swarm.faults.attacks)
     honest = [p.index for p in swarm.peers if p.index not in attackers]
     final = [per_site[i]["auroc"] for i in honest if per_site[i]["auroc"] is not None]
-    rounds = sorted({row["round"] for row in swarm.rows})
-    tail = set(rounds[-last:])
-    per_peer = [_mean([row["auroc"] for row in swarm.rows
-                       if row["peer"] == i and row["round"] in tail and row["auroc"] is not None]) for i in honest]
-    tail_means = [v for v in per_peer if v is not None]
+    tail_means = [v for v in tail_auroc(swarm.rows, honest, last) if v is not None]
     rejected = sum((swarm.peers[i].node.stats.rejected for i in honest), Counter())
     bad_control = sum(swarm.peers[i].proto.stats.bad_control for i in honest if swarm.peers[i].proto is not None)
     return {
@@ -52,7 +56,7 @@ def attack_summary(swarm: VirtualSwarm, per_site: list[dict], last: int = 5) -> 
             "final_auroc_worst": min(final) if final else None,
             "last_rounds_auroc_mean": _mean(tail_means),
             "last_rounds_auroc_worst": min(tail_means) if tail_means else None,
-            "rounds_averaged": len(tail),
+            "rounds_averaged": min(last, len({row["round"] for row in swarm.rows})),
             "rejected": sum(rejected.values()),
             "rejected_by_reason": dict(sorted(rejected.items())),
             "bad_control": bad_control,

@@ -135,7 +135,7 @@ class CatchUp:
                 return FetchDone(sender, ann.round, ann.step, False, "timeout")
         return None
 
-    def settle(self, event: FetchDone, round_: int, stopped: bool) -> Adopt | None | bool:
+    def settle(self, event: FetchDone, round_: int, stopped: bool) -> Adopt | bool | None:
         """One catch-up fetch ended: True while others of the same catch-up are still under
         way, else the ``Adopt`` to perform, or None (all failed, or no longer ahead enough, or
         stopped meanwhile: the caller checks again for another).

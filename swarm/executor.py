@@ -24,6 +24,7 @@ import numpy as np
 from gossip.codec import WeightsMessage, digest
 from gossip.control import ControlMessage, PeerExchange, decode_control, encode_control
 from gossip.errors import CodecError
+from gossip.signing import RecordSigner
 from gossip.transport import Payload
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.membership import Verify
@@ -344,7 +345,7 @@ class PeerExecutor:
 
 def resume(peer_id: str, neighbours: list[str], config: ProtocolConfig,
            state: PeerState | None,
-           is_member: Callable[[str], bool] | None = None, signer: object | None = None,
+           is_member: Callable[[str], bool] | None = None, signer: RecordSigner | None = None,
            verify: Verify | None = None) -> tuple[PeerProtocol, int]:
     """The protocol of a peer starting fresh (``state`` None) or from its last checkpoint.
 

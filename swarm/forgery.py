@@ -26,13 +26,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gossip.codec import digest
-from gossip.control import Announce, ControlMessage, Progress, Skip, StopDecision, encode_control
+from gossip.control import Announce, ControlMessage, Progress, Skip, StopDecision
 from gossip.signing import RecordSigner
 from swarm.attacks import Attack
 from swarm.executor import PeerExecutor, Seam
 from swarm.metrics import finite_or_none
 from swarm.poison import HostileNode, sign_flipped
-from swarm.protocol import Action, PeerProtocol, Train
+from swarm.protocol import Action, PeerProtocol, SendControl, Train
 
 #: how many rounds ahead of its own the attacker claims to be (catchup, forge-progress)
 AHEAD = 4
@@ -93,10 +93,8 @@ class HostileExecutor(PeerExecutor):
         return self.node.peer_id
 
     def _emit(self, kind: str, peer: str, msg: ControlMessage) -> None:
-        data = encode_control(msg)
-        self.traffic.control_bytes += len(data)
         self.node.sent[kind] += 1
-        self.seam.send(peer, data)
+        self._do(SendControl(peer, msg))  # encoded, counted and sent as any peer's message
 
     def _ahead(self, round_: int) -> int:
         """The far-ahead round it claims: ``AHEAD`` past its own, within ``max_rounds``."""

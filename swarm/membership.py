@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gossip.control import ControlMessage, Progress, StopDecision, forwarded
+from gossip.signing import RecordSigner
 from swarm.convergence import ConvergenceTracker
 from swarm.metrics import finite_or_none
 from swarm.neighbourhood import Neighbourhood
@@ -51,13 +52,13 @@ class Membership:
     is_member:
         Whether a peer id belongs to the swarm (the consortium's check; None: any id).
     signer:
-        Signs the records this peer originates (an object with ``sign(record)``; None: unsigned).
+        Signs the records this peer originates (None: unsigned).
     verify:
         Checks a record's signature against its origin (None: every record is taken as signed).
     """
 
     def __init__(self, links: Neighbourhood, config: ProtocolConfig, convergence: ConvergenceTracker,
-                 is_member: Callable[[str], bool] | None = None, signer: object | None = None,
+                 is_member: Callable[[str], bool] | None = None, signer: RecordSigner | None = None,
                  verify: Verify | None = None) -> None:
         self.links = links
         self.config = config
@@ -107,7 +108,7 @@ class Membership:
 
     def sign(self, msg: Progress | StopDecision) -> Progress | StopDecision:
         """``msg`` (originated here) signed with this peer's key, if it has one."""
-        return msg if self.signer is None else self.signer.sign(msg)  # type: ignore[attr-defined]
+        return msg if self.signer is None else self.signer.sign(msg)
 
     def authentic(self, msg: Progress | StopDecision, round_: int) -> Reject | None:
         """None if ``msg`` carries its origin's valid signature (or nothing is verified here),

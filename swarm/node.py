@@ -220,7 +220,7 @@ class SwarmNode:
         start = time.perf_counter()
         models = [Contribution(self.peer_id, self.weights, 1.0),
                   *(Contribution(m.sender, m.tensors, 1.0) for m in msgs)]
-        self.weights = {k: np.array(v, copy=True) for k, v in coordinate_median(models).items()}
+        self.weights = coordinate_median(models)  # new arrays
         self.stats.averaging_s += time.perf_counter() - start
 
     def reject(self, sender: str, reason: str, detail: str, round_: int) -> None:

@@ -48,6 +48,7 @@ import math
 from collections.abc import Callable
 
 from gossip.control import Announce, ControlMessage, Progress, Skip, StopDecision, forwarded
+from gossip.signing import RecordSigner
 from swarm.answers import Answers
 from swarm.catch_up import CatchUp, skipped_phases
 from swarm.convergence import ConvergenceConfig, ConvergenceTracker
@@ -94,7 +95,7 @@ class PeerProtocol:
 
     def __init__(self, peer_id: str, neighbours: list[str], config: ProtocolConfig,
                  start_round: int = 0, deadline_history: list[float] | None = None,
-                 is_member: Callable[[str], bool] | None = None, signer: object | None = None,
+                 is_member: Callable[[str], bool] | None = None, signer: RecordSigner | None = None,
                  verify: Verify | None = None) -> None:
         self.peer_id = peer_id
         self.config = config
@@ -351,7 +352,7 @@ class PeerProtocol:
         adopt = self.catch_up.settle(event, self.round, self.stopped_at is not None)
         if adopt is True:
             return []  # the other sources of the same final model are still on their way
-        if adopt is None or adopt is False:
+        if adopt is None:
             return self._check_catch_up(now)
         if adopt.others:  # final models of several members: they stopped there
             self.stop.agree(adopt.round, f"stopped: final models of {1 + len(adopt.others)} members")
