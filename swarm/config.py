@@ -70,6 +70,9 @@ class LearningConfig:
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
     aggregator: str = option("clipped", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
+    min_cosine: float = option(0.5, "refuse a neighbour's model whose cosine with this peer's own is below "
+                                    "this (peers start from the same seeded model, so honest ones point "
+                                    "alike; a sign-flipped one has -1); -1 turns the check off")
     corroboration: int = option(2, "distinct members, this peer included, whose signed progress must reach a "
                                    "round before a peer catches up to it or trusts a stop there (F+1 "
                                    "tolerates F colluding members)")
@@ -92,13 +95,15 @@ class LearningConfig:
         positive("distance_tol", self.distance_tol, strict=False)
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError("optimizer", f"expected sgd or adam, got {self.optimizer!r}")
+        if not -1 <= self.min_cosine <= 1:
+            raise ConfigError("min_cosine", f"must be in [-1, 1], got {self.min_cosine!r}")
         self.aggregation()  # validates --aggregator
 
     def aggregation(self) -> Aggregation:
         """How every peer mixes its neighbours' models (``swarm.robust``)."""
         from swarm.robust import Aggregation
 
-        return Aggregation(self.aggregator)
+        return Aggregation(self.aggregator, min_cosine=None if self.min_cosine <= -1 else self.min_cosine)
 
     @property
     def sample_weighted(self) -> bool:

@@ -85,11 +85,12 @@ class SwarmNode:
     aggregation:
         How the weighted models are combined (``swarm.robust``): ``mean`` (plain gossip) or
         a rule that bounds one neighbour's influence (``clipped``, ``trimmed``, ``median``).
-    max_abs, max_norm_ratio, min_cosine:
-        A received model is refused if any value exceeds ``max_abs`` in magnitude, its
+        Its ``min_cosine`` (if set) also refuses a received model pointing away from
+        this node's own (``gossip.validate``).
+    max_abs, max_norm_ratio:
+        A received model is refused if any value exceeds ``max_abs`` in magnitude or its
         norm is more than ``max_norm_ratio`` times (or less than ``1/max_norm_ratio`` of) this
-        node's own, or its cosine with this node's own model is below ``min_cosine``
-        (``gossip.validate``; ``None`` turns a check off).
+        node's own (``gossip.validate``; ``None`` turns the norm check off).
     """
 
     def __init__(
@@ -106,7 +107,6 @@ class SwarmNode:
         aggregation: Aggregation = Aggregation(),
         max_abs: float = 1e4,
         max_norm_ratio: float | None = 10.0,
-        min_cosine: float | None = 0.5,
     ) -> None:
         self.peer_id = peer_id
         self.train_fn = train_fn
@@ -119,7 +119,6 @@ class SwarmNode:
         self.aggregation = aggregation
         self.max_abs = max_abs
         self.max_norm_ratio = max_norm_ratio
-        self.min_cosine = min_cosine
         self.stats = NodeStats()
         self.last_loss = float("nan")
 
@@ -155,7 +154,8 @@ class SwarmNode:
             msg = decode(payload)
             validate_weights(msg, link_peer=sender, model_id=self.model_id,
                              reference=self.weights, max_abs=self.max_abs,
-                             max_norm_ratio=self.max_norm_ratio, min_cosine=self.min_cosine)
+                             max_norm_ratio=self.max_norm_ratio,
+                             min_cosine=self.aggregation.min_cosine)
         except CodecError as err:
             self.reject(sender, f"codec:{err.reason}", str(err), round_)
             return None

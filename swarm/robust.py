@@ -71,6 +71,12 @@ class Aggregation:
         neighbour still cost 0.06 AUROC on BreastMNIST, 8 peers; see ``bench_attacks``).
     trim:
         ``trimmed``: fraction of values dropped at each end per coordinate, in ``[0, 0.5)``.
+    min_cosine:
+        If set, a received model whose cosine with the peer's own is below it is refused
+        before any mixing (``direction``, ``gossip.validate``), whatever the kind: clipping
+        bounds a sign-flipped neighbour's pull but keeps pulling every step. Off here (a
+        toy model started at zeros has honest neighbours at any angle); the command line
+        sets 0.5 (``--min-cosine``).
 
     Raises
     ------
@@ -81,6 +87,7 @@ class Aggregation:
     kind: str = "mean"
     clip_factor: float = 1.5
     trim: float = 0.34
+    min_cosine: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in AGGREGATORS:
@@ -89,6 +96,8 @@ class Aggregation:
             raise ConfigError("clip_factor", f"must be a finite number >= 1, got {self.clip_factor!r}")
         if not 0 <= self.trim < 0.5:
             raise ConfigError("trim", f"must be in [0, 0.5), got {self.trim!r}")
+        if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
+            raise ConfigError("min_cosine", f"must be in [-1, 1], got {self.min_cosine!r}")
 
 
 def _floating(weights: Mapping[str, np.ndarray]) -> list[str]:

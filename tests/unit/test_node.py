@@ -153,7 +153,10 @@ def test_a_scaled_model_within_the_absolute_bound_is_rejected_by_its_norm(caplog
 
 
 def test_a_model_pointing_away_from_the_own_is_rejected_by_its_direction(caplog):
+    from swarm.robust import Aggregation
+
     nodes, _ = make_ring(3, [0.3, 0.333, 0.3])
+    nodes[0].aggregation = Aggregation("clipped", min_cosine=0.5)
     rng = np.random.default_rng(0)
     own = {k: v + rng.normal(0, 0.01, v.shape).astype(v.dtype) for k, v in nodes[0].weights.items()}
     nodes[0].weights = own
@@ -167,7 +170,7 @@ def test_a_model_pointing_away_from_the_own_is_rejected_by_its_direction(caplog)
     # a model nearby (as an honest neighbour's) passes; with the check off the flipped one does too
     near = {k: v + rng.normal(0, 0.1 * float(np.abs(v).mean()), v.shape).astype(v.dtype) for k, v in own.items()}
     assert nodes[0].check("p1", encode(WeightsMessage(MODEL, 0, "p1", 10, near)), 0) is not None
-    nodes[0].min_cosine = None
+    nodes[0].aggregation = Aggregation("clipped")  # the check is off unless set
     assert nodes[0].check("p1", encode(WeightsMessage(MODEL, 0, "p1", 10, flipped)), 0) is not None
 
 
@@ -178,8 +181,7 @@ def test_the_aggregation_setting_bounds_a_sign_flipped_neighbour(kind, moved_at_
 
     ids = ["p0", "p1", "p2", "p3"]
     nodes = [SwarmNode(p, add_one, list(range(10)), MODEL, start_weights(v),
-                       {q: 3 for q in ids if q != p}, aggregation=Aggregation(kind), max_norm_ratio=None,
-                       min_cosine=None)
+                       {q: 3 for q in ids if q != p}, aggregation=Aggregation(kind), max_norm_ratio=None)
              for p, v in zip(ids, [1.0, 1.2, 0.9, 1.1])]
     nodes[3].weights = {k: -100 * v for k, v in nodes[3].weights.items()}  # sign-flipped, x100
     received = {n.peer_id: nodes[0].check(n.peer_id, n.encode_model(0), 0) for n in nodes[1:]}
