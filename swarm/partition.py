@@ -219,7 +219,8 @@ class Federation:
     """Every site, a global test set no site trains on, and the pooled training data.
 
     ``central_train`` is the concatenation of the sites' training splits in site order (the
-    "pool everything" reference); ``input_shape`` is ``(C, H, W)`` or ``(F,)``.
+    "pool everything" reference); ``input_shape`` is ``(C, H, W)`` or ``(F,)``;
+    ``class_names[k]`` names label ``k`` when the data named its classes (a CSV's labels).
     """
 
     name: str
@@ -228,6 +229,7 @@ class Federation:
     central_train: ArrayDataset
     num_classes: int
     input_shape: tuple[int, ...]
+    class_names: tuple[str, ...] | None = None
 
 
 def shift_images(x: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
@@ -328,17 +330,20 @@ def _medmnist_federation(
 
 def _heart_federation(
     directory: str | Path | None,
-    n_sites: int,
+    n_sites: int | None,
     spec: PartitionSpec,
     streams: list[np.random.SeedSequence],
     fraction: float,
 ) -> Federation:
     hospitals = read_heart(directory)
     shape = (len(HEART_FEATURE_NAMES),)
+    if n_sites is None:  # only with 'sites' (build_federation checks): the natural hospitals
+        n_sites = len(hospitals)
     split_rngs = _rngs(streams[2], n_sites)
     if spec.kind == "sites":
         if n_sites != len(hospitals):
-            raise ConfigError("n_sites", f"heart has {len(hospitals)} hospitals; 'sites' needs 4")
+            raise ConfigError("n_sites", f"heart has {len(hospitals)} hospitals; 'sites' needs "
+                                         f"{len(hospitals)}, got {n_sites}")
         sites: list[Site] = []
         holdouts: list[ArrayDataset] = []
         for i, (h, rng) in enumerate(zip(hospitals, split_rngs, strict=True)):
@@ -388,7 +393,7 @@ def _resolve_medmnist(dataset: str | Path, data_path: str | Path | None) -> tupl
 
 def build_federation(
     dataset: str | Path,
-    n_sites: int,
+    n_sites: int | None,
     partition: PartitionSpec,
     *,
     seed: int,
@@ -397,6 +402,9 @@ def build_federation(
     data_path: str | Path | None = None,
 ) -> Federation:
     """Split a dataset into ``n_sites`` hospitals, deterministically for ``seed``.
+
+    ``n_sites=None`` is allowed with the ``sites`` partition only: as many sites as the data
+    has hospitals.
 
     ``dataset`` is ``breastmnist``, ``pneumoniamnist``, ``heart`` or a path to a MedMNIST
     ``.npz``; ``data_path`` replaces the shipped copy of a named dataset (the ``.npz`` file, or
@@ -424,9 +432,10 @@ def build_federation(
     DataError
         For an unknown dataset, an unreadable file, or too few samples for the sites.
     """
-    _check_n_sites(n_sites)
     if not isinstance(partition, PartitionSpec):
         raise ConfigError("partition", f"expected a PartitionSpec, got {partition!r}")
+    if n_sites is not None or partition.kind != "sites":
+        _check_n_sites(n_sites)
     if not (0 < local_test_fraction < 1):
         raise ConfigError("local_test_fraction", f"must lie in (0, 1), got {local_test_fraction}")
     if not math.isfinite(site_shift) or site_shift < 0:
@@ -441,4 +450,6 @@ def build_federation(
         return _heart_federation(data_path, n_sites, partition, streams, local_test_fraction)
     path, name = _resolve_medmnist(dataset, data_path)
     data = load_medmnist(path, name=name)
+    if n_sites is None:
+        raise ConfigError("partition", f"'sites' needs natural hospitals (a site column); {name} has none")
     return _medmnist_federation(data, n_sites, partition, streams, site_shift, local_test_fraction)
