@@ -33,7 +33,7 @@ from swarm.attack_report import attack_summary
 from swarm.averaging import Contribution, weighted_average
 from swarm.config import ARMS, DEFAULT_PEERS, LearningConfig, OutputConfig, SimSetup, TimingConfig, protocol_config  # noqa: F401
 from swarm.faults import FaultConfig
-from swarm.metrics import finite_or_none
+from swarm.metrics import finite_mapping, finite_or_none
 from swarm.options import from_args
 from swarm.partition import Federation, parse_partition
 from swarm.task import prepare
@@ -113,8 +113,11 @@ def train_seed(seed: int, site: int, round_: int) -> int:
 
 def metrics_row(arm: str, round_: int, peer: int, loss: float, glob: Metrics, loc: Metrics | None,
                 consensus: float | None, bytes_sent: int) -> dict:
-    """One ``metrics.jsonl`` row (NaN and infinities as null), the schema simulated and real peers share."""
-    return {
+    """One ``metrics.jsonl`` row (NaN and infinities as null), the schema simulated and real peers share.
+
+    A task's extra metrics on the global test set appear under ``extra`` (name -> value).
+    """
+    row = {
         "arm": arm,
         "round": round_,
         "peer": peer,
@@ -126,6 +129,9 @@ def metrics_row(arm: str, round_: int, peer: int, loss: float, glob: Metrics, lo
         "consensus_distance": consensus,
         "bytes_sent": bytes_sent,
     }
+    if glob.extra:
+        row["extra"] = finite_mapping(glob.extra)
+    return row
 
 
 class Simulation:

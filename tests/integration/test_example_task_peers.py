@@ -1,0 +1,38 @@
+"""The example custom task with real peer processes: ``medswarm launch`` on a generated folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.example_folder import TINY_TASK, make_folder
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_real_peers_train_the_example_task_on_their_own_sites(tmp_path):
+    labels = make_folder(tmp_path / "folder", sites=2, per_site=20)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "peers.cli", "launch", "--peers", "2", "--data", str(labels),
+                           "--partition", "sites", "--task", TINY_TASK, "--rounds", "3", "--no-converge",
+                           "--quiet", "--out", str(out)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    swarm = json.loads((out / "report.json").read_text())["arms"]["swarm"]
+    assert swarm["decision"]["stop_rounds"] == [2]
+    assert all(p["rounds_completed"] == 3 and p["bytes_sent"] > 0 for p in swarm["peers"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["peer"] for r in rows} == {0, 1}
+    assert all("sensitivity" in r["extra"] for r in rows)
+
+
+def test_a_broken_task_stops_launch_before_any_peer_starts(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def load(request):\n    return None\n")
+    proc = subprocess.run([sys.executable, "-m", "peers.cli", "launch", "--peers", "2", "--task", f"{broken}:load",
+                           "--quiet", "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1 and "no 'load'" in proc.stderr
+    assert not (tmp_path / "x" / "peers").exists()
