@@ -38,11 +38,11 @@ from swarm.partition import (
     Federation,
     PartitionSpec,
     Site,
-    _partition,
-    _rngs,
-    _split_stratified,
     concatenate,
+    partition_labels,
     shift_images,
+    spawn_rngs,
+    split_stratified,
 )
 from swarm.tabular_csv import RawTable, TableScaler, infer_schema, raw_table
 
@@ -79,7 +79,7 @@ def _sites_layout(table: CsvTable, n_sites: int | None, fraction: float, rngs_se
         raise ConfigError("n_sites", f"{table.path} has {len(names)} sites ({', '.join(names)}); 'sites' needs "
                                      f"{len(names)} peers, got {n_sites}")
     trains, tests = [], []
-    for name, rng in zip(names, _rngs(rngs_seq, len(names))):
+    for name, rng in zip(names, spawn_rngs(rngs_seq, len(names))):
         rows = np.flatnonzero(site == name)
         if split is not None:
             train, test = rows[split[rows] == "train"], rows[split[rows] != "train"]
@@ -90,7 +90,7 @@ def _sites_layout(table: CsvTable, n_sites: int | None, fraction: float, rngs_se
             if len(rows) < 2:
                 raise DataError(f"{table.path}: site {name!r} has {len(rows)} row(s) ({table.where(int(rows[0]))}); "
                                 "at least 2 are needed (train and test)")
-            keep, held = _split_stratified(table.labels[rows], fraction, rng)
+            keep, held = split_stratified(table.labels[rows], fraction, rng)
             train, test = rows[keep], rows[held]
         trains.append(train)
         tests.append(test)
@@ -102,10 +102,10 @@ def _pooled_layout(table: CsvTable, n_sites: int, spec: PartitionSpec, fraction:
     split = np.array(table.split, dtype=object) if table.split is not None else None
     glob = np.flatnonzero(split == "test") if split is not None else np.array([], dtype=np.int64)
     pool = np.setdiff1d(np.arange(len(table)), glob)
-    parts = _partition(table.labels[pool], n_sites, spec, np.random.default_rng(streams[0]))
+    parts = partition_labels(table.labels[pool], n_sites, spec, np.random.default_rng(streams[0]))
     trains, tests = [], []
-    for idx, rng in zip(parts, _rngs(streams[2], n_sites)):
-        keep, held = _split_stratified(table.labels[pool[idx]], fraction, rng)
+    for idx, rng in zip(parts, spawn_rngs(streams[2], n_sites)):
+        keep, held = split_stratified(table.labels[pool[idx]], fraction, rng)
         trains.append(pool[idx[keep]])
         tests.append(pool[idx[held]])
     return _Layout([f"site-{i}" for i in range(n_sites)], trains, tests, glob)
@@ -142,7 +142,7 @@ def _image_sites(table: CsvTable, layout: _Layout, request: DataRequest,
 
     sites = []
     for i, (name, train_idx, test_idx, rng) in enumerate(
-            zip(layout.names, layout.train, layout.test, _rngs(shift_seq, len(layout.names)))):
+            zip(layout.names, layout.train, layout.test, spawn_rngs(shift_seq, len(layout.names)))):
         train, test = rows(train_idx), rows(test_idx)
         if request.site_shift > 0:
             both = shift_images(np.concatenate([train.x, test.x]), rng, request.site_shift)
