@@ -36,7 +36,7 @@ from swarm.faults import FaultConfig
 from swarm.metrics import finite_mapping, finite_or_none
 from swarm.options import from_args
 from swarm.partition import Federation, parse_partition
-from swarm.task import prepare
+from swarm.task import prepare, resolve_task
 from swarm.protocol import ProtocolConfig
 from swarm.topology import build_topology, parse_topology
 from swarm.training import Metrics, TrainConfig, Trainer
@@ -148,7 +148,7 @@ class Simulation:
         else:
             self.federation = federation
             self.trainer = Trainer(federation.input_shape, federation.num_classes, config.train_config(),
-                                   arch=learning.model, norm=learning.norm)
+                                   task=resolve_task(learning), arch=learning.model, norm=learning.norm)
             self.initial = self.trainer.initial_weights(learning.seed)
         self.n = len(self.federation.sites)
         config.faults.validate_for(self.n)

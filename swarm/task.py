@@ -313,6 +313,17 @@ def check_predictions(trainer: Trainer, federation: Federation, weights: Weights
                                   f"({len(sample)}, {federation.num_classes})")
 
 
+def resolve_task(learning: LearningConfig) -> Task:
+    """The task of ``--task``, or the built-in one.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`load_task`.
+    """
+    return load_task(learning.task) if learning.task is not None else builtin_task()
+
+
 @dataclass(frozen=True, eq=False)
 class Prepared:
     """A run's task, its loaded data, the trainer built from them and the seeded initial weights."""
@@ -334,7 +345,7 @@ def prepare(learning: LearningConfig, n_sites: int | None, *, site_shift: float 
     ConfigError, DataError
         As :func:`load_task`, :func:`load_federation` and :func:`build_task_model`.
     """
-    task = load_task(learning.task) if learning.task is not None else builtin_task()
+    task = resolve_task(learning)
     federation = load_federation(task, learning.data_request(n_sites, site_shift))
     trainer = Trainer(federation.input_shape, federation.num_classes, learning.train_config(), task=task,
                       arch=learning.model, norm=learning.norm)
