@@ -127,11 +127,10 @@ def _progress(total: int, label: str) -> Iterator[ProgressFn | None]:
 
 def _image_sites(table: CsvTable, layout: _Layout, request: DataRequest,
                  shift_seq: np.random.SeedSequence) -> tuple[list[Site], ArrayDataset, tuple[int, ...]]:
-    root = table.path.parent
-    paths = [root / p if p else root for p in table.cells["image"]]
     for i, text in enumerate(table.cells["image"]):
         if not text:
             raise DataError(f"{table.where(i)}: empty 'image'")
+    paths = [table.path.parent / text for text in table.cells["image"]]
     options = ImageOptions(request.image_size, request.channels, request.window)
     with _progress(len(paths), f"loading {len(paths)} images") as progress:
         pixels = load_images(paths, table.where, options, progress)

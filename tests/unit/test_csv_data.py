@@ -119,6 +119,12 @@ def test_dicom_is_rescaled_windowed_and_monochrome1_inverted(tmp_path):
     assert read_pixels(unwindowed).tolist() == [[0, 128], [255, 0]]  # own min..max
 
 
+def test_a_16_bit_png_is_stretched_to_8_bits(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.array([[1000, 3000], [5000, 5000]], dtype=np.uint16)).save(path)
+    assert read_pixels(path).tolist() == [[0, 128], [255, 255]]
+
+
 def test_a_dicom_folder_loads_through_the_csv(tmp_path):
     rows = []
     for i in range(8):
