@@ -27,12 +27,3 @@ def test_two_real_peers_train_the_example_task_on_their_own_sites(tmp_path):
     assert {r["peer"] for r in rows} == {0, 1}
     assert all("sensitivity" in r["extra"] for r in rows)
 
-
-def test_a_broken_task_stops_launch_before_any_peer_starts(tmp_path):
-    broken = tmp_path / "broken.py"
-    broken.write_text("def load(request):\n    return None\n")
-    proc = subprocess.run([sys.executable, "-m", "peers.cli", "launch", "--peers", "2", "--task", f"{broken}:load",
-                           "--quiet", "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0
-    assert len(proc.stderr.strip().splitlines()) == 1 and "no 'load'" in proc.stderr
-    assert not (tmp_path / "x" / "peers").exists()

@@ -124,6 +124,18 @@ def test_the_learning_config_checks_the_task_before_anything_runs(task_file):
         LearningConfig(task=f"{task_file}:Incomplete")
 
 
+@pytest.mark.parametrize("command", ["simulate", "launch"])
+def test_a_broken_task_stops_the_command_with_one_line_before_anything_starts(task_file, tmp_path, capsys,
+                                                                              command):
+    from peers.cli import main
+
+    out = tmp_path / "out"
+    assert main([command, "--task", f"{task_file}:Incomplete", "--quiet", "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no 'model'" in err
+    assert not out.exists()
+
+
 def test_a_class_with_load_and_model_methods_is_a_task():
     class Mine:
         name = "mine"
