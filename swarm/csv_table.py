@@ -67,6 +67,25 @@ def read_header(path: str | Path) -> tuple[str, ...]:
     return tuple(c.strip() for c in rows[0][1])
 
 
+def site_names(path: str | Path) -> tuple[str, ...]:
+    """The distinct non-empty values of a CSV's ``site`` column, sorted (none without one).
+
+    Reads only the text (no images): how ``medswarm launch`` learns how many peers
+    ``--partition sites`` needs before it starts them.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, unreadable or empty.
+    """
+    rows = _read_rows(Path(path))
+    columns = [c.strip() for c in rows[0][1]]
+    if "site" not in columns:
+        return ()
+    j = columns.index("site")
+    return tuple(sorted({row[j].strip() for _, row in rows[1:] if len(row) > j and row[j].strip()}))
+
+
 def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:

@@ -324,6 +324,29 @@ def resolve_task(learning: LearningConfig) -> Task:
     return load_task(learning.task) if learning.task is not None else builtin_task()
 
 
+def natural_site_count(learning: LearningConfig) -> int | None:
+    """How many sites ``--partition sites`` makes of the built-in data, without loading it:
+    4 for ``heart``, the distinct ``site`` values of a CSV; ``None`` otherwise (another
+    partition, another data set, or a ``--task``, whose data only it knows).
+
+    Raises
+    ------
+    DataError
+        If the CSV cannot be read.
+    """
+    from swarm.csv_table import site_names
+    from swarm.datasets import HEART_SITES
+    from swarm.partition import parse_partition
+
+    if learning.task is not None or parse_partition(str(learning.partition)).kind != "sites":
+        return None
+    if learning.data.strip().lower() == "heart":
+        return len(HEART_SITES)
+    if learning.data.lower().endswith(".csv"):
+        return len(site_names(learning.data)) or None
+    return None
+
+
 @dataclass(frozen=True, eq=False)
 class Prepared:
     """A run's task, its loaded data, the trainer built from them and the seeded initial weights."""

@@ -14,9 +14,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_real_peers_train_the_example_task_on_their_own_sites(tmp_path):
+    """No --peers: launch starts one peer per site of the CSV."""
     labels = make_folder(tmp_path / "folder", sites=2, per_site=20)
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "peers.cli", "launch", "--peers", "2", "--data", str(labels),
+    proc = subprocess.run([sys.executable, "-m", "peers.cli", "launch", "--data", str(labels),
                            "--partition", "sites", "--task", TINY_TASK, "--rounds", "3", "--no-converge",
                            "--quiet", "--out", str(out)], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -236,3 +236,13 @@ def test_a_bad_csv_on_the_command_line_is_one_line_and_a_nonzero_exit(folder, ca
     assert main(["simulate", "--data", str(folder), "--partition", "sites", "--quiet"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "labels.csv, row" in err and "east3.png" in err
+
+
+def test_the_natural_site_count_is_read_from_the_csv_text_alone(folder):
+    from swarm.config import LearningConfig
+    from swarm.task import natural_site_count
+
+    (folder.parent / "west0.png").unlink()  # images are not read
+    assert natural_site_count(LearningConfig(data=str(folder), partition="sites")) == 2
+    assert natural_site_count(LearningConfig(data="heart")) == 4
+    assert natural_site_count(LearningConfig(data=str(folder), partition="iid")) is None
