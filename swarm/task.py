@@ -325,9 +325,10 @@ def resolve_task(learning: LearningConfig) -> Task:
 
 
 def natural_site_count(learning: LearningConfig) -> int | None:
-    """How many sites ``--partition sites`` makes of the built-in data, without loading it:
-    4 for ``heart``, the distinct ``site`` values of a CSV; ``None`` otherwise (another
-    partition, another data set, or a ``--task``, whose data only it knows).
+    """How many sites ``--partition sites`` makes of ``--data``, without loading it: 4 for
+    ``heart``, the distinct ``site`` values of a CSV; ``None`` otherwise (another partition or
+    data set). With a ``--task`` this is the CSV's count too: a task reading the data otherwise
+    and finding another count fails with a clear mismatch before round 0.
 
     Raises
     ------
@@ -338,7 +339,7 @@ def natural_site_count(learning: LearningConfig) -> int | None:
     from swarm.datasets import HEART_SITES
     from swarm.partition import parse_partition
 
-    if learning.task is not None or parse_partition(str(learning.partition)).kind != "sites":
+    if parse_partition(str(learning.partition)).kind != "sites":
         return None
     if learning.data.strip().lower() == "heart":
         return len(HEART_SITES)
