@@ -246,3 +246,12 @@ def test_the_natural_site_count_is_read_from_the_csv_text_alone(folder):
     assert natural_site_count(LearningConfig(data=str(folder), partition="sites")) == 2
     assert natural_site_count(LearningConfig(data="heart")) == 4
     assert natural_site_count(LearningConfig(data=str(folder), partition="iid")) is None
+
+
+def test_only_large_folders_show_a_progress_bar():
+    from swarm.csv_data import PROGRESS_FROM, _progress
+
+    with _progress(PROGRESS_FROM - 1, "small") as small:
+        assert small is None
+    with _progress(PROGRESS_FROM, "large") as large:
+        large(1, PROGRESS_FROM)  # a rich bar on stderr, gone when done (transient)
