@@ -313,6 +313,9 @@ def check_predictions(trainer: Trainer, federation: Federation, weights: Weights
                                   f"({len(sample)}, {federation.num_classes})")
 
 
+# ------------------------------------------------------------------ a command's setup
+
+
 def resolve_task(learning: LearningConfig) -> Task:
     """The task of ``--task``, or the built-in one.
 
