@@ -23,7 +23,7 @@ The built-in data sets are one such task (:func:`builtin_task`); ``--task module
 object (or class) with those attributes. A task is checked when the configuration is
 built, so a missing piece is a one-line ``ConfigError`` before round 0.
 
-Example (``examples/custom_task.py`` is a complete one)::
+Example (``examples/tiny_task.py`` is a complete one)::
 
     from swarm.task import Task, load_builtin_data
 
