@@ -16,6 +16,7 @@ so building the command line stays instant.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,6 +109,9 @@ class LearningConfig:
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
     aggregator: str = option("clipped", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
+    max_norm_ratio: float = option(2.0, "refuse a neighbour's model whose norm is more than this many times "
+                                        "this peer's own, or less than its inverse (honest models of a swarm "
+                                        "stay within a few percent of each other)")
     min_cosine: float = option(0.5, "refuse a neighbour's model whose cosine with this peer's own is below "
                                     "this (peers start from the same seeded model, so honest ones point "
                                     "alike; a sign-flipped one has -1); -1 turns the check off")
@@ -133,6 +137,8 @@ class LearningConfig:
         positive("distance_tol", self.distance_tol, strict=False)
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError("optimizer", f"expected sgd or adam, got {self.optimizer!r}")
+        if not (math.isfinite(self.max_norm_ratio) and self.max_norm_ratio > 1):
+            raise ConfigError("max_norm_ratio", f"must be a finite number > 1, got {self.max_norm_ratio!r}")
         if not -1 <= self.min_cosine <= 1:
             raise ConfigError("min_cosine", f"must be in [-1, 1], got {self.min_cosine!r}")
         self.aggregation()  # validates --aggregator
@@ -165,7 +171,8 @@ class LearningConfig:
         """How every peer mixes its neighbours' models (``swarm.robust``)."""
         from swarm.robust import Aggregation
 
-        return Aggregation(self.aggregator, min_cosine=None if self.min_cosine <= -1 else self.min_cosine)
+        return Aggregation(self.aggregator, max_norm_ratio=self.max_norm_ratio,
+                           min_cosine=None if self.min_cosine <= -1 else self.min_cosine)
 
     @property
     def sample_weighted(self) -> bool:
