@@ -109,6 +109,8 @@ class LearningConfig:
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
     aggregator: str = option("clipped", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
+    clip_factor: float = option(1.5, "clipped: the clipping radius in lower-median neighbour distances (the "
+                                     "norm and direction checks refuse gross attacks before it)")
     max_norm_ratio: float = option(2.0, "refuse a neighbour's model whose norm is more than this many times "
                                         "this peer's own, or less than its inverse (honest models of a swarm "
                                         "stay within a few percent of each other)")
@@ -171,7 +173,7 @@ class LearningConfig:
         """How every peer mixes its neighbours' models (``swarm.robust``)."""
         from swarm.robust import Aggregation
 
-        return Aggregation(self.aggregator, max_norm_ratio=self.max_norm_ratio,
+        return Aggregation(self.aggregator, clip_factor=self.clip_factor, max_norm_ratio=self.max_norm_ratio,
                            min_cosine=None if self.min_cosine <= -1 else self.min_cosine)
 
     @property

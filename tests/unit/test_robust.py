@@ -173,3 +173,12 @@ def test_the_command_line_norm_bound_is_tighter_than_the_bare_dataclass_and_must
     for bad in (1.0, 0.5, float("inf")):
         with pytest.raises(ConfigError, match="max_norm_ratio"):
             LearningConfig(max_norm_ratio=bad)
+
+
+def test_the_clip_factor_comes_from_the_one_config_and_below_one_is_refused():
+    from swarm.config import LearningConfig
+
+    assert LearningConfig().aggregation().clip_factor == Aggregation().clip_factor
+    assert LearningConfig(clip_factor=3.0).aggregation().clip_factor == 3.0
+    with pytest.raises(ConfigError, match="clip_factor"):
+        LearningConfig(clip_factor=0.9)
