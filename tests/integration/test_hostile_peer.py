@@ -9,7 +9,7 @@ never mix it, and still finish together.
 
 Why "never mixed" is observable: the bad models carry a poison value, finite and under
 the absolute validation bound (so only the transfer checks, or for ``scaled`` the relative
-norm check, stand between it and the mix; ``wrong-round`` sends the initial model x5,
+norm check, stand between it and the mix; ``wrong-round`` sends the initial model x1.5,
 within the norm check) and a
 large claimed sample count (so a mix would give it the full Metropolis weight, 1/3 with
 two neighbours). One mix would put weights of about ``POISON / 3`` into the model; the
@@ -162,7 +162,7 @@ def bad_transfer(kind: str, model_id: str, ref: dict[str, np.ndarray], sender: s
     """The bytes to offer for ``round_`` and the (digest, size) to announce for them."""
     poison = {k: np.full_like(v, POISON) for k, v in ref.items()}
     if kind == "wrong-round":  # within the norm check, so only the round check stops it
-        poison = {k: v * 5 for k, v in ref.items()}
+        poison = {k: v * 1.5 for k, v in ref.items()}
     if kind == "nan":
         poison = {k: np.full_like(v, np.nan) for k, v in ref.items()}
     if kind == "shape":
