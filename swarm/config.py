@@ -205,7 +205,7 @@ class SimSetup:
     """The simulated swarm: how many peers, how they are linked, which arms run."""
 
     peers: int = option(8, "number of simulated hospitals")
-    topology: str = option("ring", "ring | full | kregular[:K] | smallworld[:K[:P]] | exponential")
+    topology: str = option("ring", "ring | full | kregular[:K] | smallworld[:K[:P]] | exponential | onepeer-exp")
     site_shift: float = option(0.0, "per-site scanner shift strength for images, 0 = none")
     arms: tuple[str, ...] = option(ARMS, "comma-separated arms", type=str, parse=_split_arms)
 

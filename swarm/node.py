@@ -171,12 +171,14 @@ class SwarmNode:
         return msg
 
     def mix(self, received: Mapping[str, WeightsMessage],
-            degrees: Mapping[str, int] | None = None, measure: bool = True) -> float | None:
+            degrees: Mapping[str, int] | None = None, measure: bool = True,
+            self_degree: int | None = None) -> float | None:
         """Replace the weights by their Metropolis-Hastings mix with the received models.
 
         The mix follows ``self.aggregation`` (``swarm.robust.robust_mix``). Only neighbours whose model arrived get a weight; the share of a missing one stays
         with this node, so the mix is always a convex combination. ``degrees`` overrides
-        the neighbours' degrees (a real peer learns them from announcements). Returns the
+        the neighbours' degrees (a real peer learns them from announcements), ``self_degree``
+        this node's (a time-varying graph's degree in this phase; None: its neighbour count). Returns the
         local consensus-distance estimate: the distance from the weights before mixing to
         the plain average of the received models, relative to the weights' norm (None if
         nothing arrived, or if ``measure`` is false: it costs a pass over every tensor).
@@ -184,7 +186,7 @@ class SwarmNode:
         start = time.perf_counter()
         known = dict(self.neighbour_degrees if degrees is None else degrees)
         heard = {p: d for p, d in known.items() if p in received}
-        degree = len(self.neighbour_degrees)
+        degree = len(self.neighbour_degrees) if self_degree is None else self_degree
         if self.sample_weighted:
             self_w, neigh_w = sample_weighted_row(
                 degree, len(self.data), heard, {p: received[p].sample_count for p in heard}

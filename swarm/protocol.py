@@ -91,12 +91,16 @@ class PeerProtocol:
     signer, verify:
         Sign this peer's flooded records, check other origins' (None: unsigned, unchecked;
         real peers and the simulation always pass both, see ``gossip.signing``).
+    schedule:
+        The neighbours to exchange with in each phase, for a time-varying graph
+        (``swarm.schedule``); None: all of them.
     """
 
     def __init__(self, peer_id: str, neighbours: list[str], config: ProtocolConfig,
                  start_round: int = 0, deadline_history: list[float] | None = None,
                  is_member: Callable[[str], bool] | None = None, signer: RecordSigner | None = None,
-                 verify: Verify | None = None) -> None:
+                 verify: Verify | None = None,
+                 schedule: Callable[[Phase], frozenset[str]] | None = None) -> None:
         self.peer_id = peer_id
         self.config = config
         #: largest announced model fetched (None: not known yet); see ``limit_model_bytes``
@@ -111,7 +115,7 @@ class PeerProtocol:
         self.answers = Answers(self.deadline, self.transfer)
         self.exchange = PhaseExchange(self.links, self.membership, self.answers,
                                       Hold(config.isolation_wait, self.stats), config, self.stats,
-                                      self.deadline, self.transfer, (start_round, 0))
+                                      self.deadline, self.transfer, (start_round, 0), schedule)
         self.catch_up = CatchUp(config, self.stats)
         self.stop = StopAgreement(self.links, self.membership, self.convergence, config, self.stats)
 

@@ -152,12 +152,16 @@ class Fetch:
 
 @dataclass(frozen=True)
 class Mix:
-    """Mix the current weights with the fetched models of ``senders``; report ``Mixed``."""
+    """Mix the current weights with the fetched models of ``senders``; report ``Mixed``.
+
+    ``degree``: this peer's degree in the phase's graph for the mixing weights (a
+    time-varying schedule's partner count); None: its number of neighbours."""
 
     round: int
     step: int
     senders: tuple[str, ...]
     final: bool
+    degree: int | None = None
 
 
 @dataclass(frozen=True)

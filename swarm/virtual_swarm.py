@@ -34,6 +34,7 @@ from swarm.node import SwarmNode
 from swarm.poison import HostileNode
 from swarm.partition import Federation
 from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
+from swarm.schedule import OnePeerSchedule
 from swarm.robust import Aggregation
 from swarm.training import Metrics, Trainer
 
@@ -142,6 +143,7 @@ class VirtualSwarm:
         eval_every: int = 1,
         state_dir: Path | None = None,
         max_events: int = 5_000_000,
+        time_varying: bool = False,
     ) -> None:
         faults.validate_for(len(federation.sites))
         self.trainer, self.federation, self.topology = trainer, federation, topology
@@ -153,6 +155,8 @@ class VirtualSwarm:
         self.rng = np.random.default_rng([seed, 0x5EED])
         n = len(federation.sites)
         self.ids = [f"peer-{i}" for i in range(n)]
+        #: one partner per phase (the one-peer exponential graph) instead of every neighbour
+        self.schedule = OnePeerSchedule(tuple(self.ids), protocol.gossip_steps) if time_varying else None
         self.signers, self.verifier = sim_keyring(self.ids, seed)
         hostile = by_peer(faults.attacks)
         #: the hostile members (``--attack``): left out of every honest figure
@@ -259,7 +263,8 @@ class VirtualSwarm:
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
         protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state,
                                      is_member=self.index.__contains__, signer=self.signers[peer.id],
-                                     verify=self.verifier)
+                                     verify=self.verifier,
+                                     schedule=None if self.schedule is None else partial(self.schedule.partners, peer.id))
         make = PeerExecutor if not isinstance(peer.node, HostileNode) else partial(
             self.hostile_executor, signer=self.signers[peer.id], members=self.ids)
         peer.exec = make(
