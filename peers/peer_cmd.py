@@ -165,7 +165,7 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
         first_wait = max(deadline_max, 2 * links.discovery.backoff_max)
 
         node = SwarmNode(key.peer_id, trainer.train, site.train, trainer.model_id, setup.weights, {},
-                         float16=learning.float16, sample_weighted=learning.sample_weighted,
+                         float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted,
                          aggregation=learning.aggregation())
         protocol, state_seq = resume(key.peer_id, [], setup.protocol, state,
                                      is_member=consortium.allows if consortium is not None else None,

@@ -37,6 +37,10 @@ LAUNCH_TIMING = {"heartbeat": 1.0, "suspect_after": 10.0, "deadline_max": 20.0, 
 LAUNCH_OUTPUT = {"out": Path("runs/launch")}
 
 
+#: how a peer's weights travel (``--compress``)
+COMPRESSIONS = ("none", "q8")
+
+
 def default_partition(data: str) -> str:
     """The split used when none is given: the natural sites of ``heart``, else label skew."""
     return "sites" if data == "heart" else "dirichlet:0.5"
@@ -67,6 +71,8 @@ class LearningConfig:
     optimizer: str = option("sgd", "sgd | adam")
     seed: int = option(0, "seed for split, initial weights and training, shared by the swarm")
     float16: bool = option(False, "send float32 weights as float16 (half the bytes)")
+    compress: str = option("none", "none | q8: send float32 weights as 8-bit values with a scale per "
+                                   "tensor (a quarter of the bytes)")
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
     aggregator: str = option("clipped", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
@@ -90,6 +96,8 @@ class LearningConfig:
         positive("lr", self.lr)
         positive("metric_tol", self.metric_tol, strict=False)
         positive("distance_tol", self.distance_tol, strict=False)
+        if self.compress not in COMPRESSIONS:
+            raise ConfigError("compress", f"expected one of {', '.join(COMPRESSIONS)}, got {self.compress!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError("optimizer", f"expected sgd or adam, got {self.optimizer!r}")
         self.aggregation()  # validates --aggregator
@@ -99,6 +107,11 @@ class LearningConfig:
         from swarm.robust import Aggregation
 
         return Aggregation(self.aggregator)
+
+    @property
+    def q8(self) -> bool:
+        """Whether weights travel as 8-bit values (``--compress q8``)."""
+        return self.compress == "q8"
 
     @property
     def sample_weighted(self) -> bool:

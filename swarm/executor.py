@@ -293,7 +293,7 @@ class PeerExecutor:
             raise TypeError(f"unknown action {action!r}")
 
     def _limit_fetches(self, own_size: int) -> None:
-        self.protocol.limit_model_bytes(fetch_limit(own_size, self.node.float16))
+        self.protocol.limit_model_bytes(fetch_limit(own_size, self.node.float16, self.node.q8))
 
     def _offer(self, round_: int, step: int, loss: float | None) -> None:
         payload = self.node.encode_model(round_)

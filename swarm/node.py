@@ -78,6 +78,9 @@ class SwarmNode:
         ``{neighbour: degree}``: what Metropolis-Hastings weights need from the neighbourhood.
     float16:
         Send float32 weights as float16 on the wire (half the bytes).
+    q8:
+        Send float32 weights as 8-bit values with one scale per tensor (a quarter of the bytes;
+        ``gossip.codec.quantize_q8``). Received models are validated after dequantisation.
     sample_weighted:
         Mix with sample-aware Metropolis-Hastings weights (``swarm.mixing``), so the swarm
         converges to FedAvg's sample-weighted mean; plain Metropolis weights otherwise
@@ -101,6 +104,7 @@ class SwarmNode:
         neighbour_degrees: Mapping[str, int],
         *,
         float16: bool = False,
+        q8: bool = False,
         sample_weighted: bool = True,
         aggregation: Aggregation = Aggregation(),
         max_abs: float = 1e4,
@@ -113,6 +117,7 @@ class SwarmNode:
         self.weights: dict[str, np.ndarray] = {k: np.array(v, copy=True) for k, v in weights.items()}
         self.neighbour_degrees = dict(neighbour_degrees)
         self.float16 = float16
+        self.q8 = q8
         self.sample_weighted = sample_weighted
         self.aggregation = aggregation
         self.max_abs = max_abs
@@ -133,7 +138,7 @@ class SwarmNode:
         start = time.perf_counter()
         payload = encode(
             WeightsMessage(self.model_id, round_, self.peer_id, len(self.data), dict(weights)),
-            float16=self.float16,
+            float16=self.float16, q8=self.q8,
         )
         self.stats.codec_s += time.perf_counter() - start
         return payload

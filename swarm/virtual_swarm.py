@@ -138,6 +138,7 @@ class VirtualSwarm:
         seed: int,
         train_seed: Callable[[int, int], int],
         float16: bool = False,
+        q8: bool = False,
         sample_weighted: bool = True,
         aggregation: Aggregation = Aggregation(),
         eval_every: int = 1,
@@ -168,7 +169,7 @@ class VirtualSwarm:
                 HostileNode, attacks=hostile[i], rng=np.random.default_rng([seed, 0xA77AC, i]))
             node = make(self.ids[i], trainer.train, federation.sites[i].train, trainer.model_id,
                         self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
-                        float16=float16, sample_weighted=sample_weighted, aggregation=aggregation)
+                        float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation)
             peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)
