@@ -79,6 +79,8 @@ class LearningConfig:
     corroboration: int = option(2, "distinct members, this peer included, whose signed progress must reach a "
                                    "round before a peer catches up to it or trusts a stop there (F+1 "
                                    "tolerates F colluding members)")
+    final_agreement: int = option(0, "rounds of pure averaging (no training) after the stop round, so every "
+                                     "peer leaves with nearly the swarm's average model; 0 = none")
     converge: bool = option(True, "run all --rounds, never stop early", flag="--no-converge")
     converge_window: int = option(8, "rounds the validation loss must plateau before a peer votes")
     metric_tol: float = option(0.02, "smallest validation-loss improvement that counts")
@@ -94,6 +96,7 @@ class LearningConfig:
                       batch_size=self.batch_size, converge_window=self.converge_window,
                       corroboration=self.corroboration)
         positive("lr", self.lr)
+        positive("final_agreement", self.final_agreement, strict=False)
         positive("metric_tol", self.metric_tol, strict=False)
         positive("distance_tol", self.distance_tol, strict=False)
         if self.compress not in COMPRESSIONS:
@@ -192,6 +195,7 @@ def protocol_config(learning: LearningConfig, timing: TimingConfig) -> ProtocolC
         isolation_wait=timing.isolation_wait,
         convergence=learning.convergence_config(),
         corroboration=learning.corroboration,
+        final_rounds=learning.final_agreement,
     )
 
 
