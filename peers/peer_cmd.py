@@ -44,7 +44,7 @@ from peers.status import PeerStatus, status_server
 from swarm.atomic_file import atomic_write
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.config import LearningConfig, OutputConfig, TimingConfig, protocol_config
-from swarm.executor import RoundInfo, checkpoint_weights, resume
+from swarm.executor import RoundInfo, Traffic, checkpoint_weights, resume
 from swarm.metrics import finite_or_none
 from swarm.node import SwarmNode
 from swarm.partition import Federation, Site, build_federation, parse_partition
@@ -159,7 +159,8 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
                               random.Random(f"{learning.seed}:{key.peer_id}"))
         for peer, addr in links.bootstrap:
             discovery.add_bootstrap(peer, addr, trio.current_time())
-        connector = Connector(transport, discovery)
+        traffic = Traffic()  # every control byte sent: discovery's and the protocol's
+        connector = Connector(transport, discovery, traffic=traffic)
         want = max(1, network.wait_neighbours)
         # A restarted peer without --bootstrap waits for its former neighbours to redial it.
         first_wait = max(deadline_max, 2 * links.discovery.backoff_max)
@@ -187,7 +188,7 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
 
         runner = PeerRunner(transport, node, protocol, evaluate=metric, store=setup.store,
                             train_seed=lambda r: train_seed(learning.seed, network.site, r), on_round=on_round,
-                            on_exchange=connector.on_exchange)
+                            on_exchange=connector.on_exchange, traffic=traffic)
 
         async def ready():
             with trio.move_on_after(deadline_max):

@@ -96,3 +96,19 @@ async def test_a_forged_exchange_is_refused_and_a_real_one_leads_to_a_dial(autoj
             await conn.wait_for_neighbours(1)
         nursery.cancel_scope.cancel()
     assert net.dials[0][1] == "b" and net.linked == {"b"}
+
+
+async def test_exchanges_sent_count_as_control_bytes(autojump_clock):
+    from gossip.control import encode_control
+
+    net = FakeNet()
+    conn = make(net)
+    conn.discovery.add_bootstrap("a", "/ip4/10.0.0.1/tcp/1/p2p/a", trio.current_time())
+    net.reachable.add("a")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        with trio.fail_after(5):
+            await conn.wait_for_neighbours(1)
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    assert net.sent and conn.traffic.control_bytes == sum(len(encode_control(m)) for _, m in net.sent)
