@@ -23,7 +23,8 @@ class LaunchSetup:
     """How many peer processes, how they dial each other, how long to wait for them."""
 
     peers: int = option(4, "number of peer processes")
-    topology: str = option("ring", "ring | chain | full: who dials whom")
+    topology: str = option("ring", "ring | chain | full | onepeer-exp: who dials whom (onepeer-exp: the "
+                                   "one-peer exponential graph's partners, one exchanged with per step)")
     start_timeout: float = option(60.0, "how long a peer may take to listen, s")
     timeout: float = option(1800.0, "give up after this many seconds")
 

@@ -24,6 +24,7 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import trio
@@ -49,6 +50,7 @@ from swarm.metrics import finite_or_none
 from swarm.node import SwarmNode
 from swarm.partition import Federation, Site, build_federation, parse_partition
 from swarm.protocol import ProtocolConfig
+from swarm.schedule import OnePeerSchedule
 from swarm.options import from_args
 from swarm.simulate import metrics_row, train_seed
 from swarm.training import Trainer
@@ -74,11 +76,33 @@ class PeerSetup:
     state: PeerState | None
     weights: Mapping[str, np.ndarray]
     start_round: int
+    #: the one-peer exponential graph's partners per phase (``--onepeer-exp``); None: all neighbours
+    schedule: OnePeerSchedule | None = None
 
     @property
     def site(self) -> Site:
         """This hospital's data."""
         return self.federation.sites[self.network.site]
+
+
+def _schedule(network: NetworkConfig, learning: LearningConfig, key: NodeKey,
+              consortium: Consortium | None) -> OnePeerSchedule | None:
+    """The one-peer exponential graph over the consortium's members in file order (``--onepeer-exp``).
+
+    Raises
+    ------
+    PeerError
+        Without a consortium, or when its order does not put this peer at its ``--site``.
+    """
+    if not network.onepeer_exp:
+        return None
+    if consortium is None:
+        raise PeerError("--onepeer-exp needs --consortium: its member order names the partners")
+    ids = tuple(m.peer_id for m in consortium.members)
+    if len(ids) != network.sites or ids.index(key.peer_id) != network.site:
+        raise PeerError(f"--onepeer-exp: the consortium must list the {network.sites} sites' peers in site "
+                        f"order; this peer is member {ids.index(key.peer_id)} of {len(ids)}, site {network.site}")
+    return OnePeerSchedule(ids, learning.gossip_steps)
 
 
 def run_peer(args: argparse.Namespace) -> int:
@@ -96,6 +120,7 @@ def run_peer(args: argparse.Namespace) -> int:
     consortium = Consortium.from_toml(network.consortium) if network.consortium else None
     if consortium is not None and not consortium.allows(key.peer_id):
         raise PeerError(f"this peer ({key.peer_id}) is not a member of {network.consortium}")
+    schedule = _schedule(network, learning, key, consortium)
     links = _Links(_bootstrap_peers(network.bootstrap, key, consortium),
                    [parse_announce(a, key.peer_id) for a in network.announce],
                    DiscoveryConfig(target=network.target_neighbours))
@@ -108,7 +133,7 @@ def run_peer(args: argparse.Namespace) -> int:
         network=network, learning=learning, output=output, protocol=protocol, key=key, consortium=consortium,
         network_key=network_key, links=links, federation=federation, trainer=trainer, store=store, state=state,
         weights=checkpoint_weights(state) if state is not None else trainer.initial_weights(learning.seed),
-        start_round=state.round + 1 if state is not None else 0,
+        start_round=state.round + 1 if state is not None else 0, schedule=schedule,
     )
     report_path = output.report or output.state_dir / "report.json"
     try:
@@ -168,7 +193,8 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
         node = SwarmNode(key.peer_id, trainer.train, site.train, trainer.model_id, setup.weights, {},
                          float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted,
                          aggregation=learning.aggregation())
-        protocol, state_seq = resume(key.peer_id, [], setup.protocol, state,
+        schedule = None if setup.schedule is None else partial(setup.schedule.partners, key.peer_id)
+        protocol, state_seq = resume(key.peer_id, [], setup.protocol, state, schedule=schedule,
                                      is_member=consortium.allows if consortium is not None else None,
                                      signer=RecordSigner(key.peer_id, key.key_pair.private_key.to_bytes()),
                                      verify=KeyVerifier())
