@@ -41,14 +41,18 @@ from swarm.atomic_file import atomic_write  # noqa: E402
 
 MEAN_TARGET, WORST_TARGET, BYTES_TARGET = 0.01, 0.03, 1.5
 DATASETS = ("breastmnist", "pneumoniamnist", "heart")
-#: configuration name -> (topology, compress, float16); the first is today's default
-CONFIGS: dict[str, tuple[str, str, bool]] = {
-    "ring": ("ring", "none", False),
-    "ring q8": ("ring", "q8", False),
-    "onepeer-exp": ("onepeer-exp", "none", False),
-    "onepeer-exp f16": ("onepeer-exp", "none", True),
-    "onepeer-exp q8": ("onepeer-exp", "q8", False),
+#: configuration name -> (topology, compress, float16, final agreement rounds); the first is
+#: today's default
+CONFIGS: dict[str, tuple[str, str, bool, int]] = {
+    "ring": ("ring", "none", False, 0),
+    "ring q8": ("ring", "q8", False, 0),
+    "ring fa2": ("ring", "none", False, 2),
+    "onepeer-exp": ("onepeer-exp", "none", False, 0),
+    "onepeer-exp f16": ("onepeer-exp", "none", True, 0),
+    "onepeer-exp q8": ("onepeer-exp", "q8", False, 0),
+    "onepeer-exp q8 fa1": ("onepeer-exp", "q8", False, 1),
 }
+FIELDS = ("topology", "compress", "float16", "final_agreement")
 
 
 def run_one(dataset: str, seed: int, config: str | None) -> dict:
@@ -59,11 +63,12 @@ def run_one(dataset: str, seed: int, config: str | None) -> dict:
     from swarm.simulate import SimConfig, Simulation, summarize
 
     torch.set_num_threads(1)
-    topology, compress, float16 = CONFIGS[config] if config is not None else ("ring", "none", False)
+    topology, compress, float16, final = CONFIGS[config] if config is not None else ("ring", "none", False, 0)
     arm = "swarm" if config is not None else "fedavg"
     peers = 4 if dataset == "heart" else SimSetup().peers  # heart: its four hospitals
     sim_config = SimConfig(setup=SimSetup(peers=peers, arms=(arm,), topology=topology),
-                           learning=LearningConfig(data=dataset, seed=seed, compress=compress, float16=float16),
+                           learning=LearningConfig(data=dataset, seed=seed, compress=compress, float16=float16,
+                                                   final_agreement=final),
                            output=OutputConfig())
     start = time.perf_counter()
     sim = Simulation(sim_config)
@@ -153,7 +158,7 @@ def main() -> None:
     def save() -> dict:
         report = {"runs": runs, "summary": aggregate(runs, datasets, seeds, configs),
                   "targets": {"mean": MEAN_TARGET, "worst": WORST_TARGET, "bytes": BYTES_TARGET},
-                  "configs": {c: dict(zip(("topology", "compress", "float16"), CONFIGS[c])) for c in configs},
+                  "configs": {c: dict(zip(FIELDS, CONFIGS[c])) for c in configs},
                   "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "jobs": args.jobs}}
         atomic_write(args.out, json.dumps(report, indent=2) + "\n")
         return report
