@@ -15,7 +15,8 @@ Writes ``results/bench_efficiency.json`` (partial results after every run; a re-
 runs already in it) and ``results/bench_efficiency.png`` (AUROC vs bytes, per dataset).
 
     .venv/bin/python scripts/bench_efficiency.py                      # full: 3 sets, seeds 0-4
-    .venv/bin/python scripts/bench_efficiency.py --seeds 3 --jobs 2   # what the README reports
+    .venv/bin/python scripts/bench_efficiency.py --seeds 3 --jobs 2   # 3 seeds, 2 processes
+    .venv/bin/python scripts/bench_efficiency.py --report-only        # summarise what has run
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
@@ -123,6 +125,9 @@ def plot(summary: dict, path: Path) -> None:
         ax.axhline(-WORST_TARGET, color="grey", ls=":", lw=0.8)
         ax.axhline(0, color="black", lw=0.5)
         ax.set_xscale("log")
+        ax.set_xticks([0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8])
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%gx"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("bytes per peer / FedAvg's")
         ax.set_ylabel("AUROC - FedAvg (filled: mean peer, hollow: worst)")
         ax.set_title(d)
@@ -139,6 +144,8 @@ def main() -> None:
     parser.add_argument("--data", default=",".join(DATASETS))
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: summarise the runs already in --out (any seeds found)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_efficiency.json"))
     args = parser.parse_args()
     datasets = [d for d in args.data.split(",") if d]
@@ -150,8 +157,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = json.loads(args.out.read_text())["runs"] if args.out.exists() else []
     done = {_key(r) for r in runs}
-    todo = [(d, s, c) for d in datasets for s in seeds for c in [None, *configs]
-            if (d, s, c or "fedavg") not in done]
+    if args.report_only:
+        seeds = sorted({r["seed"] for r in runs})
+    todo = [] if args.report_only else [(d, s, c) for d in datasets for s in seeds for c in [None, *configs]
+                                        if (d, s, c or "fedavg") not in done]
     console = Console()
     start = time.perf_counter()
 
