@@ -58,6 +58,7 @@ import numpy as np
 import xxhash
 
 from gossip.errors import CodecError
+from gossip.quantize import check_scales, dequantize_q8, quantize_q8
 
 FORMAT_VERSION: int = 1
 DEFAULT_MAX_MESSAGE_BYTES: int = 256 * 1024 * 1024
@@ -85,24 +86,6 @@ _HEADER_KEYS = frozenset(
      "float16", "body_len", "checksum"}
 )
 _OPTIONAL_KEYS = frozenset({"q8"})
-#: largest magnitude of a quantised value (-128 is never sent, so the range is symmetric)
-Q8_MAX = 127
-
-
-def quantize_q8(arr: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-tensor symmetric 8-bit quantisation: ``(q, s)`` with ``q * s`` close to ``arr``.
-
-    ``s = max|arr| / 127`` (0 for an all-zero or empty tensor) and ``q = round(arr / s)``, so
-    each value is off by at most ``s / 2``. Non-finite values give a non-finite scale, which
-    ``encode`` refuses.
-    """
-    flat = np.asarray(arr, dtype=np.float32)
-    peak = float(np.max(np.abs(flat))) if flat.size else 0.0
-    if peak == 0.0 or not math.isfinite(peak):
-        return np.zeros(flat.shape, dtype=np.int8), peak
-    scale = peak / Q8_MAX
-    q = np.clip(np.rint(flat / np.float32(scale)), -Q8_MAX, Q8_MAX).astype(np.int8)
-    return q, scale
 
 
 @dataclass(frozen=True, eq=False)
@@ -351,16 +334,8 @@ def _check_header(header: dict[str, Any]) -> None:
     for shape in header["shapes"]:
         if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
             raise CodecError("bad-header", f"shape must be a list of ints, got {shape!r}")
-    scales = header.get("q8")
-    if scales is not None:
-        if not isinstance(scales, list) or len(scales) != len(header["names"]):
-            raise CodecError("bad-header", "q8 must be a list with one entry per tensor")
-        for scale, dtype in zip(scales, header["dtypes"]):
-            if scale is None:
-                continue
-            if (not isinstance(scale, float) or not math.isfinite(scale) or scale < 0
-                    or dtype != "<f4"):
-                raise CodecError("bad-header", f"q8 scale {scale!r} of a {dtype} tensor")
+    if "q8" in header:
+        check_scales(header["q8"], header["dtypes"])
 
 
 def decode(data: bytes | bytearray | memoryview, *,
@@ -416,14 +391,12 @@ def decode(data: bytes | bytearray | memoryview, *,
                                 offset=body_start + offset)
             if wdt.kind == "b" and np.any(arr.view(np.uint8) > 1):
                 raise CodecError("bad-dtype", f"bool tensor {name!r} holds bytes other than 0/1")
-            if scale is not None and np.any(arr == -Q8_MAX - 1):
-                raise CodecError("bad-header", f"quantised tensor {name!r} holds -128")
             arr = arr.reshape(shape)
         else:
             arr = np.empty(shape, dtype=wdt)
         arr.flags.writeable = False
         if scale is not None:
-            tensors[name] = arr.astype(np.float32) * np.float32(scale)
+            tensors[name] = dequantize_q8(name, arr, scale)
         else:
             tensors[name] = arr.astype(dtype) if wdt != dtype else arr
     return WeightsMessage(header["model_id"], int(header["round"]), header["sender"],

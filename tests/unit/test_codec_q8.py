@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import xxhash
 
-from gossip.codec import decode, encode, quantize_q8
+from gossip.codec import decode, encode
+from gossip.quantize import quantize_q8
 from gossip.errors import CodecError
 from tests.unit.test_codec import _message, _reason, _split, _join, _with_header
 
