@@ -181,12 +181,12 @@ def main() -> None:
             progress.advance(task)
     report = save()
     plot(report["summary"], args.out.with_suffix(".png"))
-    table = Table(title=f"AUROC - FedAvg (mean peer / worst peer) and bytes vs FedAvg, seeds {seeds}")
-    for col in ("data", "config", "mean", "worst", "bytes", "target"):
+    table = Table(title="AUROC - FedAvg (mean peer / worst peer) and bytes vs FedAvg, paired seeds")
+    for col in ("data", "config", "seeds", "mean", "worst", "bytes", "target"):
         table.add_column(col, justify="right")
     for d, rows in report["summary"].items():
         for c, row in rows.items():
-            table.add_row(d, c, f"{row['mean_minus_fedavg']:+.3f}", f"{row['worst_minus_fedavg']:+.3f}",
+            table.add_row(d, c, ",".join(map(str, row["seeds"])), f"{row['mean_minus_fedavg']:+.3f}", f"{row['worst_minus_fedavg']:+.3f}",
                           f"{row['bytes_vs_fedavg']:.2f}x", "met" if row["meets_target"] else "missed")
     console.print(table)
     console.print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {time.perf_counter() - start:.0f} s")
