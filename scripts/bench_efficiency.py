@@ -111,6 +111,19 @@ def aggregate(runs: list[dict], datasets: list[str], seeds: list[int], configs: 
     return out
 
 
+def markdown(summary: dict) -> str:
+    """The summary as a Markdown table (what the README shows)."""
+    lines = ["| data | configuration | seeds | mean peer − FedAvg | worst peer − FedAvg | bytes vs FedAvg | target |",
+             "|---|---|---|---:|---:|---:|---|"]
+    for d, rows in summary.items():
+        for c, row in rows.items():
+            seeds = row["seeds"]
+            span = f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
+            lines.append(f"| {d} | {c} | {span} | {row['mean_minus_fedavg']:+.3f} | {row['worst_minus_fedavg']:+.3f} "
+                         f"| {row['bytes_vs_fedavg']:.2f}x | {'met' if row['meets_target'] else 'missed'} |")
+    return "\n".join(lines)
+
+
 def plot(summary: dict, path: Path) -> None:
     """Per dataset: AUROC minus FedAvg's (mean peer filled, worst peer hollow) against bytes."""
     fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 4.5), squeeze=False)
@@ -189,6 +202,7 @@ def main() -> None:
             table.add_row(d, c, ",".join(map(str, row["seeds"])), f"{row['mean_minus_fedavg']:+.3f}", f"{row['worst_minus_fedavg']:+.3f}",
                           f"{row['bytes_vs_fedavg']:.2f}x", "met" if row["meets_target"] else "missed")
     console.print(table)
+    print(markdown(report["summary"]))
     console.print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {time.perf_counter() - start:.0f} s")
 
 
