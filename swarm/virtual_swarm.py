@@ -38,7 +38,7 @@ from swarm.schedule import OnePeerSchedule
 from swarm.robust import Aggregation
 from swarm.training import Metrics, Trainer
 
-#: ``progress(done_rounds_of_slowest_live_peer, max_rounds)``
+#: ``progress(done_rounds_of_slowest_live_peer, max_rounds + final agreement rounds)``
 ProgressFn = Callable[[int, int], None]
 
 
@@ -219,7 +219,7 @@ class VirtualSwarm:
                 done = self._slowest_live_round()
                 if done != last_reported:
                     last_reported = done
-                    progress(done, self.protocol.convergence.max_rounds)
+                    progress(done, self.protocol.round_limit)
             if self._running == 0:
                 break
         for peer in self.peers:
