@@ -128,7 +128,8 @@ def plot(summary: dict, path: Path) -> None:
     """Per dataset: AUROC minus FedAvg's (mean peer filled, worst peer hollow) against bytes."""
     fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 4.5), squeeze=False)
     for ax, (d, rows) in zip(axes[0], summary.items()):
-        for k, (c, row) in enumerate(rows.items()):
+        for c, row in rows.items():
+            k = list(CONFIGS).index(c) % 10  # one colour per configuration in every panel
             x = row["bytes_vs_fedavg"]
             ax.plot([x, x], [row["worst_minus_fedavg"], row["mean_minus_fedavg"]], color=f"C{k}", lw=1)
             ax.scatter([x], [row["mean_minus_fedavg"]], color=f"C{k}", label=c, zorder=3)
