@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from peers.launch_options import LaunchSetup
+from peers.launch_options import DEFAULT_LAUNCH_PEERS, LaunchSetup
 from peers.launch_options import add_arguments as add_launch_arguments
 from peers.peer_config import defer_to_config
 from peers.peer_options import add_arguments as add_peer_arguments
@@ -87,6 +87,10 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
     for config in (LaunchSetup, LearningConfig, TimingConfig):  # checked here, before any key is made
         from_args(config, args)
+    if args.peers is None:
+        from swarm.task import natural_site_count
+
+        args.peers = natural_site_count(from_args(LearningConfig, args)) or DEFAULT_LAUNCH_PEERS
 
     return run_launch(args)
 

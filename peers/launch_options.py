@@ -14,6 +14,8 @@ from swarm.config import LAUNCH_OUTPUT, LAUNCH_TIMING, LearningConfig, OutputCon
 from swarm.options import add_arguments as add_config_arguments
 from swarm.options import option, positive
 
+#: peer processes when ``--peers`` is not given and the data has no natural sites
+DEFAULT_LAUNCH_PEERS = 4
 #: the output options launch has
 LAUNCH_OUTPUT_OPTIONS = ("out", "quiet")
 
@@ -22,7 +24,8 @@ LAUNCH_OUTPUT_OPTIONS = ("out", "quiet")
 class LaunchSetup:
     """How many peer processes, how they dial each other, how long to wait for them."""
 
-    peers: int = option(4, "number of peer processes")
+    peers: int | None = option(None, f"number of peer processes (default {DEFAULT_LAUNCH_PEERS}; with "
+                                     "--partition sites, the data's own sites)", type=int)
     topology: str = option("ring", "ring | chain | full | onepeer-exp: who dials whom (onepeer-exp: the "
                                    "one-peer exponential graph's partners, one exchanged with per step)")
     start_timeout: float = option(60.0, "how long a peer may take to listen, s")

@@ -48,11 +48,12 @@ from swarm.config import LearningConfig, OutputConfig, TimingConfig, protocol_co
 from swarm.executor import RoundInfo, Traffic, checkpoint_weights, resume
 from swarm.metrics import finite_or_none
 from swarm.node import SwarmNode
-from swarm.partition import Federation, Site, build_federation, parse_partition
+from swarm.partition import Federation, Site
 from swarm.protocol import ProtocolConfig
 from swarm.schedule import OnePeerSchedule
 from swarm.options import from_args
 from swarm.simulate import metrics_row, train_seed
+from swarm.task import prepare
 from swarm.training import Trainer
 
 log = logging.getLogger("medswarm.peer")
@@ -124,15 +125,14 @@ def run_peer(args: argparse.Namespace) -> int:
     links = _Links(_bootstrap_peers(network.bootstrap, key, consortium),
                    [parse_announce(a, key.peer_id) for a in network.announce],
                    DiscoveryConfig(target=network.target_neighbours))
-    federation = build_federation(learning.data, network.sites, parse_partition(learning.partition),
-                                  seed=learning.seed)
-    trainer = Trainer(federation.input_shape, federation.num_classes, learning.train_config())
+    prepared = prepare(learning, network.sites)
+    federation, trainer = prepared.federation, prepared.trainer
     store = CheckpointStore(output.state_dir)
     state = store.load_latest(key.peer_id)
     setup = PeerSetup(
         network=network, learning=learning, output=output, protocol=protocol, key=key, consortium=consortium,
         network_key=network_key, links=links, federation=federation, trainer=trainer, store=store, state=state,
-        weights=checkpoint_weights(state) if state is not None else trainer.initial_weights(learning.seed),
+        weights=checkpoint_weights(state) if state is not None else prepared.initial,
         start_round=state.round + 1 if state is not None else 0, schedule=schedule,
     )
     report_path = output.report or output.state_dir / "report.json"
@@ -267,6 +267,9 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
             "reason": outcome.reason, "rounds_completed": outcome.rounds_completed,
             "rejected": outcome.rejected, "bad_control": outcome.bad_control,
             "catch_ups": outcome.catch_ups,
+            "model_id": trainer.model_id,
+            "timings": {"train_s": node.stats.train_s, "codec_s": node.stats.codec_s,
+                        "averaging_s": node.stats.averaging_s},
             "auroc": finite_or_none(glob.auroc), "accuracy": finite_or_none(glob.accuracy),
             "announce": list(discovery.own_addrs),
             "neighbours_seen": sorted(discovery.stats.neighbours_seen),

@@ -31,7 +31,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - start
     rows = [row for res in results for row in res.rows]
     report = {
-        "config": config_dict(config),
+        "config": {**config_dict(config), "peers": sim.n},
         "arms": summarize(results),
         "wall_s": wall,
         "dataset": {
@@ -40,12 +40,16 @@ def run_simulate(args: argparse.Namespace) -> int:
             "input_shape": list(sim.federation.input_shape),
             "global_test": len(sim.federation.global_test),
             "sites": [len(s.train) for s in sim.federation.sites],
+            "site_names": [s.name for s in sim.federation.sites],
+            "class_names": list(sim.federation.class_names) if sim.federation.class_names else None,
+            "task": sim.trainer.task.name,
+            "model": sim.trainer.model_id,
         },
         "topology": {str(k): v for k, v in sim.topology.items()},
     }
     paths = write_report(config.output.out, report, rows)
     setup, learning = config.setup, config.learning
-    table = Table(title=f"medswarm simulate: {setup.peers} peers, {learning.data}, {learning.partition}, "
+    table = Table(title=f"medswarm simulate: {sim.n} peers, {learning.data}, {learning.partition}, "
                         f"{setup.topology}, {learning.rounds} rounds ({wall:.0f} s)")
     table.add_column("arm")
     table.add_column("AUROC", justify="right")

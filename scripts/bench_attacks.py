@@ -2,9 +2,12 @@
 
 For every attack kind (``swarm.attacks``), setup (8 peers with 1 attacker, 16 with 1, 16
 with 2) and aggregator (``clipped``: robust mixing; ``mean``: plain gossip, the positive
-control), the honest peers' AUROC with the attack minus the same seed's run without any
-attacker: the same split, initial weights and training seeds, scored on the same honest
-peers (the attackers' hospitals are left out of the no-attack run's figures too). Both
+control), the honest peers' AUROC with the attack minus the same seed's run without the
+attackers: the same split, initial weights and training seeds, the attackers' hospitals
+down from round 0 (``--crash PEER@0``), scored on the same honest peers. That is what a
+defence can at best give back: a hostile hospital's data is lost to the swarm whatever the
+defence. Each row also gives the change against the run in which the attackers' hospitals
+take part honestly (``vs_member``: that loss of data included). Both
 sides are each honest peer's global-test AUROC averaged over the run's last 5 evaluated
 rounds, then the mean over the honest peers and the worst of them. Runs stop as users'
 runs do (the convergence vote, ``--rounds`` the fallback; ``--no-converge`` runs all
@@ -50,7 +53,7 @@ from swarm.attack_report import tail_auroc  # noqa: E402
 from swarm.attacks import parse_attack  # noqa: E402
 from swarm.config import LearningConfig, SimSetup, default_partition  # noqa: E402
 from swarm.errors import ConfigError  # noqa: E402
-from swarm.faults import FaultConfig  # noqa: E402
+from swarm.faults import FaultConfig, parse_crash  # noqa: E402
 from swarm.robust import AGGREGATORS  # noqa: E402
 from swarm.simulate import Simulation, SimConfig, summarize  # noqa: E402
 
@@ -64,6 +67,8 @@ FIRST_ATTACKER = 3
 ATTACK_TARGET = 0.03
 COST_AUROC_TARGET = 0.01
 COST_TIME_TARGET = 1.1
+#: the plan's name for a run without the attackers (their hospitals down from round 0)
+ABSENT = "absent"
 #: ``--smoke``: the smallest run that still exercises every part (seconds on two cores)
 SMOKE = {"data": "heart", "partition": "iid", "rounds": 3, "seeds": (0,), "kinds": ("signflip", "forge-stop"),
          "setups": "8:1"}
@@ -132,7 +137,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Job:
-    """One simulation, the swarm arm only; ``kind`` None is the no-attack run."""
+    """One simulation, the swarm arm only; ``kind`` None is a run without attack (``absent``: without the attackers)."""
 
     data: str
     partition: str
@@ -144,27 +149,33 @@ class Job:
     kind: str | None = None
     attackers: tuple[int, ...] = ()
     corroboration: int = LearningConfig.corroboration
+    #: the attackers' hospitals never take part (down from round 0): the run without them
+    absent: bool = False
 
     def config(self) -> SimConfig:
         """The simulation's config: users' defaults but for what the benchmark varies."""
         attacks = tuple(parse_attack(f"{peer}:{self.kind}") for peer in self.attackers) if self.kind else ()
+        crashes = tuple(parse_crash(f"{peer}@0") for peer in self.attackers) if self.absent else ()
         return SimConfig(setup=SimSetup(peers=self.peers, topology=TOPOLOGY, arms=("swarm",)),
                          learning=LearningConfig(data=self.data, partition=self.partition, rounds=self.rounds,
                                                  seed=self.seed, aggregator=self.aggregator, converge=self.converge,
                                                  corroboration=self.corroboration),
-                         faults=FaultConfig(attacks=attacks))
+                         faults=FaultConfig(attacks=attacks, crashes=crashes))
 
 
 def plan(setups: tuple[Setup, ...], kinds: tuple[str, ...], aggregators: tuple[str, ...],
          seeds: tuple[int, ...], **common) -> list[Job]:
     """Every run in the order they go: seed by seed (partial results cover whole seeds),
-    aggregators innermost and in turn first (machine load hits each alike), each no-attack
-    run once per (peers, aggregator, seed) (16:1 and 16:2 share theirs)."""
+    aggregators innermost and in turn first (machine load hits each alike); each no-attack
+    run once per (peers, aggregator, seed) (16:1 and 16:2 share theirs), each run without
+    the attackers (``ABSENT``) once per setup, aggregator and seed."""
     jobs: list[Job] = []
-    groups = [(seed, setup, kind) for seed in seeds for setup in setups for kind in (None, *kinds)]
+    baselines = (None, ABSENT) if kinds else (None,)  # without kinds: the cost figures only
+    groups = [(seed, setup, kind) for seed in seeds for setup in setups for kind in (*baselines, *kinds)]
     for i, (seed, setup, kind) in enumerate(groups):
         for aggregator in aggregators[::-1] if i % 2 else aggregators:  # neither always first
-            job = Job(peers=setup.peers, aggregator=aggregator, seed=seed, kind=kind,
+            job = Job(peers=setup.peers, aggregator=aggregator, seed=seed,
+                      kind=None if kind in (None, ABSENT) else kind, absent=kind == ABSENT,
                       attackers=setup.attacker_peers() if kind else (), **common)
             if job not in jobs:
                 jobs.append(job)
@@ -242,8 +253,10 @@ def execute(jobs: list[Job], workers: int) -> Iterator[dict]:
 
 
 def key(record: dict) -> tuple:
-    """A run's identity: (peers, aggregator, seed, kind, attackers)."""
-    return record["peers"], record["aggregator"], record["seed"], record["kind"], tuple(record["attackers"])
+    """A run's identity: (peers, aggregator, seed, kind, attackers); kind ``ABSENT`` for a
+    run without the attackers."""
+    kind = ABSENT if record.get("absent") else record["kind"]
+    return record["peers"], record["aggregator"], record["seed"], kind, tuple(record["attackers"])
 
 
 def honest_figures(record: dict, attackers: tuple[int, ...]) -> dict:
@@ -263,20 +276,26 @@ def over_seeds(values: list[float]) -> dict:
 
 
 def attack_row(runs: dict, setup: Setup, kind: str, aggregator: str, seeds: tuple[int, ...]) -> dict:
-    """One (setup, kind, aggregator): attacked minus no-attack, paired by seed, honest peers."""
+    """One (setup, kind, aggregator), paired by seed, on the honest peers: attacked minus the
+    run without the attackers (``delta``, the target's), and minus the run in which they
+    take part honestly (``vs_member``)."""
     attackers = setup.attacker_peers()
     per_seed = []
     for seed in seeds:
         record = runs[(setup.peers, aggregator, seed, kind, attackers)]
         hit = honest_figures(record, attackers)
-        ref = honest_figures(runs[(setup.peers, aggregator, seed, None, ())], attackers)
-        per_seed.append({"seed": seed, "attacked": hit, "no_attack": ref,
+        ref = honest_figures(runs[(setup.peers, aggregator, seed, ABSENT, attackers)], attackers)
+        member = honest_figures(runs[(setup.peers, aggregator, seed, None, ())], attackers)
+        per_seed.append({"seed": seed, "attacked": hit, "without_attackers": ref, "attackers_honest": member,
                          "delta": hit["mean"] - ref["mean"], "delta_worst": hit["worst"] - ref["worst"],
                          "delta_final": hit["final_mean"] - ref["final_mean"],
+                         "vs_member": hit["mean"] - member["mean"], "vs_member_worst": hit["worst"] - member["worst"],
                          "stop_rounds": record["stop_rounds"], "rejected_by_reason": record["rejected_by_reason"]})
     row = {"setup": setup.label, "attackers": list(attackers), "kind": kind, "aggregator": aggregator,
            "delta": over_seeds([s["delta"] for s in per_seed]),
            "delta_worst": over_seeds([s["delta_worst"] for s in per_seed]),
+           "vs_member": over_seeds([s["vs_member"] for s in per_seed]),
+           "vs_member_worst": over_seeds([s["vs_member_worst"] for s in per_seed]),
            "per_seed": per_seed}
     within = row["delta"]["mean"] >= -ATTACK_TARGET and row["delta_worst"]["mean"] >= -ATTACK_TARGET
     if aggregator == "mean":
@@ -344,12 +363,15 @@ def markdown(summary: dict, setups: tuple[Setup, ...], kinds: tuple[str, ...],
     (times measured with ``jobs`` runs in parallel)."""
     cells = {(r["setup"], r["kind"], r["aggregator"]): r for r in summary["attacks"]}
     columns = [(s.label, a) for s in setups for a in aggregators]
-    lines = ["| attack | " + " | ".join(f"{s} {a}" for s, a in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
-    for kind in kinds:
-        row = [cells[(s, kind, a)] for s, a in columns]
-        lines.append(f"| {kind} | " + " | ".join(f"{_signed(r['delta']['mean'])} / {_signed(r['delta_worst']['mean'])}"
-                                                 for r in row) + " |")
+    lines = []
+    for name, field in (("without the attackers", "delta"), ("with the attackers' hospitals honest", "vs_member")):
+        lines += [f"\nAgainst the run {name} (honest mean / worst honest peer):\n",
+                  "| attack | " + " | ".join(f"{s} {a}" for s, a in columns) + " |", "|---|" + "---:|" * len(columns)]
+        for kind in kinds:
+            row = [cells[(s, kind, a)] for s, a in columns]
+            worst = "delta_worst" if field == "delta" else "vs_member_worst"
+            lines.append(f"| {kind} | " + " | ".join(f"{_signed(r[field]['mean'])} / {_signed(r[worst]['mean'])}"
+                                                     for r in row) + " |")
     for c in summary["cost_without_attacker"]:
         lines.append(f"\nNo attacker, {c['aggregator']} − mean, {c['peers']} peers: AUROC {_signed(c['delta']['mean'])} "
                      f"(worst peer {_signed(c['delta_worst']['mean'])}), time per round "
@@ -375,7 +397,7 @@ def plot(summary: dict, setups: tuple[Setup, ...], kinds: tuple[str, ...], aggre
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_xticks(x + width * (len(aggregators) - 1) / 2, kinds, rotation=35, ha="right", fontsize=8)
         ax.set_title(f"{setup.peers} peers, attacker(s) {', '.join(map(str, setup.attacker_peers()))}", fontsize=9)
-    axes[0][0].set_ylabel("AUROC with attack − without (honest peers)")
+    axes[0][0].set_ylabel("AUROC with attack − without the attackers (honest peers)")
     axes[0][0].legend(fontsize=7)
     cost = "; ".join(f"no attacker, {c['aggregator']} − mean at {c['peers']} peers: {_signed(c['delta']['mean'])} "
                      f"AUROC, {c['time_per_round_ratio']:.2f}x per round" for c in summary["cost_without_attacker"])
@@ -441,7 +463,9 @@ def describe(args: argparse.Namespace, runs: int) -> dict:
                     "all --rounds (--no-converge)",
         "compared_on": f"each honest peer's global-test AUROC averaged over the run's last {LAST} evaluated "
                        "rounds; mean over the honest peers and the worst of them; attacked minus the same "
-                       "seed's no-attack run on the same honest peers (delta < 0: a loss)",
+                       "seed's run without the attackers (their hospitals down from round 0), on the same "
+                       "honest peers (delta < 0: a loss); vs_member: minus the run in which the attackers' "
+                       "hospitals take part honestly (the loss of their data included)",
         "targets": {"robust": f"mean over seeds of delta and delta_worst >= -{ATTACK_TARGET}",
                     "positive control (mean)": f"hurts: mean over seeds of delta or delta_worst < -{ATTACK_TARGET}",
                     "cost": f"no attacker, robust - mean: mean delta >= -{COST_AUROC_TARGET}, mean ratio of "
@@ -454,7 +478,7 @@ def describe(args: argparse.Namespace, runs: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run the grid, pair every attacked run with its no-attack run, write JSON + PNG."""
+    """Run the grid, pair every attacked run with its runs without attack, write JSON + PNG."""
     args = parse_args(argv)
     console = Console()
     jobs = plan(args.setups, args.kinds, args.aggregators, args.seeds, data=args.data, partition=args.partition,

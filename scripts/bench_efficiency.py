@@ -67,8 +67,8 @@ def run_one(dataset: str, seed: int, config: str | None) -> dict:
     torch.set_num_threads(1)
     topology, compress, float16, final = CONFIGS[config] if config is not None else ("ring", "none", False, 0)
     arm = "swarm" if config is not None else "fedavg"
-    peers = 4 if dataset == "heart" else SimSetup().peers  # heart: its four hospitals
-    sim_config = SimConfig(setup=SimSetup(peers=peers, arms=(arm,), topology=topology),
+    # the default number of peers: 8, or heart's four hospitals (its default split is by site)
+    sim_config = SimConfig(setup=SimSetup(arms=(arm,), topology=topology),
                            learning=LearningConfig(data=dataset, seed=seed, compress=compress, float16=float16,
                                                    final_agreement=final),
                            output=OutputConfig())

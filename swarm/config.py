@@ -16,6 +16,7 @@ so building the command line stays instant.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,11 +26,18 @@ from swarm.options import option, positive
 
 if TYPE_CHECKING:
     from swarm.convergence import ConvergenceConfig
+    from swarm.task import DataRequest
     from swarm.protocol import ProtocolConfig
     from swarm.robust import Aggregation
     from swarm.training import TrainConfig
 
 ARMS = ("swarm", "fedavg", "local", "central", "cwt")
+#: simulated hospitals when ``--peers`` is not given (and the split is not the data's own sites)
+DEFAULT_PEERS = 8
+#: ``--model`` names: ``auto`` is the small CNN for images and the MLP for feature vectors
+MODEL_NAMES = ("auto", "small-cnn", "mlp", "densenet121", "resnet18", "efficientnet-b0")
+#: ``--norm`` names: ``group`` replaces every batch norm with group norm
+NORM_NAMES = ("batch", "group")
 
 #: ``medswarm launch`` runs all its peers on one host: shorter timings than between hospitals
 LAUNCH_TIMING = {"heartbeat": 1.0, "suspect_after": 10.0, "deadline_max": 20.0, "linger": 2.0}
@@ -56,11 +64,42 @@ def _split_arms(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def parse_window(text: str | None) -> tuple[float, float] | None:
+    """``--window C,W`` as (centre, width) with width > 0; ``None`` stays ``None``.
+
+    Raises
+    ------
+    ConfigError
+        (field ``window``) if it is not two numbers or the width is not positive.
+    """
+    if text is None:
+        return None
+    try:
+        centre, width = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError("window", f"expected CENTRE,WIDTH (two numbers), got {text!r}") from None
+    if not width > 0:
+        raise ConfigError("window", f"width must be > 0, got {width:g}")
+    return centre, width
+
+
 @dataclass(frozen=True)
 class LearningConfig:
     """What every peer of a swarm must agree on to learn together (the consortium's settings)."""
 
-    data: str = option("breastmnist", "breastmnist | pneumoniamnist | heart (shipped) | PATH.npz")
+    data: str = option("breastmnist", "breastmnist | pneumoniamnist | heart (shipped) | PATH.npz | PATH.csv "
+                                      "(image folder labels, or a table with --label-column)")
+    task: str | None = option(None, "your own task, module:attr or path/to/file.py:attr (swarm.task): "
+                                    "data, model and training", metavar="TASK")
+    model: str = option("auto", "auto | small-cnn | mlp | densenet121 | resnet18 | efficientnet-b0 "
+                                "(auto: small-cnn for images, mlp for tables)")
+    norm: str = option("batch", "batch | group: group replaces every batch norm with group norm")
+    label_column: str | None = option(None, "the target column of a tabular CSV (--data PATH.csv)",
+                                      metavar="NAME")
+    image_size: int | None = option(None, "resize CSV images to N x N (default: the first image's size)",
+                                    type=int, metavar="N")
+    channels: int | None = option(None, "1 | 3: CSV image channels (default: follow the files)", type=int)
+    window: str | None = option(None, "DICOM window CENTRE,WIDTH (default: the file's own)", metavar="C,W")
     partition: str | None = option(None, "iid | dirichlet:ALPHA | quantity:ALPHA | sites "
                                          "(default dirichlet:0.5; sites for heart)")
     rounds: int = option(30, "maximum rounds")
@@ -76,6 +115,12 @@ class LearningConfig:
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
     aggregator: str = option("clipped", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
+    max_norm_ratio: float = option(2.0, "refuse a neighbour's model whose norm is more than this many times "
+                                        "this peer's own, or less than its inverse (honest models of a swarm "
+                                        "stay within a few percent of each other)")
+    min_cosine: float = option(0.5, "refuse a neighbour's model whose cosine with this peer's own is below "
+                                    "this (peers start from the same seeded model, so honest ones point "
+                                    "alike; a sign-flipped one has -1); -1 turns the check off")
     corroboration: int = option(2, "distinct members, this peer included, whose signed progress must reach a "
                                    "round before a peer catches up to it or trusts a stop there (F+1 "
                                    "tolerates F colluding members)")
@@ -103,13 +148,42 @@ class LearningConfig:
             raise ConfigError("compress", f"expected one of {', '.join(COMPRESSIONS)}, got {self.compress!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError("optimizer", f"expected sgd or adam, got {self.optimizer!r}")
+        if not (math.isfinite(self.max_norm_ratio) and self.max_norm_ratio > 1):
+            raise ConfigError("max_norm_ratio", f"must be a finite number > 1, got {self.max_norm_ratio!r}")
+        if not -1 <= self.min_cosine <= 1:
+            raise ConfigError("min_cosine", f"must be in [-1, 1], got {self.min_cosine!r}")
         self.aggregation()  # validates --aggregator
+        self._check_data_options()
+        if self.task is not None:  # a broken task fails here, before any data is loaded
+            from swarm.task import load_task
+
+            load_task(self.task)
+
+    def _check_data_options(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ConfigError("model", f"unknown model {self.model!r}; expected one of {', '.join(MODEL_NAMES)}")
+        if self.norm not in NORM_NAMES:
+            raise ConfigError("norm", f"expected batch or group, got {self.norm!r}")
+        if self.image_size is not None and self.image_size < 4:
+            raise ConfigError("image_size", f"must be >= 4, got {self.image_size}")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError("channels", f"expected 1 or 3, got {self.channels}")
+        parse_window(self.window)
+
+    def data_request(self, n_sites: int | None, site_shift: float = 0.0) -> DataRequest:
+        """What the task's ``load`` is asked for: this config's data options and ``n_sites``."""
+        from swarm.task import DataRequest
+
+        return DataRequest(data=self.data, n_sites=n_sites, partition=str(self.partition), seed=self.seed,
+                           site_shift=site_shift, label_column=self.label_column, image_size=self.image_size,
+                           channels=self.channels, window=parse_window(self.window))
 
     def aggregation(self) -> Aggregation:
         """How every peer mixes its neighbours' models (``swarm.robust``)."""
         from swarm.robust import Aggregation
 
-        return Aggregation(self.aggregator)
+        return Aggregation(self.aggregator, max_norm_ratio=self.max_norm_ratio,
+                           min_cosine=None if self.min_cosine <= -1 else self.min_cosine)
 
     @property
     def q8(self) -> bool:
@@ -221,7 +295,8 @@ class OutputConfig:
 class SimSetup:
     """The simulated swarm: how many peers, how they are linked, which arms run."""
 
-    peers: int = option(8, "number of simulated hospitals")
+    peers: int | None = option(None, f"number of simulated hospitals (default {DEFAULT_PEERS}; with "
+                                     "--partition sites, the data's own sites)", type=int)
     topology: str = option("ring", "ring | full | kregular[:K] | smallworld[:K[:P]] | exponential | onepeer-exp")
     site_shift: float = option(0.0, "per-site scanner shift strength for images, 0 = none")
     arms: tuple[str, ...] = option(ARMS, "comma-separated arms", type=str, parse=_split_arms)
@@ -229,7 +304,8 @@ class SimSetup:
     def __post_init__(self) -> None:
         from swarm.topology import parse_topology
 
-        _at_least_one(peers=self.peers)
+        if self.peers is not None:
+            _at_least_one(peers=self.peers)
         positive("site_shift", self.site_shift, strict=False)
         if not self.arms:
             raise ConfigError("arms", "name at least one arm")

@@ -6,6 +6,8 @@ AUROC is the macro mean of one-vs-rest AUROCs over classes present in the labels
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import math
 
 import numpy as np
@@ -71,3 +73,8 @@ def finite_or_none(value: float | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def finite_mapping(values: Mapping[str, float]) -> dict[str, float | None]:
+    """``values`` with NaN and infinities as ``None`` (a task's extra metrics, for JSON)."""
+    return {str(name): finite_or_none(value) for name, value in values.items()}

@@ -88,10 +88,10 @@ class SwarmNode:
     aggregation:
         How the weighted models are combined (``swarm.robust``): ``mean`` (plain gossip) or
         a rule that bounds one neighbour's influence (``clipped``, ``trimmed``, ``median``).
-    max_abs, max_norm_ratio:
-        A received model is refused if any value exceeds ``max_abs`` in magnitude or its
-        norm is more than ``max_norm_ratio`` times (or less than ``1/max_norm_ratio`` of) this
-        node's own (``gossip.validate``; ``None`` turns the norm check off).
+        Its ``max_norm_ratio`` and ``min_cosine`` also refuse a received model whose norm
+        or direction is far from this node's own (``gossip.validate``).
+    max_abs:
+        A received model is refused if any value exceeds it in magnitude.
     """
 
     def __init__(
@@ -108,7 +108,6 @@ class SwarmNode:
         sample_weighted: bool = True,
         aggregation: Aggregation = Aggregation(),
         max_abs: float = 1e4,
-        max_norm_ratio: float | None = 10.0,
     ) -> None:
         self.peer_id = peer_id
         self.train_fn = train_fn
@@ -121,7 +120,6 @@ class SwarmNode:
         self.sample_weighted = sample_weighted
         self.aggregation = aggregation
         self.max_abs = max_abs
-        self.max_norm_ratio = max_norm_ratio
         self.stats = NodeStats()
         self.last_loss = float("nan")
 
@@ -157,7 +155,8 @@ class SwarmNode:
             msg = decode(payload)
             validate_weights(msg, link_peer=sender, model_id=self.model_id,
                              reference=self.weights, max_abs=self.max_abs,
-                             max_norm_ratio=self.max_norm_ratio)
+                             max_norm_ratio=self.aggregation.max_norm_ratio,
+                             min_cosine=self.aggregation.min_cosine)
         except CodecError as err:
             self.reject(sender, f"codec:{err.reason}", str(err), round_)
             return None

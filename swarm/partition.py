@@ -219,7 +219,8 @@ class Federation:
     """Every site, a global test set no site trains on, and the pooled training data.
 
     ``central_train`` is the concatenation of the sites' training splits in site order (the
-    "pool everything" reference); ``input_shape`` is ``(C, H, W)`` or ``(F,)``.
+    "pool everything" reference); ``input_shape`` is ``(C, H, W)`` or ``(F,)``;
+    ``class_names[k]`` names label ``k`` when the data named its classes (a CSV's labels).
     """
 
     name: str
@@ -228,6 +229,7 @@ class Federation:
     central_train: ArrayDataset
     num_classes: int
     input_shape: tuple[int, ...]
+    class_names: tuple[str, ...] | None = None
 
 
 def shift_images(x: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
@@ -252,7 +254,7 @@ def shift_images(x: np.ndarray, rng: np.random.Generator, strength: float = 1.0)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def _split_stratified(
+def split_stratified(
     labels: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split positions into (keep, test) with ~``fraction`` of each class in test, >= 1 each.
@@ -272,9 +274,16 @@ def _split_stratified(
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def _partition(
+def partition_labels(
     labels: np.ndarray, n_sites: int, spec: PartitionSpec, rng: np.random.Generator
 ) -> list[np.ndarray]:
+    """Split sample positions among ``n_sites`` by ``spec`` (iid, dirichlet or quantity).
+
+    Raises
+    ------
+    DataError
+        If there are fewer than 2 samples per site (each needs a train and a test sample).
+    """
     if len(labels) < 2 * n_sites:
         raise DataError(
             f"{len(labels)} samples cannot make {n_sites} sites of at least 2 (train + test)"
@@ -288,7 +297,8 @@ def _partition(
     return partition_quantity(labels, n_sites, spec.alpha, rng)
 
 
-def _rngs(seq: np.random.SeedSequence, n: int) -> list[np.random.Generator]:
+def spawn_rngs(seq: np.random.SeedSequence, n: int) -> list[np.random.Generator]:
+    """``n`` independent generators spawned from ``seq`` (one per site)."""
     return [np.random.default_rng(s) for s in seq.spawn(n)]
 
 
@@ -312,11 +322,11 @@ def _medmnist_federation(
             "partition", f"'sites' needs natural hospitals (dataset heart); {data.name} has none"
         )
     pool = concatenate([data.train, data.val])
-    parts = _partition(pool.y, n_sites, spec, np.random.default_rng(streams[0]))
-    split_rngs, shift_rngs = _rngs(streams[2], n_sites), _rngs(streams[3], n_sites)
+    parts = partition_labels(pool.y, n_sites, spec, np.random.default_rng(streams[0]))
+    split_rngs, shift_rngs = spawn_rngs(streams[2], n_sites), spawn_rngs(streams[3], n_sites)
     sites = []
     for i, idx in enumerate(parts):
-        keep, test = _split_stratified(pool.y[idx], fraction, split_rngs[i])
+        keep, test = split_stratified(pool.y[idx], fraction, split_rngs[i])
         train, local = pool.subset(idx[keep]), pool.subset(idx[test])
         if site_shift > 0:
             both = shift_images(np.concatenate([train.x, local.x]), shift_rngs[i], site_shift)
@@ -328,22 +338,25 @@ def _medmnist_federation(
 
 def _heart_federation(
     directory: str | Path | None,
-    n_sites: int,
+    n_sites: int | None,
     spec: PartitionSpec,
     streams: list[np.random.SeedSequence],
     fraction: float,
 ) -> Federation:
     hospitals = read_heart(directory)
     shape = (len(HEART_FEATURE_NAMES),)
-    split_rngs = _rngs(streams[2], n_sites)
+    if n_sites is None:  # only with 'sites' (build_federation checks): the natural hospitals
+        n_sites = len(hospitals)
+    split_rngs = spawn_rngs(streams[2], n_sites)
     if spec.kind == "sites":
         if n_sites != len(hospitals):
-            raise ConfigError("n_sites", f"heart has {len(hospitals)} hospitals; 'sites' needs 4")
+            raise ConfigError("n_sites", f"heart has {len(hospitals)} hospitals; 'sites' needs "
+                                         f"{len(hospitals)}, got {n_sites}")
         sites: list[Site] = []
         holdouts: list[ArrayDataset] = []
         for i, (h, rng) in enumerate(zip(hospitals, split_rngs, strict=True)):
-            rest, hold = _split_stratified(h.target, HEART_HOLDOUT_FRACTION, rng)
-            keep, test = _split_stratified(h.target[rest], fraction, rng)
+            rest, hold = split_stratified(h.target, HEART_HOLDOUT_FRACTION, rng)
+            keep, test = split_stratified(h.target[rest], fraction, rng)
             scaler = HeartScaler.fit(h.features[rest[keep]])
             train, local, held = (
                 ArrayDataset(scaler.transform(h.features[j]), h.target[j], 2)
@@ -354,13 +367,13 @@ def _heart_federation(
         return _federation("heart", sites, concatenate(holdouts), shape)
     features = np.concatenate([h.features for h in hospitals])
     target = np.concatenate([h.target for h in hospitals])
-    rest, hold = _split_stratified(
+    rest, hold = split_stratified(
         target, HEART_HOLDOUT_FRACTION, np.random.default_rng(streams[1])
     )
-    parts = _partition(target[rest], n_sites, spec, np.random.default_rng(streams[0]))
+    parts = partition_labels(target[rest], n_sites, spec, np.random.default_rng(streams[0]))
     pairs = []
     for idx, rng in zip(parts, split_rngs, strict=True):
-        keep, test = _split_stratified(target[rest[idx]], fraction, rng)
+        keep, test = split_stratified(target[rest[idx]], fraction, rng)
         pairs.append((rest[idx[keep]], rest[idx[test]]))
     scaler = HeartScaler.fit(features[np.concatenate([train for train, _ in pairs])])
 
@@ -388,7 +401,7 @@ def _resolve_medmnist(dataset: str | Path, data_path: str | Path | None) -> tupl
 
 def build_federation(
     dataset: str | Path,
-    n_sites: int,
+    n_sites: int | None,
     partition: PartitionSpec,
     *,
     seed: int,
@@ -397,6 +410,9 @@ def build_federation(
     data_path: str | Path | None = None,
 ) -> Federation:
     """Split a dataset into ``n_sites`` hospitals, deterministically for ``seed``.
+
+    ``n_sites=None`` is allowed with the ``sites`` partition only: as many sites as the data
+    has hospitals.
 
     ``dataset`` is ``breastmnist``, ``pneumoniamnist``, ``heart`` or a path to a MedMNIST
     ``.npz``; ``data_path`` replaces the shipped copy of a named dataset (the ``.npz`` file, or
@@ -424,9 +440,10 @@ def build_federation(
     DataError
         For an unknown dataset, an unreadable file, or too few samples for the sites.
     """
-    _check_n_sites(n_sites)
     if not isinstance(partition, PartitionSpec):
         raise ConfigError("partition", f"expected a PartitionSpec, got {partition!r}")
+    if n_sites is not None or partition.kind != "sites":
+        _check_n_sites(n_sites)
     if not (0 < local_test_fraction < 1):
         raise ConfigError("local_test_fraction", f"must lie in (0, 1), got {local_test_fraction}")
     if not math.isfinite(site_shift) or site_shift < 0:
@@ -441,4 +458,6 @@ def build_federation(
         return _heart_federation(data_path, n_sites, partition, streams, local_test_fraction)
     path, name = _resolve_medmnist(dataset, data_path)
     data = load_medmnist(path, name=name)
+    if n_sites is None:
+        raise ConfigError("partition", f"'sites' needs natural hospitals (a site column); {name} has none")
     return _medmnist_federation(data, n_sites, partition, streams, site_shift, local_test_fraction)

@@ -138,8 +138,10 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
             if row["arm"] == "swarm" and row["consensus_distance"] is not None:
                 by_round.setdefault(row["round"], []).append(row["consensus_distance"])
         rounds = sorted(by_round)
-        axes[1].plot(rounds, [sum(by_round[r]) / len(by_round[r]) for r in rounds], color="C0")
-        axes[1].set_yscale("log")
+        means = [sum(by_round[r]) / len(by_round[r]) for r in rounds]
+        axes[1].plot(rounds, means, color="C0")
+        if min(means, default=0.0) > 0:  # two fully mixed peers reach exactly 0: no log scale then
+            axes[1].set_yscale("log")
         axes[1].set_xlabel("round")
         axes[1].set_ylabel("relative distance to neighbours' average")
         axes[1].set_title("Swarm consensus distance (each peer's local estimate, mean)")

@@ -71,6 +71,19 @@ class Aggregation:
         neighbour still cost 0.06 AUROC on BreastMNIST, 8 peers; see ``bench_attacks``).
     trim:
         ``trimmed``: fraction of values dropped at each end per coordinate, in ``[0, 0.5)``.
+    max_norm_ratio:
+        If set, a received model whose norm is more than this many times the peer's own
+        (or less than its inverse) is refused before any mixing (``norm-ratio``,
+        ``gossip.validate``). 10 here (a toy model started at zeros grows its norm from
+        nothing); the command line sets 2 (``--max-norm-ratio``): honest models of a swarm
+        start alike and mix every round (within 1.5 % of each other on BreastMNIST, 16
+        peers, 20 rounds).
+    min_cosine:
+        If set, a received model whose cosine with the peer's own is below it is refused
+        before any mixing (``direction``, ``gossip.validate``), whatever the kind: clipping
+        bounds a sign-flipped neighbour's pull but keeps pulling every step. Off here (a
+        toy model started at zeros has honest neighbours at any angle); the command line
+        sets 0.5 (``--min-cosine``).
 
     Raises
     ------
@@ -81,6 +94,8 @@ class Aggregation:
     kind: str = "mean"
     clip_factor: float = 1.5
     trim: float = 0.34
+    max_norm_ratio: float | None = 10.0
+    min_cosine: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in AGGREGATORS:
@@ -89,6 +104,10 @@ class Aggregation:
             raise ConfigError("clip_factor", f"must be a finite number >= 1, got {self.clip_factor!r}")
         if not 0 <= self.trim < 0.5:
             raise ConfigError("trim", f"must be in [0, 0.5), got {self.trim!r}")
+        if self.max_norm_ratio is not None and not (math.isfinite(self.max_norm_ratio) and self.max_norm_ratio > 1):
+            raise ConfigError("max_norm_ratio", f"must be a finite number > 1, got {self.max_norm_ratio!r}")
+        if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
+            raise ConfigError("min_cosine", f"must be in [-1, 1], got {self.min_cosine!r}")
 
 
 def _floating(weights: Mapping[str, np.ndarray]) -> list[str]:

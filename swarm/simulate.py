@@ -31,11 +31,12 @@ import numpy as np
 from gossip.codec import WeightsMessage, decode, encode
 from swarm.attack_report import attack_summary
 from swarm.averaging import Contribution, weighted_average
-from swarm.config import ARMS, LearningConfig, OutputConfig, SimSetup, TimingConfig, protocol_config  # noqa: F401
+from swarm.config import ARMS, DEFAULT_PEERS, LearningConfig, OutputConfig, SimSetup, TimingConfig, protocol_config  # noqa: F401
 from swarm.faults import FaultConfig
-from swarm.metrics import finite_or_none
+from swarm.metrics import finite_mapping, finite_or_none
 from swarm.options import from_args
-from swarm.partition import Federation, build_federation, parse_partition
+from swarm.partition import Federation, parse_partition
+from swarm.task import prepare, resolve_task
 from swarm.protocol import ProtocolConfig
 from swarm.topology import build_topology, parse_topology
 from swarm.training import Metrics, TrainConfig, Trainer
@@ -59,7 +60,9 @@ class SimConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
-        self.faults.validate_for(self.setup.peers)
+        n_sites = self.requested_sites()
+        if n_sites is not None:  # otherwise checked once the data's sites are known (Simulation)
+            self.faults.validate_for(n_sites)
         self.train_config()
         self.protocol_config()
 
@@ -73,6 +76,13 @@ class SimConfig:
             faults=from_args(FaultConfig, args, jitter=min(args.jitter, args.delay)),
             output=from_args(OutputConfig, args),
         )
+
+    def requested_sites(self) -> int | None:
+        """``--peers``; if not given, :data:`DEFAULT_PEERS`, or ``None`` (the data's own sites)
+        with ``--partition sites``."""
+        if self.setup.peers is not None:
+            return self.setup.peers
+        return None if parse_partition(str(self.learning.partition)).kind == "sites" else DEFAULT_PEERS
 
     def protocol_config(self) -> ProtocolConfig:
         """The protocol settings every simulated peer runs (virtual seconds; as a real peer's)."""
@@ -103,8 +113,11 @@ def train_seed(seed: int, site: int, round_: int) -> int:
 
 def metrics_row(arm: str, round_: int, peer: int, loss: float, glob: Metrics, loc: Metrics | None,
                 consensus: float | None, bytes_sent: int) -> dict:
-    """One ``metrics.jsonl`` row (NaN and infinities as null), the schema simulated and real peers share."""
-    return {
+    """One ``metrics.jsonl`` row (NaN and infinities as null), the schema simulated and real peers share.
+
+    A task's extra metrics on the global test set appear under ``extra`` (name -> value).
+    """
+    row = {
         "arm": arm,
         "round": round_,
         "peer": peer,
@@ -116,6 +129,9 @@ def metrics_row(arm: str, round_: int, peer: int, loss: float, glob: Metrics, lo
         "consensus_distance": consensus,
         "bytes_sent": bytes_sent,
     }
+    if glob.extra:
+        row["extra"] = finite_mapping(glob.extra)
+    return row
 
 
 class Simulation:
@@ -126,16 +142,16 @@ class Simulation:
         self.config = config
         self.state_dir = state_dir
         learning = config.learning
-        self.federation = federation or build_federation(
-            learning.data,
-            config.setup.peers,
-            parse_partition(learning.partition),
-            seed=learning.seed,
-            site_shift=config.setup.site_shift,
-        )
+        if federation is None:
+            prepared = prepare(learning, config.requested_sites(), site_shift=config.setup.site_shift)
+            self.federation, self.trainer, self.initial = prepared.federation, prepared.trainer, prepared.initial
+        else:
+            self.federation = federation
+            self.trainer = Trainer(federation.input_shape, federation.num_classes, config.train_config(),
+                                   task=resolve_task(learning), arch=learning.model, norm=learning.norm)
+            self.initial = self.trainer.initial_weights(learning.seed)
         self.n = len(self.federation.sites)
-        self.trainer = Trainer(self.federation.input_shape, self.federation.num_classes, config.train_config())
-        self.initial = self.trainer.initial_weights(learning.seed)
+        config.faults.validate_for(self.n)
         name, params = parse_topology(config.setup.topology)
         self.topology = build_topology(name, self.n, seed=learning.seed, **params)
 

@@ -29,7 +29,7 @@ from swarm.errors import SwarmError
 from swarm.executor import ExecutorHooks, PeerExecutor, RoundInfo, Traffic, checkpoint_weights, resume
 from swarm.faults import FaultConfig
 from swarm.forgery import HostileExecutor
-from swarm.metrics import finite_or_none
+from swarm.metrics import finite_mapping, finite_or_none
 from swarm.node import SwarmNode
 from swarm.poison import HostileNode
 from swarm.partition import Federation
@@ -452,12 +452,15 @@ class VirtualSwarm:
         start = time.perf_counter()
         glob = self.trainer.evaluate(peer.node.weights, self.federation.global_test)
         local = peer.local
-        self.rows.append({
+        row = {
             "arm": "swarm", "round": info.round, "peer": peer.index,
             "loss": finite_or_none(info.loss), "accuracy": finite_or_none(glob.accuracy),
             "auroc": finite_or_none(glob.auroc), "local_accuracy": finite_or_none(local.accuracy if local else None),
             "local_auroc": finite_or_none(local.auroc if local else None), "consensus_distance": info.distance,
             "bytes_sent": info.bytes_sent, "time": self.now,
-        })
+        }
+        if glob.extra:
+            row["extra"] = finite_mapping(glob.extra)
+        self.rows.append(row)
         self.eval_s += time.perf_counter() - start
 

@@ -185,15 +185,18 @@ def test_every_kind_runs_to_the_end(specs):
 # ------------------------------------------------------------------ robust mixing, real data
 
 @functools.cache
-def heart(attack: str | None, aggregator: str) -> dict:
-    """The swarm summary of 8 peers on ``heart`` (IID split), small world, 6 rounds."""
+def heart(attack: str | None, aggregator: str, min_cosine: float = -1.0, max_norm_ratio: float = 10.0) -> dict:
+    """The swarm summary of 8 peers on ``heart`` (IID split), small world, 6 rounds; the
+    direction check off and the norm bound at the bare dataclass's 10 unless given (the
+    mixing rule alone)."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the command line does: much faster on two busy cores
     try:
         config = SimConfig(SimSetup(peers=N, topology="smallworld:4:0.2", arms=("swarm",)),
-                           LearningConfig(data="heart", partition="iid", rounds=6, seed=0, aggregator=aggregator),
+                           LearningConfig(data="heart", partition="iid", rounds=6, seed=0, aggregator=aggregator,
+                                          min_cosine=min_cosine, max_norm_ratio=max_norm_ratio),
                            faults=FaultConfig(attacks=(parse_attack(attack),) if attack else ()))
         return summarize(Simulation(config).run())["swarm"]
     finally:
@@ -210,6 +213,15 @@ def test_clipped_mixing_shields_the_honest_peers_that_plain_gossip_exposes(attac
     assert harm_mean > 0.05  # positive control: one attacker among eight hurts plain gossip
     assert harm_clipped < harm_mean / 4 and abs(harm_clipped) < 0.02
     assert shielded["attacks"]["honest_peers"] == [i for i in range(N) if i != ATTACKER]
+
+
+@pytest.mark.parametrize("attack, reason", [(f"{ATTACKER}:signflip", "direction"), (f"{ATTACKER}:scale:5", "norm-ratio")])
+def test_the_default_checks_refuse_a_sign_flipped_or_scaled_model_before_any_mixing(attack, reason):
+    clean = heart(None, "mean")
+    for aggregator in ("mean", "clipped"):
+        refused = heart(attack, aggregator, LearningConfig.min_cosine, LearningConfig.max_norm_ratio)
+        assert refused["attacks"]["honest"]["rejected_by_reason"][reason] > 0
+        assert abs(clean["auroc"] - refused["auroc"]) < 0.02  # even plain gossip is unharmed
 
 
 # ------------------------------------------------------------------ the report

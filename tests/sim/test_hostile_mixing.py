@@ -54,7 +54,7 @@ def honest_distance(kind: str, seed: int, *, attacker: bool = True, topology: st
                          Faults(), seed=seed, train_seed=lambda site, r: seed * 100_003 + site * 1009 + r,
                          aggregation=Aggregation(kind), max_events=400_000)
     for peer in swarm.peers:
-        peer.node.max_norm_ratio = None  # the mixing rule alone (the norm check: tests/unit/test_node.py)
+        peer.node.aggregation = dataclasses.replace(peer.node.aggregation, max_norm_ratio=None)  # the mixing rule alone (the norm check: tests/unit/test_node.py)
     if attacker:
         make_hostile(swarm.peers[HOSTILE].node, SCALE)
     swarm.run()

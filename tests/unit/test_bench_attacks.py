@@ -36,30 +36,45 @@ def test_every_default_kind_parses_and_an_unknown_one_is_refused():
 def test_the_plan_shares_no_attack_runs_and_alternates_which_aggregator_goes_first():
     jobs = bench.plan(bench.parse_setups("16:1,16:2"), ("zeros",), ("mean", "clipped"), (0, 1),
                       data="heart", partition="iid", rounds=3, converge=True)
-    baselines = [j for j in jobs if j.kind is None]
+    baselines = [j for j in jobs if j.kind is None and not j.absent]
     assert len(baselines) == 2 * 2  # one per (aggregator, seed), shared by 16:1 and 16:2
-    assert len(jobs) == len(baselines) + 2 * 2 * 2
+    without = [j for j in jobs if j.absent]
+    assert len(without) == 2 * 2 * 2  # one per (setup, aggregator, seed): the attackers differ
+    assert {j.attackers for j in without} == {(3,), (3, 11)} and all(j.kind is None for j in without)
+    assert [c.peer for c in without[0].config().faults.crashes] == list(without[0].attackers)
+    assert all(c.at_round == 0 for j in without for c in j.config().faults.crashes)
+    assert len(jobs) == len(baselines) + len(without) + 2 * 2 * 2
+    cost_only = bench.plan(bench.parse_setups("8:1,16:2"), (), ("mean", "clipped"), (0,),
+                           data="heart", partition="iid", rounds=3, converge=True)
+    assert [(j.peers, j.kind, j.absent) for j in cost_only] == [(8, None, False)] * 2 + [(16, None, False)] * 2
     assert {j.attackers for j in jobs if j.kind} == {(3,), (3, 11)}
     firsts = [jobs[i].aggregator for i in range(0, len(jobs), 2)]
     assert {"mean", "clipped"} == set(firsts)
     assert all(jobs[i].aggregator != jobs[i + 1].aggregator for i in range(0, len(jobs), 2))
 
 
-def record(kind, aggregator, tail, attackers=(), wall=1.0):
+def record(kind, aggregator, tail, attackers=(), wall=1.0, absent=False):
     return {"peers": len(tail), "aggregator": aggregator, "seed": 0, "kind": kind, "attackers": list(attackers),
+            "absent": absent,
             "last_rounds_auroc": tail, "final_auroc": tail, "wall_s": 3 * wall, "wall_s_per_round": wall,
             "rounds_run": 3, "timings": {"eval_s": 1.5}, "stop_rounds": [2], "rejected_by_reason": {}}
 
 
-def test_the_no_attack_run_is_scored_on_the_same_honest_peers_as_the_attacked_one():
+def test_the_runs_without_attackers_are_scored_on_the_same_honest_peers_as_the_attacked_one():
     runs = [record(None, "mean", [0.8, 0.7, 0.9, 0.1], wall=2.0), record("zeros", "mean", [0.7, 0.6, 0.8, 0.5], (3,)),
+            record(None, "mean", [0.75, 0.7, 0.85, None], (3,), absent=True),
             record(None, "clipped", [0.8, 0.7, 0.9, 0.1], wall=3.0),
+            record(None, "clipped", [0.75, 0.7, 0.85, None], (3,), absent=True),
             record("zeros", "clipped", [0.8, 0.7, 0.85, 0.5], (3,))]
     summary = bench.summarize_runs(runs, (bench.Setup(4, 1),), ("zeros",), ("mean", "clipped"), (0,))
     plain, robust = summary["attacks"]
-    assert plain["delta"]["mean"] == pytest.approx(-0.1)  # peer 3's 0.1 is out of the baseline too
+    # against the run without the attacker (the target's baseline); peer 3 is out of both
+    assert plain["delta"]["mean"] == pytest.approx(-0.2 / 3)
     assert plain["delta_worst"]["mean"] == pytest.approx(-0.1) and plain["hurts"]
-    assert robust["delta"]["mean"] == pytest.approx(-0.05 / 3) and robust["within_target"]
+    assert robust["delta"]["mean"] == pytest.approx(0.05 / 3) and robust["within_target"]
+    # against the run with the attacker's hospital taking part honestly
+    assert plain["vs_member"]["mean"] == pytest.approx(-0.1) and plain["vs_member_worst"]["mean"] == pytest.approx(-0.1)
+    assert robust["vs_member"]["mean"] == pytest.approx(-0.05 / 3)
     (cost,) = summary["cost_without_attacker"]
     assert cost["delta"]["mean"] == 0 and cost["time_per_round_ratio"] == 1.5 and not cost["within_time_target"]
     assert cost["time_per_round_ratio_without_eval"] == pytest.approx((9 - 1.5) / (6 - 1.5))
@@ -79,15 +94,21 @@ def test_the_smoke_run_writes_paired_figures_for_every_kind_setup_and_aggregator
     assert report["config"]["setups"] == {"8:1": {"peers": 8, "attacker_peers": [3]}}
     rows = {(r["kind"], r["aggregator"]) for r in report["attacks"]}
     assert rows == {(k, a) for k in ("signflip", "forge-stop") for a in ("mean", "clipped")}
-    assert len(report["runs"]) == 2 + 2 * 2  # a no-attack run per aggregator, then each kind
+    assert len(report["runs"]) == 2 + 2 + 2 * 2  # per aggregator a run with and one without the attacker, then each kind
     for row in report["attacks"]:
-        assert finite([row["delta"]["mean"], row["delta_worst"]["mean"], row["delta"]["max_loss"]])
+        assert finite([row["delta"]["mean"], row["delta_worst"]["mean"], row["delta"]["max_loss"],
+                       row["vs_member"]["mean"], row["vs_member_worst"]["mean"]])
         assert ("hurts" if row["aggregator"] == "mean" else "within_target") in row
     (cost,) = report["cost_without_attacker"]
     assert finite([cost["delta"]["mean"], cost["time_per_round_ratio"], cost["time_per_round_ratio_without_eval"]])
     assert report["targets"] and all(isinstance(v, bool) for v in report["targets"].values())
     for run in report["runs"]:
         honest = bench.honest_figures(run, tuple(run["attackers"]))
-        assert finite(run["last_rounds_auroc"]) and run["rounds_run"] == 3
+        if run["absent"]:  # the attackers' hospitals never ran: no figures of theirs
+            assert all(run["last_rounds_auroc"][i] is None for i in run["attackers"])
+            assert finite([v for i, v in enumerate(run["last_rounds_auroc"]) if i not in run["attackers"]])
+        else:
+            assert finite(run["last_rounds_auroc"])
+        assert run["rounds_run"] == 3
         assert honest["mean"] == pytest.approx(run["reported_auroc"])  # as the simulation's report has it
     assert "| signflip |" in capsys.readouterr().out

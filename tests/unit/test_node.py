@@ -150,6 +150,38 @@ def test_a_scaled_model_within_the_absolute_bound_is_rejected_by_its_norm(caplog
     assert nodes[0].check("p1", nodes[1].encode_model(0), 0) is not None
     nodes[1].weights = {k: v * 5 for k, v in nodes[1].weights.items()}
     assert nodes[0].check("p1", nodes[1].encode_model(0), 0) is not None
+    # the command line's factor 2 refuses x5 and x0.4, not x1.5
+    from dataclasses import replace
+
+    nodes[0].aggregation = replace(nodes[0].aggregation, max_norm_ratio=2.0)
+    assert nodes[0].check("p1", nodes[1].encode_model(0), 0) is None
+    for factor, accepted in ((0.4 / 5, False), (1.5 / 5, True)):
+        nodes[1].weights = {k: v * factor for k, v in nodes[1].weights.items()}
+        assert (nodes[0].check("p1", nodes[1].encode_model(0), 0) is not None) is accepted
+        nodes[1].weights = {k: v / factor for k, v in nodes[1].weights.items()}
+    assert nodes[0].stats.rejected == {"norm-ratio": 3}
+
+
+def test_a_model_pointing_away_from_the_own_is_rejected_by_its_direction(caplog):
+    from swarm.robust import Aggregation
+
+    nodes, _ = make_ring(3, [0.3, 0.333, 0.3])
+    nodes[0].aggregation = Aggregation("clipped", min_cosine=0.5)
+    rng = np.random.default_rng(0)
+    own = {k: v + rng.normal(0, 0.01, v.shape).astype(v.dtype) for k, v in nodes[0].weights.items()}
+    nodes[0].weights = own
+    flipped = {k: -v for k, v in own.items()}  # same norm, opposite direction
+    noisy = {k: v + rng.normal(0, 3 * float(np.abs(v).mean()), v.shape).astype(v.dtype) for k, v in own.items()}
+    with caplog.at_level("WARNING", logger="medswarm.node"):
+        assert nodes[0].check("p1", encode(WeightsMessage(MODEL, 0, "p1", 10, flipped)), 0) is None
+        assert nodes[0].check("p1", encode(WeightsMessage(MODEL, 0, "p1", 10, noisy)), 0) is None
+    assert nodes[0].stats.rejected == {"direction": 2}
+    assert "reason=direction" in caplog.text
+    # a model nearby (as an honest neighbour's) passes; with the check off the flipped one does too
+    near = {k: v + rng.normal(0, 0.1 * float(np.abs(v).mean()), v.shape).astype(v.dtype) for k, v in own.items()}
+    assert nodes[0].check("p1", encode(WeightsMessage(MODEL, 0, "p1", 10, near)), 0) is not None
+    nodes[0].aggregation = Aggregation("clipped")  # the check is off unless set
+    assert nodes[0].check("p1", encode(WeightsMessage(MODEL, 0, "p1", 10, flipped)), 0) is not None
 
 
 @pytest.mark.parametrize("kind, moved_at_most", [("mean", None), ("clipped", 1.0), ("median", 1.0),
@@ -159,7 +191,7 @@ def test_the_aggregation_setting_bounds_a_sign_flipped_neighbour(kind, moved_at_
 
     ids = ["p0", "p1", "p2", "p3"]
     nodes = [SwarmNode(p, add_one, list(range(10)), MODEL, start_weights(v),
-                       {q: 3 for q in ids if q != p}, aggregation=Aggregation(kind), max_norm_ratio=None)
+                       {q: 3 for q in ids if q != p}, aggregation=Aggregation(kind, max_norm_ratio=None))
              for p, v in zip(ids, [1.0, 1.2, 0.9, 1.1])]
     nodes[3].weights = {k: -100 * v for k, v in nodes[3].weights.items()}  # sign-flipped, x100
     received = {n.peer_id: nodes[0].check(n.peer_id, n.encode_model(0), 0) for n in nodes[1:]}

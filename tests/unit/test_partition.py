@@ -316,3 +316,15 @@ def test_unknown_dataset_raises_data_error() -> None:
 def test_more_sites_than_samples_raise_data_error() -> None:
     with pytest.raises(DataError, match="cannot make 400 sites"):
         build_federation("breastmnist", 400, parse_partition("iid"), seed=0)
+
+
+def test_heart_sites_without_a_site_count_gives_its_four_hospitals() -> None:
+    fed = build_federation("heart", None, parse_partition("sites"), seed=0)
+    assert [s.name for s in fed.sites] == list(HEART_SITES)
+
+
+def test_no_site_count_is_refused_for_anything_but_natural_sites() -> None:
+    with pytest.raises(ConfigError, match="n_sites"):
+        build_federation("heart", None, parse_partition("iid"), seed=0)
+    with pytest.raises(ConfigError, match="'sites' needs natural hospitals"):
+        build_federation("breastmnist", None, parse_partition("sites"), seed=0)

@@ -150,3 +150,26 @@ def test_a_bad_aggregation_is_a_config_error_naming_the_field(kwargs, field):
     with pytest.raises(ConfigError) as caught:
         Aggregation(**kwargs)
     assert caught.value.field == field
+
+
+def test_the_direction_check_is_on_from_the_command_line_config_off_by_minus_one_and_bounded():
+    from swarm.config import LearningConfig
+
+    assert Aggregation().min_cosine is None  # off unless set: toy models started at zeros
+    assert LearningConfig().aggregation().min_cosine == 0.5
+    assert LearningConfig(min_cosine=0.8).aggregation().min_cosine == 0.8
+    assert LearningConfig(min_cosine=-1.0).aggregation().min_cosine is None
+    for bad in (1.5, -2.0):
+        with pytest.raises(ConfigError, match="min_cosine"):
+            LearningConfig(min_cosine=bad)
+
+
+def test_the_command_line_norm_bound_is_tighter_than_the_bare_dataclass_and_must_exceed_one():
+    from swarm.config import LearningConfig
+
+    assert Aggregation().max_norm_ratio == 10.0  # toy models started at zeros grow from nothing
+    assert LearningConfig().aggregation().max_norm_ratio == 2.0
+    assert LearningConfig(max_norm_ratio=3.0).aggregation().max_norm_ratio == 3.0
+    for bad in (1.0, 0.5, float("inf")):
+        with pytest.raises(ConfigError, match="max_norm_ratio"):
+            LearningConfig(max_norm_ratio=bad)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import trio
@@ -194,7 +196,7 @@ async def test_transfers_that_break_their_announcement_are_counted_and_never_mix
     net, runners = build(4, links)
     runners = [r for r in runners if r.node.peer_id != "m"]
     for runner in runners:
-        runner.node.max_norm_ratio = None  # the poison's norm would be refused: test the transfer checks alone
+        runner.node.aggregation = replace(runner.node.aggregation, max_norm_ratio=None)  # the poison's norm would be refused: test the transfer checks alone
     mallory = net.endpoint("m")
     outcomes = {}
 
