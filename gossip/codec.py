@@ -15,7 +15,10 @@ Header keys: ``version`` (int, :data:`FORMAT_VERSION`), ``model_id`` (str), ``ro
 str), ``dtypes`` (list of numpy dtype strings from :data:`ALLOWED_DTYPES`, the dtype the
 receiver gets back), ``shapes`` (list of lists of int), ``float16`` (bool: tensors whose dtype
 is ``"<f4"`` travel as ``"<f2"``), ``body_len`` (int, body bytes including padding) and
-``checksum`` (xxh3-64 of the body as an unsigned int). No other keys are allowed.
+``checksum`` (xxh3-64 of the body as an unsigned int). One optional key: ``q8`` (list, one
+entry per tensor: nil, or the finite scale ``s >= 0`` of a ``"<f4"`` tensor that travels as
+``"|i1"`` values ``q`` in ``[-127, 127]`` and decodes to ``q * s``: 8-bit quantisation with one
+scale per tensor, a quarter of float32's bytes). No other keys are allowed.
 
 The checksum catches corruption, not forgery: it is fast, not cryptographic. Use
 :func:`digest` (BLAKE2b) to check a fetched message against what its sender announced.
@@ -28,7 +31,8 @@ Every malformed input raises :class:`~gossip.errors.CodecError` whose ``reason``
 ``bad-magic``       the first four bytes are not ``b"MSW1"``
 ``not-msgpack``     the header bytes are not exactly one msgpack object
 ``bad-header``      header not a map, fields missing, unknown or ill-typed, lists of unequal
-                    length, negative round or sample count, empty or duplicate names,
+                    length, a ``q8`` scale that is negative or not finite or set for a tensor
+                    that is not float32, a quantised value of -128, negative round or sample count, empty or duplicate names,
                     header larger than MAX_HEADER_BYTES, non-zero header padding; on encode
                     also an ill-typed message field
 ``bad-version``     ``version`` is an int other than :data:`FORMAT_VERSION`
@@ -54,6 +58,7 @@ import numpy as np
 import xxhash
 
 from gossip.errors import CodecError
+from gossip.quantize import check_scales, dequantize_q8, quantize_q8
 
 FORMAT_VERSION: int = 1
 DEFAULT_MAX_MESSAGE_BYTES: int = 256 * 1024 * 1024
@@ -80,6 +85,7 @@ _HEADER_KEYS = frozenset(
     {"version", "model_id", "round", "sender", "sample_count", "names", "dtypes", "shapes",
      "float16", "body_len", "checksum"}
 )
+_OPTIONAL_KEYS = frozenset({"q8"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,7 +177,7 @@ def _layout(sizes: list[int]) -> tuple[list[int], int]:
     return offsets, end
 
 
-def encode(msg: WeightsMessage, *, float16: bool = False,
+def encode(msg: WeightsMessage, *, float16: bool = False, q8: bool = False,
            max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> memoryview:
     """Serialise a weights message into one read-only buffer (layout in the module docstring).
 
@@ -184,7 +190,9 @@ def encode(msg: WeightsMessage, *, float16: bool = False,
     tensors that are non-contiguous, big-endian or sent as float16). With ``float16=True``,
     float32 tensors travel as float16 (half the bytes, about 3 significant digits; values
     beyond float16's range, about 6.5e4, silently become inf, which receivers' validation
-    rejects); other dtypes are sent unchanged. Tensors may also be numpy scalars (0-d).
+    rejects); other dtypes are sent unchanged. With ``q8=True``, float32 tensors travel as
+    8-bit integers with one scale each (:func:`quantize_q8`; takes precedence over float16).
+    Tensors may also be numpy scalars (0-d).
 
     Raises
     ------
@@ -192,13 +200,16 @@ def encode(msg: WeightsMessage, *, float16: bool = False,
         ``bad-header`` for ill-typed fields, a negative round or sample count, bad or duplicate
         names, or a header over :data:`MAX_HEADER_BYTES`; ``bad-dtype`` for a value that is not
         a numpy array or has a dtype outside :data:`ALLOWED_DTYPES`; ``oversized`` when the
-        result would exceed ``max_bytes``.
+        result would exceed ``max_bytes``; ``bad-header`` for a quantised tensor holding
+        NaN or Inf.
     """
     if not isinstance(msg, WeightsMessage) or not isinstance(msg.tensors, dict):
         raise CodecError("bad-header", "expected a WeightsMessage with a dict of tensors")
     names = list(msg.tensors)
     _check_fields(msg.model_id, msg.round, msg.sender, msg.sample_count, names)
     dtypes, wire_dtypes, shapes, sizes = [], [], [], []
+    values: list[Any] = []
+    scales: list[float | None] = []
     for name, arr in msg.tensors.items():
         if not isinstance(arr, (np.ndarray, np.generic)):  # a numpy scalar is a 0-d tensor
             raise CodecError("bad-dtype", f"tensor {name!r} is a {type(arr).__name__}, "
@@ -207,6 +218,14 @@ def encode(msg: WeightsMessage, *, float16: bool = False,
         if dtype.str not in ALLOWED_DTYPES:
             raise CodecError("bad-dtype", f"tensor {name!r} has unsupported dtype {arr.dtype}")
         wire = np.dtype("<f2") if float16 and dtype.str == "<f4" else dtype
+        scale: float | None = None
+        if q8 and dtype.str == "<f4":
+            arr, scale = quantize_q8(arr)
+            if not math.isfinite(scale):
+                raise CodecError("bad-header", f"tensor {name!r} holds NaN or Inf: cannot quantise")
+            wire = np.dtype("|i1")
+        values.append(arr)
+        scales.append(scale)
         dtypes.append(dtype.str)
         wire_dtypes.append(wire)
         shapes.append(list(arr.shape))
@@ -219,7 +238,7 @@ def encode(msg: WeightsMessage, *, float16: bool = False,
     hasher = xxhash.xxh3_64()
     end = 0
     with np.errstate(over="ignore"):
-        for arr, wire, offset, size in zip(msg.tensors.values(), wire_dtypes, offsets, sizes):
+        for arr, wire, offset, size in zip(values, wire_dtypes, offsets, sizes):
             if not size:
                 continue
             if offset > end:
@@ -235,6 +254,8 @@ def encode(msg: WeightsMessage, *, float16: bool = False,
         "dtypes": dtypes, "shapes": shapes, "float16": bool(float16), "body_len": body_len,
         "checksum": hasher.intdigest(),
     }
+    if q8:
+        header["q8"] = scales
     try:
         packed = msgpack.packb(header)
     except Exception as exc:  # noqa: BLE001 - e.g. a lone surrogate cannot be UTF-8 encoded
@@ -292,8 +313,8 @@ def _check_header(header: dict[str, Any]) -> None:
         raise CodecError("bad-header", "version missing or not an int")
     if version != FORMAT_VERSION:
         raise CodecError("bad-version", f"format version {version}, expected {FORMAT_VERSION}")
-    if set(header) != _HEADER_KEYS:
-        missing, extra = _HEADER_KEYS - set(header), set(header) - _HEADER_KEYS
+    if not _HEADER_KEYS <= set(header) <= _HEADER_KEYS | _OPTIONAL_KEYS:
+        missing, extra = _HEADER_KEYS - set(header), set(header) - _HEADER_KEYS - _OPTIONAL_KEYS
         raise CodecError("bad-header", f"missing keys {sorted(map(repr, missing))}, unknown {sorted(map(repr, extra))}")
     for key in ("names", "dtypes", "shapes"):
         if not isinstance(header[key], list):
@@ -313,6 +334,8 @@ def _check_header(header: dict[str, Any]) -> None:
     for shape in header["shapes"]:
         if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
             raise CodecError("bad-header", f"shape must be a list of ints, got {shape!r}")
+    if "q8" in header:
+        check_scales(header["q8"], header["dtypes"])
 
 
 def decode(data: bytes | bytearray | memoryview, *,
@@ -322,7 +345,7 @@ def decode(data: bytes | bytearray | memoryview, *,
     Zero-copy: unless the message used float16 transport, every non-empty tensor is a
     read-only ``np.frombuffer`` view into ``data`` (aligned when ``data`` starts on an
     8-byte boundary, as bytes objects do). The views keep ``data`` alive; if ``data`` is a
-    bytearray that the caller later changes, the tensors change too. Tensors sent as float16
+    bytearray that the caller later changes, the tensors change too. Tensors sent as float16 or q8
     come back as new, writable float32 arrays. Nothing is allocated for a tensor before the
     body's size and checksum have been verified.
 
@@ -343,7 +366,9 @@ def decode(data: bytes | bytearray | memoryview, *,
 
     names: list[str] = header["names"]
     dtypes = [np.dtype(d) for d in header["dtypes"]]
-    wire = [np.dtype("<f2") if header["float16"] and d.str == "<f4" else d for d in dtypes]
+    scales = header.get("q8") or [None] * len(names)
+    wire = [np.dtype("|i1") if q is not None else
+            np.dtype("<f2") if header["float16"] and d.str == "<f4" else d for d, q in zip(dtypes, scales)]
     shapes = [tuple(int(d) for d in s) for s in header["shapes"]]
     sizes = [_nbytes(n, s, w.itemsize) for n, s, w in zip(names, shapes, wire)]
     offsets, body_len = _layout(sizes)
@@ -359,7 +384,8 @@ def decode(data: bytes | bytearray | memoryview, *,
         raise CodecError("bad-checksum", "body does not match its checksum")
 
     tensors: dict[str, np.ndarray] = {}
-    for name, dtype, wdt, shape, offset, size in zip(names, dtypes, wire, shapes, offsets, sizes):
+    for name, dtype, wdt, shape, offset, size, scale in zip(names, dtypes, wire, shapes, offsets, sizes,
+                                                            scales):
         if size:
             arr = np.frombuffer(view, dtype=wdt, count=size // wdt.itemsize,
                                 offset=body_start + offset)
@@ -369,7 +395,10 @@ def decode(data: bytes | bytearray | memoryview, *,
         else:
             arr = np.empty(shape, dtype=wdt)
         arr.flags.writeable = False
-        tensors[name] = arr.astype(dtype) if wdt != dtype else arr
+        if scale is not None:
+            tensors[name] = dequantize_q8(name, arr, scale)
+        else:
+            tensors[name] = arr.astype(dtype) if wdt != dtype else arr
     return WeightsMessage(header["model_id"], int(header["round"]), header["sender"],
                           int(header["sample_count"]), tensors)
 

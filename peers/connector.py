@@ -19,6 +19,7 @@ import trio
 from gossip.control import PeerExchange, encode_control
 from gossip.errors import TransportError
 from peers.discovery import Dial, Discovery
+from swarm.executor import Traffic
 
 log = logging.getLogger("medswarm.peer")
 
@@ -48,12 +49,15 @@ class Connector:
     """Runs discovery for one peer until cancelled (see the module docstring).
 
     ``poll`` is how often links are re-read (py-libp2p has no awaitable for that at this
-    level; the transport's own watcher only wakes ``wait_for_neighbour``).
+    level; the transport's own watcher only wakes ``wait_for_neighbour``). The peer-exchange
+    messages it sends count into ``traffic`` (the executor's, so ``bytes_sent`` includes them).
     """
 
-    def __init__(self, transport: Dialler, discovery: Discovery, *, poll: float = 0.25) -> None:
+    def __init__(self, transport: Dialler, discovery: Discovery, *, poll: float = 0.25,
+                 traffic: Traffic | None = None) -> None:
         self.transport = transport
         self.discovery = discovery
+        self.traffic = traffic or Traffic()
         self.poll = poll
         self.bad_exchanges = 0
         self._wake = trio.Event()
@@ -121,6 +125,7 @@ class Connector:
 
     async def _send_records(self, peer: str) -> None:
         data = encode_control(PeerExchange(self.peer_id, self.discovery.records()))
+        self.traffic.control_bytes += len(data)
         try:
             await self.transport.send(peer, data)
         except TransportError as err:

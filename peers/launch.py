@@ -30,8 +30,9 @@ from peers.status import fetch_status
 from swarm.atomic_file import atomic_write
 from swarm.config import LearningConfig, TimingConfig
 from swarm.options import from_args, to_argv
+from swarm.schedule import onepeer_neighbours
 
-TOPOLOGIES = ("ring", "chain", "full")
+TOPOLOGIES = ("ring", "chain", "full", "onepeer-exp")
 
 
 class LaunchError(PeerError):
@@ -76,13 +77,16 @@ class LaunchedPeer:
 def bootstrap_for(index: int, n: int, topology: str) -> list[int]:
     """Which earlier peers peer ``index`` dials: the previous one (``chain``), plus peer 0 for
     the last peer (``ring``, as ``medswarm simulate``'s default topology), or all earlier ones
-    (``full``)."""
+    (``full``), or its earlier partners of the one-peer exponential graph (``onepeer-exp``,
+    ``index XOR 2**k``; the peers then exchange with one of them per step)."""
     if topology not in TOPOLOGIES:
         raise LaunchError(f"unknown topology {topology!r}; expected one of {', '.join(TOPOLOGIES)}")
     if index == 0:
         return []
     if topology == "full":
         return list(range(index))
+    if topology == "onepeer-exp":
+        return [j for j in onepeer_neighbours(n)[index] if j < index]
     dial = [index - 1]
     if topology == "ring" and index == n - 1 and n > 2:
         dial.append(0)
@@ -109,7 +113,8 @@ def peer_command(args: argparse.Namespace, peer: LaunchedPeer, consortium: Path,
            "--state-dir", str(peer.state_dir), "--eval-global", "--status-port", "0",
            "--wait-neighbours", str(degree(peer.index, args.peers, args.topology)),
            # only its bootstrap links: discovery must not add links the topology does not have
-           "--target-neighbours", str(max(1, len(bootstrap_for(peer.index, args.peers, args.topology))))]
+           "--target-neighbours", str(max(1, len(bootstrap_for(peer.index, args.peers, args.topology)))),
+           *(["--onepeer-exp"] if args.topology == "onepeer-exp" else [])]
     for addr in bootstrap:
         cmd += ["--bootstrap", addr]
     return cmd

@@ -26,7 +26,8 @@ class LaunchSetup:
 
     peers: int | None = option(None, f"number of peer processes (default {DEFAULT_LAUNCH_PEERS}; with "
                                      "--partition sites, the data's own sites)", type=int)
-    topology: str = option("ring", "ring | chain | full: who dials whom")
+    topology: str = option("ring", "ring | chain | full | onepeer-exp: who dials whom (onepeer-exp: the "
+                                   "one-peer exponential graph's partners, one exchanged with per step)")
     start_timeout: float = option(60.0, "how long a peer may take to listen, s")
     timeout: float = option(1800.0, "give up after this many seconds")
 

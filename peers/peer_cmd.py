@@ -24,6 +24,7 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import trio
@@ -44,11 +45,12 @@ from peers.status import PeerStatus, status_server
 from swarm.atomic_file import atomic_write
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.config import LearningConfig, OutputConfig, TimingConfig, protocol_config
-from swarm.executor import RoundInfo, checkpoint_weights, resume
+from swarm.executor import RoundInfo, Traffic, checkpoint_weights, resume
 from swarm.metrics import finite_or_none
 from swarm.node import SwarmNode
 from swarm.partition import Federation, Site
 from swarm.protocol import ProtocolConfig
+from swarm.schedule import OnePeerSchedule
 from swarm.options import from_args
 from swarm.simulate import metrics_row, train_seed
 from swarm.task import prepare
@@ -75,11 +77,33 @@ class PeerSetup:
     state: PeerState | None
     weights: Mapping[str, np.ndarray]
     start_round: int
+    #: the one-peer exponential graph's partners per phase (``--onepeer-exp``); None: all neighbours
+    schedule: OnePeerSchedule | None = None
 
     @property
     def site(self) -> Site:
         """This hospital's data."""
         return self.federation.sites[self.network.site]
+
+
+def _schedule(network: NetworkConfig, learning: LearningConfig, key: NodeKey,
+              consortium: Consortium | None) -> OnePeerSchedule | None:
+    """The one-peer exponential graph over the consortium's members in file order (``--onepeer-exp``).
+
+    Raises
+    ------
+    PeerError
+        Without a consortium, or when its order does not put this peer at its ``--site``.
+    """
+    if not network.onepeer_exp:
+        return None
+    if consortium is None:
+        raise PeerError("--onepeer-exp needs --consortium: its member order names the partners")
+    ids = tuple(m.peer_id for m in consortium.members)
+    if len(ids) != network.sites or ids.index(key.peer_id) != network.site:
+        raise PeerError(f"--onepeer-exp: the consortium must list the {network.sites} sites' peers in site "
+                        f"order; this peer is member {ids.index(key.peer_id)} of {len(ids)}, site {network.site}")
+    return OnePeerSchedule(ids, learning.gossip_steps)
 
 
 def run_peer(args: argparse.Namespace) -> int:
@@ -97,6 +121,7 @@ def run_peer(args: argparse.Namespace) -> int:
     consortium = Consortium.from_toml(network.consortium) if network.consortium else None
     if consortium is not None and not consortium.allows(key.peer_id):
         raise PeerError(f"this peer ({key.peer_id}) is not a member of {network.consortium}")
+    schedule = _schedule(network, learning, key, consortium)
     links = _Links(_bootstrap_peers(network.bootstrap, key, consortium),
                    [parse_announce(a, key.peer_id) for a in network.announce],
                    DiscoveryConfig(target=network.target_neighbours))
@@ -108,7 +133,7 @@ def run_peer(args: argparse.Namespace) -> int:
         network=network, learning=learning, output=output, protocol=protocol, key=key, consortium=consortium,
         network_key=network_key, links=links, federation=federation, trainer=trainer, store=store, state=state,
         weights=checkpoint_weights(state) if state is not None else prepared.initial,
-        start_round=state.round + 1 if state is not None else 0,
+        start_round=state.round + 1 if state is not None else 0, schedule=schedule,
     )
     report_path = output.report or output.state_dir / "report.json"
     try:
@@ -159,15 +184,17 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
                               random.Random(f"{learning.seed}:{key.peer_id}"))
         for peer, addr in links.bootstrap:
             discovery.add_bootstrap(peer, addr, trio.current_time())
-        connector = Connector(transport, discovery)
+        traffic = Traffic()  # every control byte sent: discovery's and the protocol's
+        connector = Connector(transport, discovery, traffic=traffic)
         want = max(1, network.wait_neighbours)
         # A restarted peer without --bootstrap waits for its former neighbours to redial it.
         first_wait = max(deadline_max, 2 * links.discovery.backoff_max)
 
         node = SwarmNode(key.peer_id, trainer.train, site.train, trainer.model_id, setup.weights, {},
-                         float16=learning.float16, sample_weighted=learning.sample_weighted,
+                         float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted,
                          aggregation=learning.aggregation())
-        protocol, state_seq = resume(key.peer_id, [], setup.protocol, state,
+        schedule = None if setup.schedule is None else partial(setup.schedule.partners, key.peer_id)
+        protocol, state_seq = resume(key.peer_id, [], setup.protocol, state, schedule=schedule,
                                      is_member=consortium.allows if consortium is not None else None,
                                      signer=RecordSigner(key.peer_id, key.key_pair.private_key.to_bytes()),
                                      verify=KeyVerifier())
@@ -187,7 +214,7 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
 
         runner = PeerRunner(transport, node, protocol, evaluate=metric, store=setup.store,
                             train_seed=lambda r: train_seed(learning.seed, network.site, r), on_round=on_round,
-                            on_exchange=connector.on_exchange)
+                            on_exchange=connector.on_exchange, traffic=traffic)
 
         async def ready():
             with trio.move_on_after(deadline_max):

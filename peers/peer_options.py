@@ -56,6 +56,9 @@ class NetworkConfig:
     status_port: int | None = option(None, "serve GET /status (JSON) and /metrics (Prometheus) on this "
                                            "port; 0 = any free", type=_port, metavar="PORT")
     status_host: str = option("127.0.0.1", "address of the status server")
+    onepeer_exp: bool = option(False, "exchange with one partner per step, at distance 2^k in the "
+                                      "consortium's member order, which must be the site order (the one-peer "
+                                      "exponential graph; the peer must be linked to those partners)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

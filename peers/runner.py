@@ -26,7 +26,7 @@ from gossip.control import PeerExchange
 from gossip.errors import BadPayload, TransportError
 from gossip.transport import AsyncTransport, Payload
 from swarm.checkpoint import CheckpointStore
-from swarm.executor import EvaluateFn, ExecutorHooks, PeerExecutor, RoundInfo, SeedFn
+from swarm.executor import EvaluateFn, ExecutorHooks, PeerExecutor, RoundInfo, SeedFn, Traffic
 from swarm.node import SwarmNode
 from swarm.protocol import ControlIn, Fetch, PeerProtocol, TimerFired
 
@@ -67,7 +67,11 @@ class RunnerView:
 
 
 class PeerRunner:
-    """Runs one peer until the protocol says ``Exit`` (see the module docstring)."""
+    """Runs one peer until the protocol says ``Exit`` (see the module docstring).
+
+    ``traffic`` counts the control bytes this peer sends (shared with discovery, so that
+    ``bytes_sent`` covers every message; a fresh one if not given).
+    """
 
     def __init__(
         self,
@@ -83,6 +87,7 @@ class PeerRunner:
         on_exchange: Callable[[str, PeerExchange], bool] | None = None,
         max_held: int = 1024,
         offload: Callable[..., Awaitable[Any]] | None = None,
+        traffic: Traffic | None = None,
     ) -> None:
         self.transport, self.node = transport, node
         self.max_model_bytes = max_model_bytes
@@ -93,7 +98,8 @@ class PeerRunner:
         self.executor = PeerExecutor(
             node, protocol, self, evaluate=evaluate, train_seed=train_seed, store=store,
             hooks=ExecutorHooks(on_round=on_round, on_stop=self._stopped, on_exit=self._exited,
-                                on_exchange=on_exchange))
+                                on_exchange=on_exchange),
+            traffic=traffic)
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._done = trio.Event()

@@ -27,7 +27,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         console=console, transient=False, disable=config.output.quiet,
     ) as progress:
         tasks = {arm: progress.add_task(arm, total=config.learning.rounds) for arm in config.setup.arms}
-        results = sim.run(lambda arm, done, total: progress.update(tasks[arm], completed=done))
+        results = sim.run(lambda arm, done, total: progress.update(tasks[arm], completed=done, total=total))
     wall = time.perf_counter() - start
     rows = [row for res in results for row in res.rows]
     report = {

@@ -45,6 +45,10 @@ LAUNCH_TIMING = {"heartbeat": 1.0, "suspect_after": 10.0, "deadline_max": 20.0, 
 LAUNCH_OUTPUT = {"out": Path("runs/launch")}
 
 
+#: how a peer's weights travel (``--compress``)
+COMPRESSIONS = ("none", "q8")
+
+
 def default_partition(data: str) -> str:
     """The split used when none is given: the natural sites of ``heart``, else label skew."""
     return "sites" if data == "heart" else "dirichlet:0.5"
@@ -106,6 +110,8 @@ class LearningConfig:
     optimizer: str = option("sgd", "sgd | adam")
     seed: int = option(0, "seed for split, initial weights and training, shared by the swarm")
     float16: bool = option(False, "send float32 weights as float16 (half the bytes)")
+    compress: str = option("none", "none | q8: send float32 weights as 8-bit values with a scale per "
+                                   "tensor (a quarter of the bytes)")
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
     aggregator: str = option("clipped", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
@@ -120,6 +126,8 @@ class LearningConfig:
     corroboration: int = option(2, "distinct members, this peer included, whose signed progress must reach a "
                                    "round before a peer catches up to it or trusts a stop there (F+1 "
                                    "tolerates F colluding members)")
+    final_agreement: int = option(0, "rounds of pure averaging (no training) after the stop round, so every "
+                                     "peer leaves with nearly the swarm's average model; 0 = none")
     converge: bool = option(True, "run all --rounds, never stop early", flag="--no-converge")
     converge_window: int = option(8, "rounds the validation loss must plateau before a peer votes")
     metric_tol: float = option(0.02, "smallest validation-loss improvement that counts")
@@ -135,8 +143,11 @@ class LearningConfig:
                       batch_size=self.batch_size, converge_window=self.converge_window,
                       corroboration=self.corroboration)
         positive("lr", self.lr)
+        positive("final_agreement", self.final_agreement, strict=False)
         positive("metric_tol", self.metric_tol, strict=False)
         positive("distance_tol", self.distance_tol, strict=False)
+        if self.compress not in COMPRESSIONS:
+            raise ConfigError("compress", f"expected one of {', '.join(COMPRESSIONS)}, got {self.compress!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError("optimizer", f"expected sgd or adam, got {self.optimizer!r}")
         if not (math.isfinite(self.max_norm_ratio) and self.max_norm_ratio > 1):
@@ -175,6 +186,11 @@ class LearningConfig:
 
         return Aggregation(self.aggregator, clip_factor=self.clip_factor, max_norm_ratio=self.max_norm_ratio,
                            min_cosine=None if self.min_cosine <= -1 else self.min_cosine)
+
+    @property
+    def q8(self) -> bool:
+        """Whether weights travel as 8-bit values (``--compress q8``)."""
+        return self.compress == "q8"
 
     @property
     def sample_weighted(self) -> bool:
@@ -255,6 +271,7 @@ def protocol_config(learning: LearningConfig, timing: TimingConfig) -> ProtocolC
         isolation_wait=timing.isolation_wait,
         convergence=learning.convergence_config(),
         corroboration=learning.corroboration,
+        final_rounds=learning.final_agreement,
     )
 
 
@@ -282,7 +299,7 @@ class SimSetup:
 
     peers: int | None = option(None, f"number of simulated hospitals (default {DEFAULT_PEERS}; with "
                                      "--partition sites, the data's own sites)", type=int)
-    topology: str = option("ring", "ring | full | kregular[:K] | smallworld[:K[:P]] | exponential")
+    topology: str = option("ring", "ring | full | kregular[:K] | smallworld[:K[:P]] | exponential | onepeer-exp")
     site_shift: float = option(0.0, "per-site scanner shift strength for images, 0 = none")
     arms: tuple[str, ...] = option(ARMS, "comma-separated arms", type=str, parse=_split_arms)
 

@@ -293,7 +293,7 @@ class PeerExecutor:
             raise TypeError(f"unknown action {action!r}")
 
     def _limit_fetches(self, own_size: int) -> None:
-        self.protocol.limit_model_bytes(fetch_limit(own_size, self.node.float16))
+        self.protocol.limit_model_bytes(fetch_limit(own_size, self.node.float16, self.node.q8))
 
     def _offer(self, round_: int, step: int, loss: float | None) -> None:
         payload = self.node.encode_model(round_)
@@ -306,7 +306,7 @@ class PeerExecutor:
         received = self.inbox.take(action.senders, action.round, action.step)
         self.inbox.prune((action.round, action.step + 1))
         degrees = {p: self.degrees.get(p, d) for p, d in self.node.neighbour_degrees.items()}
-        distance = self.node.mix(received, degrees, measure=action.final)
+        distance = self.node.mix(received, degrees, measure=action.final, self_degree=action.degree)
         metric = None
         if action.final:
             metric = self.evaluate(self.node.weights)
@@ -346,15 +346,17 @@ class PeerExecutor:
 def resume(peer_id: str, neighbours: list[str], config: ProtocolConfig,
            state: PeerState | None,
            is_member: Callable[[str], bool] | None = None, signer: RecordSigner | None = None,
-           verify: Verify | None = None) -> tuple[PeerProtocol, int]:
+           verify: Verify | None = None,
+           schedule: Callable[[tuple[int, int]], frozenset[str]] | None = None) -> tuple[PeerProtocol, int]:
     """The protocol of a peer starting fresh (``state`` None) or from its last checkpoint.
 
     ``is_member`` is the swarm's membership check (the consortium's; None: any id);
     ``signer`` and ``verify`` sign this peer's flooded records and check others' (see
-    ``gossip.signing``). Returns the protocol and the sequence-number floor to ``start`` it
+    ``gossip.signing``); ``schedule`` picks the neighbours of each phase (a time-varying
+    graph; None: all). Returns the protocol and the sequence-number floor to ``start`` it
     with (a restarted peer must not reuse the numbers of the records it flooded before).
     """
-    keys = {"is_member": is_member, "signer": signer, "verify": verify}
+    keys = {"is_member": is_member, "signer": signer, "verify": verify, "schedule": schedule}
     if state is None:
         return PeerProtocol(peer_id, neighbours, config, **keys), 0
     protocol = PeerProtocol(peer_id, neighbours, config, start_round=state.round + 1,

@@ -78,6 +78,9 @@ class SwarmNode:
         ``{neighbour: degree}``: what Metropolis-Hastings weights need from the neighbourhood.
     float16:
         Send float32 weights as float16 on the wire (half the bytes).
+    q8:
+        Send float32 weights as 8-bit values with one scale per tensor (a quarter of the bytes;
+        ``gossip.codec.quantize_q8``). Received models are validated after dequantisation.
     sample_weighted:
         Mix with sample-aware Metropolis-Hastings weights (``swarm.mixing``), so the swarm
         converges to FedAvg's sample-weighted mean; plain Metropolis weights otherwise
@@ -101,6 +104,7 @@ class SwarmNode:
         neighbour_degrees: Mapping[str, int],
         *,
         float16: bool = False,
+        q8: bool = False,
         sample_weighted: bool = True,
         aggregation: Aggregation = Aggregation(),
         max_abs: float = 1e4,
@@ -112,6 +116,7 @@ class SwarmNode:
         self.weights: dict[str, np.ndarray] = {k: np.array(v, copy=True) for k, v in weights.items()}
         self.neighbour_degrees = dict(neighbour_degrees)
         self.float16 = float16
+        self.q8 = q8
         self.sample_weighted = sample_weighted
         self.aggregation = aggregation
         self.max_abs = max_abs
@@ -131,7 +136,7 @@ class SwarmNode:
         start = time.perf_counter()
         payload = encode(
             WeightsMessage(self.model_id, round_, self.peer_id, len(self.data), dict(weights)),
-            float16=self.float16,
+            float16=self.float16, q8=self.q8,
         )
         self.stats.codec_s += time.perf_counter() - start
         return payload
@@ -170,12 +175,14 @@ class SwarmNode:
         return msg
 
     def mix(self, received: Mapping[str, WeightsMessage],
-            degrees: Mapping[str, int] | None = None, measure: bool = True) -> float | None:
+            degrees: Mapping[str, int] | None = None, measure: bool = True,
+            self_degree: int | None = None) -> float | None:
         """Replace the weights by their Metropolis-Hastings mix with the received models.
 
         The mix follows ``self.aggregation`` (``swarm.robust.robust_mix``). Only neighbours whose model arrived get a weight; the share of a missing one stays
         with this node, so the mix is always a convex combination. ``degrees`` overrides
-        the neighbours' degrees (a real peer learns them from announcements). Returns the
+        the neighbours' degrees (a real peer learns them from announcements), ``self_degree``
+        this node's (a time-varying graph's degree in this phase; None: its neighbour count). Returns the
         local consensus-distance estimate: the distance from the weights before mixing to
         the plain average of the received models, relative to the weights' norm (None if
         nothing arrived, or if ``measure`` is false: it costs a pass over every tensor).
@@ -183,7 +190,7 @@ class SwarmNode:
         start = time.perf_counter()
         known = dict(self.neighbour_degrees if degrees is None else degrees)
         heard = {p: d for p, d in known.items() if p in received}
-        degree = len(self.neighbour_degrees)
+        degree = len(self.neighbour_degrees) if self_degree is None else self_degree
         if self.sample_weighted:
             self_w, neigh_w = sample_weighted_row(
                 degree, len(self.data), heard, {p: received[p].sample_count for p in heard}

@@ -36,11 +36,12 @@ FETCH_MARGIN = 1.25
 FETCH_MARGIN_BYTES = 4096
 
 
-def fetch_limit(own_size: int, float16: bool) -> int:
+def fetch_limit(own_size: int, float16: bool, q8: bool = False) -> int:
     """The largest model a neighbour can send for the model this peer encodes in ``own_size``
     bytes: the same architecture, so the same size, times ``FETCH_MARGIN`` plus
-    ``FETCH_MARGIN_BYTES``; doubled when this peer sends float16 (a neighbour may not)."""
-    return int(own_size * (2 if float16 else 1) * FETCH_MARGIN) + FETCH_MARGIN_BYTES
+    ``FETCH_MARGIN_BYTES``; doubled when this peer sends float16, four times when it sends
+    8-bit values (a neighbour may not)."""
+    return int(own_size * (4 if q8 else 2 if float16 else 1) * FETCH_MARGIN) + FETCH_MARGIN_BYTES
 
 
 def accept_transfer(node: SwarmNode, fetch: Fetch, payload: Payload) -> tuple[WeightsMessage | None, str]:

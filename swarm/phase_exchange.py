@@ -12,6 +12,7 @@ most neighbours is marked so their late announcements teach the deadline (see ``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from gossip.control import Announce
 from swarm.answers import Answers
@@ -35,12 +36,17 @@ class PhaseExchange:
         The learnt phase deadline and transfer time.
     start:
         The first phase.
+    schedule:
+        The neighbours to exchange with in a phase (a time-varying graph such as
+        ``swarm.schedule.OnePeerSchedule``); None: every neighbour, every phase.
     """
 
     def __init__(self, links: Neighbourhood, membership: Membership, answers: Answers, hold: Hold,
                  config: ProtocolConfig, stats: ProtocolStats, deadline: AdaptiveDeadline,
-                 transfer: AdaptiveDeadline, start: Phase) -> None:
+                 transfer: AdaptiveDeadline, start: Phase,
+                 schedule: Callable[[Phase], frozenset[str]] | None = None) -> None:
         self.links, self.membership, self.answers, self.hold = links, membership, answers, hold
+        self.schedule = schedule
         self.config, self.stats = config, stats
         self.deadline, self.transfer = deadline, transfer
         self.phase: Phase = start
@@ -82,6 +88,13 @@ class PhaseExchange:
             if not phases:
                 del self._skips[peer]
 
+    def partners(self) -> list[str]:
+        """The neighbours this phase exchanges with: all of them, or the schedule's share."""
+        if self.schedule is None:
+            return self.links.peers
+        active = self.schedule(self.phase)
+        return [p for p in self.links.peers if p in active]
+
     def timers(self) -> list[float]:
         """When this phase needs the clock: deadline or re-announcement, fetch tries."""
         times = list(self.fetch_deadline.values())
@@ -101,11 +114,12 @@ class PhaseExchange:
         self.ready_at = now
         self.deadline_at = now + self.deadline.current()
         self.reannounce_at = now + self.retry_after()
+        partners = self.partners()
         ann = Announce(self.links.peer_id, event.round, event.step, event.digest, event.size, event.samples,
-                       len(self.links.peers))
+                       len(partners))
         self.my_announce = ann
         self.answers.remember(self.phase, ann, self.phase[0])
-        return self.answers.send(self.links.peers, self.phase, now) + self.maybe_advance(now)
+        return self.answers.send(partners, self.phase, now) + self.maybe_advance(now)
 
     def reconnected(self, sender: str, now: float) -> list[Action]:
         """A suspected neighbour was heard again during a hold: end it, give the phase a fresh
@@ -142,6 +156,8 @@ class PhaseExchange:
         """``sender`` announced its model of this phase: fetch it unless already under way."""
         if sender in self.fetched or sender in self.fetching or self.mixing:
             return []
+        if self.schedule is not None and sender not in self.schedule(self.phase):
+            return []  # not this phase's partner: its model is not mixed now
         self.announced[sender] = ann
         return [self._fetch(sender, ann, now)]
 
@@ -189,7 +205,8 @@ class PhaseExchange:
         # not known to be more than a round behind (a straggler still training an older
         # round cannot; it will catch up and send Skips instead)
         behind = self.phase[0] - 1
-        live = {p for p in self.links.live(now) if p not in self.skipped
+        partners = set(self.partners())
+        live = {p for p in self.links.live(now) if p not in self.skipped and p in partners
                 and self.membership.member_round(p, behind) >= behind}
         return live, math.ceil(self.config.quorum * len(live) - 1e-9)
 
@@ -198,7 +215,8 @@ class PhaseExchange:
         if self.ready_at is None or self.mixing:
             return []
         live, needed = self._needed(now)
-        if self.hold.check(live, self.links.peers, self.skipped, now):
+        partners = self.partners()
+        if partners and self.hold.check(live, partners, self.skipped, now):
             self.deadline_at = self.hold.until()  # wake when the hold runs out
             return []
         have = len(self.fetched & live)
@@ -213,7 +231,8 @@ class PhaseExchange:
         self.stats.waiting_s += now - self.ready_at
         self.mixing = True
         round_, step = self.phase
-        return [Mix(round_, step, tuple(sorted(self.fetched)), step == self.config.gossip_steps - 1)]
+        degree = None if self.schedule is None else len(partners)
+        return [Mix(round_, step, tuple(sorted(self.fetched)), step == self.config.gossip_steps - 1, degree)]
 
     def on_timer(self, now: float) -> list[Action]:
         """Re-announce to silent neighbours with backoff; at the deadline, extend once for a
@@ -224,7 +243,7 @@ class PhaseExchange:
             # (``Answers.answer``), so a lost announcement costs a round trip or two
             self.nudges += 1
             self.reannounce_at = now + self.retry_after() * 2 ** self.nudges
-            quiet = [p for p in self.links.peers if p not in self.announced and p not in self.fetched
+            quiet = [p for p in self.partners() if p not in self.announced and p not in self.fetched
                      and p not in self.skipped]
             actions += self.answers.send(quiet, self.phase, now)
         if self.ready_at is not None and not self.mixing and now >= self.deadline_at:

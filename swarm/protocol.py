@@ -35,7 +35,7 @@ events, actions and stats live in ``swarm.protocol_types`` and are re-exported h
 
 Bounds: nothing a neighbour sends grows this machine without bound. Announcements and skips
 must name a legal step (``[0, gossip_steps]``, the last one for a stopped peer's final model;
-skips ``[0, gossip_steps)``) and a round below ``max_rounds``; at most ``max_pending`` of
+skips ``[0, gossip_steps)``) and a round below ``max_rounds`` (plus ``final_rounds``); at most ``max_pending`` of
 later phases are kept per neighbour. An announcement larger than ``max_model_bytes`` (set by
 the executor from this peer's own encoded model) is refused before any transfer. Flooded
 records are accepted only from members (``Membership.admit``). Refusals count as
@@ -91,12 +91,16 @@ class PeerProtocol:
     signer, verify:
         Sign this peer's flooded records, check other origins' (None: unsigned, unchecked;
         real peers and the simulation always pass both, see ``gossip.signing``).
+    schedule:
+        The neighbours to exchange with in each phase, for a time-varying graph
+        (``swarm.schedule``); None: all of them.
     """
 
     def __init__(self, peer_id: str, neighbours: list[str], config: ProtocolConfig,
                  start_round: int = 0, deadline_history: list[float] | None = None,
                  is_member: Callable[[str], bool] | None = None, signer: RecordSigner | None = None,
-                 verify: Verify | None = None) -> None:
+                 verify: Verify | None = None,
+                 schedule: Callable[[Phase], frozenset[str]] | None = None) -> None:
         self.peer_id = peer_id
         self.config = config
         #: largest announced model fetched (None: not known yet); see ``limit_model_bytes``
@@ -111,7 +115,7 @@ class PeerProtocol:
         self.answers = Answers(self.deadline, self.transfer)
         self.exchange = PhaseExchange(self.links, self.membership, self.answers,
                                       Hold(config.isolation_wait, self.stats), config, self.stats,
-                                      self.deadline, self.transfer, (start_round, 0))
+                                      self.deadline, self.transfer, (start_round, 0), schedule)
         self.catch_up = CatchUp(config, self.stats)
         self.stop = StopAgreement(self.links, self.membership, self.convergence, config, self.stats)
 
@@ -250,7 +254,8 @@ class PeerProtocol:
                 return []
             return self.stop.offer_final(Announce(self.peer_id, event.round, event.step, event.digest,
                                                   event.size, event.samples, len(self.neighbours)))
-        if (event.round, event.step) == self.phase and self.exchange.ready_at is None and event.step == 0:
+        if (event.round, event.step) == self.phase and self.exchange.ready_at is None and event.step == 0 \
+                and event.loss is not None:
             self.membership.loss = event.loss
         return self.exchange.on_ready(event, now)
 
@@ -276,6 +281,9 @@ class PeerProtocol:
             # offer the final model as phase (done, gossip_steps): a neighbour far behind
             # catches up to it instead of training the remaining rounds alone
             return [Stop(done, self.stop.stop_reason), Offer(done, self.config.gossip_steps)]
+        if self.stop.agreeing(done + 1):
+            # the final agreement: the next round only averages (the current weights are its model)
+            return self._enter((done + 1, 0), now) + [Offer(done + 1, 0)]
         return self._enter((done + 1, 0), now) + [Train(done + 1)]
 
     # ------------------------------------------------------------ control
@@ -293,7 +301,7 @@ class PeerProtocol:
         if isinstance(msg, (Announce, Skip)):
             # a final model is offered as step gossip_steps; a skip is of a step in a round
             steps = self.config.gossip_steps + (1 if isinstance(msg, Announce) else 0)
-            if (msg.sender != sender or msg.round >= self.config.convergence.max_rounds
+            if (msg.sender != sender or msg.round >= self.config.round_limit
                     or msg.step >= steps):
                 self.stats.bad_control += 1
                 return []

@@ -40,6 +40,8 @@ class ProtocolConfig:
     #: distinct members (this peer included) whose progress must reach a round before a peer
     #: catches up to it, trusts a stop at it or a final model of it: F + 1 tolerates F liars
     corroboration: int = 2
+    #: rounds of pure averaging (no training) after the agreed stop round, before a peer stops
+    final_rounds: int = 0
 
     def __post_init__(self) -> None:
         if self.gossip_steps < 1:
@@ -56,10 +58,17 @@ class ProtocolConfig:
             raise ConfigError("fetch", "fetch_timeout > 0 and fetch_retries >= 0")
         if not self.isolation_wait >= 0:
             raise ConfigError("isolation_wait", f"must be >= 0, got {self.isolation_wait}")
+        if self.final_rounds < 0:
+            raise ConfigError("final_rounds", f"must be >= 0, got {self.final_rounds}")
         if self.corroboration < 1:
             raise ConfigError("corroboration", f"must be >= 1, got {self.corroboration}")
         if self.max_pending < 1 or self.max_members < 1:
             raise ConfigError("max_pending" if self.max_pending < 1 else "max_members", "must be >= 1")
+
+    @property
+    def round_limit(self) -> int:
+        """One past the last round a peer may reach: training and final agreement."""
+        return self.convergence.max_rounds + self.final_rounds
 
 
 # ---------------------------------------------------------------- events (in)
@@ -152,12 +161,16 @@ class Fetch:
 
 @dataclass(frozen=True)
 class Mix:
-    """Mix the current weights with the fetched models of ``senders``; report ``Mixed``."""
+    """Mix the current weights with the fetched models of ``senders``; report ``Mixed``.
+
+    ``degree``: this peer's degree in the phase's graph for the mixing weights (a
+    time-varying schedule's partner count); None: its number of neighbours."""
 
     round: int
     step: int
     senders: tuple[str, ...]
     final: bool
+    degree: int | None = None
 
 
 @dataclass(frozen=True)

@@ -204,8 +204,9 @@ class Simulation:
         swarm = VirtualSwarm(
             self.trainer, self.federation, self.topology, self.initial, cfg.protocol_config(), cfg.faults,
             seed=learning.seed, train_seed=lambda site, r: train_seed(learning.seed, site, r),
-            float16=learning.float16, sample_weighted=learning.sample_weighted, eval_every=cfg.output.eval_every,
+            float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted, eval_every=cfg.output.eval_every,
             state_dir=self.state_dir, aggregation=learning.aggregation(),
+            time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"),
         )
         runs = swarm.run(None if progress is None else lambda done, total: progress("swarm", done, total))
         result = ArmResult("swarm", rows=swarm.rows, attackers=tuple(sorted(swarm.attackers)))

@@ -16,7 +16,9 @@ counted; one whose stop round lies beyond what the signed progress supports (see
 ``Membership.supported_round``, plus ``stop_margin + catchup_lag``) is refused. So a hostile
 member cannot stop the swarm early or make it run on; it can only withhold its own vote,
 which delays the stop up to ``max_rounds``. A later,
-higher decision resumes a stopped peer. Stopped, a peer offers its final model (so a
+higher decision resumes a stopped peer. With ``final_rounds`` (a final agreement), the agreed
+round is the last one *trained*: every peer then runs that many rounds of pure averaging and
+stops after round ``stop_round + final_rounds``, the same round for all (``end_round``). Stopped, a peer offers its final model (so a
 neighbour far behind catches up to it), repeats the decision every heartbeat and lingers
 until its live neighbours have reached the stop round (``may_exit``).
 """
@@ -64,11 +66,21 @@ class StopAgreement:
         """The last round any peer may train."""
         return self.config.convergence.max_rounds - 1
 
+    @property
+    def end_round(self) -> int | None:
+        """The round this peer stops after: the agreed one plus the final agreement's rounds."""
+        return None if self.stop_round is None else self.stop_round + self.config.final_rounds
+
+    def agreeing(self, round_: int) -> bool:
+        """Whether ``round_`` is a round of the final agreement: averaging only, no training."""
+        return self.stop_round is not None and round_ > self.stop_round
+
     def reached(self, done: int, now: float) -> bool:
         """Round ``done`` is over (completed or adopted): whether this peer stops at it now."""
         if self.stop_round is None and done >= self.last_round:
             self.stop_round, self.stop_reason = self.last_round, "max-rounds"
-        if self.stop_round is not None and done >= self.stop_round:
+        end = self.end_round
+        if end is not None and done >= end:
             self.stopped_at = done
             self.exit_at, self._stopped_since = now + self.config.linger, now
             return True
@@ -161,15 +173,15 @@ class StopAgreement:
         return self._adopt(msg, round_)
 
     def _adopt(self, msg: StopDecision, round_: int) -> tuple[list[Action], int | None]:
-        if self.stopped_at is None and round_ - 1 >= msg.stop_round and (
-                self.stop_round is None or round_ > self.stop_round):
+        end = self.end_round
+        if self.stopped_at is None and round_ - 1 >= msg.stop_round and (end is None or round_ > end):
             # this peer already completed the proposed round: counter-propose its own current
             # round; every peer adopts the highest proposal, so all still stop together
             return self._propose(round_, msg.reason, msg.reason), None
         if self.stop_round is None or msg.stop_round > self.stop_round:
             self.stop_round, self.stop_reason = msg.stop_round, msg.reason
             self.decision = replace(msg, ttl=self.config.progress_ttl)  # the origin's signature stays
-            if self.stopped_at is not None and self.stopped_at < msg.stop_round:
+            if self.stopped_at is not None and self.stopped_at < msg.stop_round + self.config.final_rounds:
                 # a later decision supersedes ours: resume until the agreed round
                 resume = self.stopped_at
                 self.stopped_at, self.exit_at, self.final_announce = None, None, None

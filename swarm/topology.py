@@ -16,11 +16,12 @@ from typing import Any, Mapping, Sequence
 import networkx as nx
 
 from swarm.errors import TopologyError
+from swarm.schedule import onepeer_neighbours
 
 __all__ = ["TOPOLOGIES", "build_topology", "parse_topology", "is_connected"]
 
 #: Names accepted by :func:`build_topology`.
-TOPOLOGIES = ("ring", "full", "kregular", "smallworld", "exponential")
+TOPOLOGIES = ("ring", "full", "kregular", "smallworld", "exponential", "onepeer-exp")
 
 #: Attempts at drawing a connected random regular graph before giving up.
 _KREGULAR_TRIES = 100
@@ -126,11 +127,13 @@ def build_topology(
     ``ring``: a cycle (degree 2; ``n == 2`` is one edge, ``n == 1`` one lone node).
     ``full``: complete graph (degree ``n - 1``). ``exponential``: ``i`` linked to
     ``i +- 2**k mod n`` (degree about ``2 log2 n``, diameter about ``log2 n``).
+    ``onepeer-exp``: the links of the one-peer exponential graph, ``i`` to ``i XOR 2**k``
+    (a hypercube); the swarm then exchanges with one of them per step (``swarm.schedule``).
     ``kregular``: random connected ``degree``-regular graph. ``smallworld``:
     connected Watts–Strogatz graph on a ring lattice of ``degree`` nearest
     neighbours (odd ``degree`` rounded up to even), each edge rewired with
     probability ``rewire``. ``degree`` and ``rewire`` are ignored where unused;
-    ``ring``, ``full`` and ``exponential`` are deterministic and ignore ``seed``.
+    ``ring``, ``full``, ``exponential`` and ``onepeer-exp`` are deterministic and ignore ``seed``.
 
     Returns
     -------
@@ -159,6 +162,8 @@ def build_topology(
         graph = _full(n)
     elif name == "exponential":
         graph = _exponential(n)
+    elif name == "onepeer-exp":
+        graph = onepeer_neighbours(n)  # every partner of the time-varying graph (swarm.schedule)
     elif name == "kregular":
         graph = _kregular(n, degree, seed)
     else:

@@ -34,10 +34,11 @@ from swarm.node import SwarmNode
 from swarm.poison import HostileNode
 from swarm.partition import Federation
 from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
+from swarm.schedule import OnePeerSchedule
 from swarm.robust import Aggregation
 from swarm.training import Metrics, Trainer
 
-#: ``progress(done_rounds_of_slowest_live_peer, max_rounds)``
+#: ``progress(done_rounds_of_slowest_live_peer, max_rounds + final agreement rounds)``
 ProgressFn = Callable[[int, int], None]
 
 
@@ -137,11 +138,13 @@ class VirtualSwarm:
         seed: int,
         train_seed: Callable[[int, int], int],
         float16: bool = False,
+        q8: bool = False,
         sample_weighted: bool = True,
         aggregation: Aggregation = Aggregation(),
         eval_every: int = 1,
         state_dir: Path | None = None,
         max_events: int = 5_000_000,
+        time_varying: bool = False,
     ) -> None:
         faults.validate_for(len(federation.sites))
         self.trainer, self.federation, self.topology = trainer, federation, topology
@@ -153,6 +156,8 @@ class VirtualSwarm:
         self.rng = np.random.default_rng([seed, 0x5EED])
         n = len(federation.sites)
         self.ids = [f"peer-{i}" for i in range(n)]
+        #: one partner per phase (the one-peer exponential graph) instead of every neighbour
+        self.schedule = OnePeerSchedule(tuple(self.ids), protocol.gossip_steps) if time_varying else None
         self.signers, self.verifier = sim_keyring(self.ids, seed)
         hostile = by_peer(faults.attacks)
         #: the hostile members (``--attack``): left out of every honest figure
@@ -164,7 +169,7 @@ class VirtualSwarm:
                 HostileNode, attacks=hostile[i], rng=np.random.default_rng([seed, 0xA77AC, i]))
             node = make(self.ids[i], trainer.train, federation.sites[i].train, trainer.model_id,
                         self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
-                        float16=float16, sample_weighted=sample_weighted, aggregation=aggregation)
+                        float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation)
             peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)
@@ -214,7 +219,7 @@ class VirtualSwarm:
                 done = self._slowest_live_round()
                 if done != last_reported:
                     last_reported = done
-                    progress(done, self.protocol.convergence.max_rounds)
+                    progress(done, self.protocol.round_limit)
             if self._running == 0:
                 break
         for peer in self.peers:
@@ -259,7 +264,8 @@ class VirtualSwarm:
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
         protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state,
                                      is_member=self.index.__contains__, signer=self.signers[peer.id],
-                                     verify=self.verifier)
+                                     verify=self.verifier,
+                                     schedule=None if self.schedule is None else partial(self.schedule.partners, peer.id))
         make = PeerExecutor if not isinstance(peer.node, HostileNode) else partial(
             self.hostile_executor, signer=self.signers[peer.id], members=self.ids)
         peer.exec = make(

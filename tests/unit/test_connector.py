@@ -47,11 +47,17 @@ def make(net: FakeNet, target: int = 1) -> Connector:
     return Connector(net, d)
 
 
-async def test_link_up_gets_an_exchange_and_a_lost_neighbour_is_redialled_until_it_answers(autojump_clock):
+def bootstrapped_to_a() -> tuple[FakeNet, Connector]:
+    """A connector with "a" as its reachable bootstrap peer."""
     net = FakeNet()
     conn = make(net)
     conn.discovery.add_bootstrap("a", "/ip4/10.0.0.1/tcp/1/p2p/a", trio.current_time())
     net.reachable.add("a")
+    return net, conn
+
+
+async def test_link_up_gets_an_exchange_and_a_lost_neighbour_is_redialled_until_it_answers(autojump_clock):
+    net, conn = bootstrapped_to_a()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.run)
         with trio.fail_after(5):
@@ -96,3 +102,17 @@ async def test_a_forged_exchange_is_refused_and_a_real_one_leads_to_a_dial(autoj
             await conn.wait_for_neighbours(1)
         nursery.cancel_scope.cancel()
     assert net.dials[0][1] == "b" and net.linked == {"b"}
+
+
+async def test_exchanges_sent_count_as_control_bytes(autojump_clock):
+    from gossip.control import encode_control
+
+    net, conn = bootstrapped_to_a()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        with trio.fail_after(5):  # virtual time (autojump clock)
+            await conn.wait_for_neighbours(1)
+            while not net.sent:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert net.sent and conn.traffic.control_bytes == sum(len(encode_control(m)) for _, m in net.sent)

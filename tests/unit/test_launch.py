@@ -10,10 +10,11 @@ import pytest
 from peers.launch import LaunchedPeer, LaunchError, bootstrap_for, degree, update_from_status
 from peers.runner import RunnerView
 from peers.status import PeerStatus, status_snapshot
+from swarm.schedule import onepeer_neighbours
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 7])
-@pytest.mark.parametrize("topology", ["ring", "chain", "full"])
+@pytest.mark.parametrize("topology", ["ring", "chain", "full", "onepeer-exp"])
 def test_bootstrap_dials_only_earlier_peers_and_connects_everyone(n, topology):
     links = {(min(i, j), max(i, j)) for i in range(n) for j in bootstrap_for(i, n, topology)}
     assert all(j < i for i in range(n) for j in bootstrap_for(i, n, topology))
@@ -27,9 +28,15 @@ def test_bootstrap_dials_only_earlier_peers_and_connects_everyone(n, topology):
                     reach.add(y)
                     frontier.append(y)
     assert reach == set(range(n))
-    expected = {"chain": n - 1, "ring": n if n > 2 else 1, "full": n * (n - 1) // 2}[topology]
+    hypercube = sum(len(v) for v in onepeer_neighbours(n).values()) // 2
+    expected = {"chain": n - 1, "ring": n if n > 2 else 1, "full": n * (n - 1) // 2, "onepeer-exp": hypercube}[topology]
     assert len(links) == expected
     assert sum(degree(i, n, topology) for i in range(n)) == 2 * len(links)
+
+
+def test_onepeer_exp_links_every_partner_of_the_schedule():
+    assert [degree(i, 8, "onepeer-exp") for i in range(8)] == [3] * 8
+    assert bootstrap_for(7, 8, "onepeer-exp") == [3, 5, 6]
 
 
 def test_ring_degree_is_two_for_everyone():

@@ -188,3 +188,28 @@ def test_cli_without_required_options_is_still_a_one_line_error(capsys):
     code = main(["peer", "--site", "0"])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USAGE and "--key" in err and "--state-dir" in err and len(err.splitlines()) == 1
+
+
+def _onepeer(site: int, ids: list[str] | None, me: str = "b"):
+    from types import SimpleNamespace
+
+    from peers.peer_cmd import _schedule
+    from peers.peer_options import NetworkConfig
+    from swarm.config import LearningConfig
+
+    network = NetworkConfig(key=Path("k"), site=site, sites=4, onepeer_exp=True)
+    consortium = None if ids is None else SimpleNamespace(members=[SimpleNamespace(peer_id=i) for i in ids])
+    return _schedule(network, LearningConfig(gossip_steps=2), SimpleNamespace(peer_id=me), consortium)
+
+
+def test_onepeer_exp_partners_follow_the_consortium_order():
+    schedule = _onepeer(1, ["a", "b", "c", "d"])
+    assert [schedule.partners("b", (0, s)) for s in (0, 1)] == [{"a"}, {"d"}]
+
+
+@pytest.mark.parametrize("site, ids", [(1, None), (2, ["a", "b", "c", "d"]), (1, ["a", "b", "c"])])
+def test_onepeer_exp_without_a_consortium_in_site_order_is_refused(site, ids):
+    from peers.errors import PeerError
+
+    with pytest.raises(PeerError):
+        _onepeer(site, ids)
