@@ -149,6 +149,7 @@ class Job:
     kind: str | None = None
     attackers: tuple[int, ...] = ()
     corroboration: int = LearningConfig.corroboration
+    clip_factor: float = LearningConfig.clip_factor
     #: the attackers' hospitals never take part (down from round 0): the run without them
     absent: bool = False
 
@@ -159,7 +160,7 @@ class Job:
         return SimConfig(setup=SimSetup(peers=self.peers, topology=TOPOLOGY, arms=("swarm",)),
                          learning=LearningConfig(data=self.data, partition=self.partition, rounds=self.rounds,
                                                  seed=self.seed, aggregator=self.aggregator, converge=self.converge,
-                                                 corroboration=self.corroboration),
+                                                 corroboration=self.corroboration, clip_factor=self.clip_factor),
                          faults=FaultConfig(attacks=attacks, crashes=crashes))
 
 
@@ -421,6 +422,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run all --rounds instead of users' convergence stop")
     parser.add_argument("--corroboration", type=int, default=LearningConfig.corroboration,
                         help="--corroboration of every peer (F+1 against F colluding attackers)")
+    parser.add_argument("--clip-factor", type=float, default=LearningConfig.clip_factor,
+                        help="--clip-factor of every peer (clipped)")
     parser.add_argument("--data", default="breastmnist")
     parser.add_argument("--partition", default=None, help="default: the simulation's for --data")
     parser.add_argument("--jobs", type=int, default=1, help="simulations run in parallel processes (default 1)")
@@ -433,6 +436,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.partition = args.partition or default_partition(args.data)
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be >= 1")
+    try:
+        LearningConfig(clip_factor=args.clip_factor, corroboration=args.corroboration)
+    except ConfigError as err:
+        parser.error(str(err))
     return args
 
 
@@ -458,7 +465,7 @@ def describe(args: argparse.Namespace, runs: int) -> dict:
         "data": args.data, "partition": args.partition, "topology": TOPOLOGY, "max_rounds": args.rounds,
         "setups": {s.label: {"peers": s.peers, "attacker_peers": list(s.attacker_peers())} for s in args.setups},
         "kinds": list(args.kinds), "aggregators": list(args.aggregators), "seeds": list(args.seeds),
-        "corroboration": args.corroboration,
+        "corroboration": args.corroboration, "clip_factor": args.clip_factor,
         "stopping": "convergence vote as users' runs, --rounds the fallback" if args.converge else
                     "all --rounds (--no-converge)",
         "compared_on": f"each honest peer's global-test AUROC averaged over the run's last {LAST} evaluated "
@@ -482,7 +489,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     console = Console()
     jobs = plan(args.setups, args.kinds, args.aggregators, args.seeds, data=args.data, partition=args.partition,
-                rounds=args.rounds, converge=args.converge, corroboration=args.corroboration)
+                rounds=args.rounds, converge=args.converge, corroboration=args.corroboration,
+                clip_factor=args.clip_factor)
     config = describe(args, len(jobs))
     machine = {"cpus": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
                "python": platform.python_version(), "torch": torch.__version__, "torch_threads": 1}

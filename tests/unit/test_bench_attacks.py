@@ -45,7 +45,8 @@ def test_the_plan_shares_no_attack_runs_and_alternates_which_aggregator_goes_fir
     assert all(c.at_round == 0 for j in without for c in j.config().faults.crashes)
     assert len(jobs) == len(baselines) + len(without) + 2 * 2 * 2
     cost_only = bench.plan(bench.parse_setups("8:1,16:2"), (), ("mean", "clipped"), (0,),
-                           data="heart", partition="iid", rounds=3, converge=True)
+                           data="heart", partition="iid", rounds=3, converge=True, clip_factor=3.0)
+    assert {j.config().learning.aggregation().clip_factor for j in cost_only} == {3.0}
     assert [(j.peers, j.kind, j.absent) for j in cost_only] == [(8, None, False)] * 2 + [(16, None, False)] * 2
     assert {j.attackers for j in jobs if j.kind} == {(3,), (3, 11)}
     firsts = [jobs[i].aggregator for i in range(0, len(jobs), 2)]
