@@ -115,7 +115,7 @@ class LearningConfig:
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
     aggregator: str = option("clipped", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
-    clip_factor: float = option(1.5, "clipped: the clipping radius in lower-median neighbour distances (the "
+    clip_factor: float = option(3.0, "clipped: the clipping radius in lower-median neighbour distances (the "
                                      "norm and direction checks refuse gross attacks before it)")
     max_norm_ratio: float = option(2.0, "refuse a neighbour's model whose norm is more than this many times "
                                         "this peer's own, or less than its inverse (honest models of a swarm "
