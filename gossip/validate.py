@@ -44,7 +44,7 @@ def validate_weights(
     max_abs:
         Largest absolute value accepted in any tensor; bigger means a broken or hostile peer.
     max_norm_ratio:
-        If given, the norm of the message's floating-point tensors (:func:`model_norm`)
+        If given, the norm of the message's floating-point tensors, taken as one vector,
         must be within this factor of ``reference``'s: above ``ratio * own`` or below
         ``own / ratio`` is refused as ``norm-ratio`` (not checked while the own norm is 0).
     min_cosine:
@@ -101,12 +101,3 @@ def _norms_and_dot(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> 
             bb += float(np.square(y).sum())
             ab += float((x * y).sum())
     return math.sqrt(aa), math.sqrt(bb), ab
-
-
-def model_norm(weights: Mapping[str, np.ndarray]) -> float:
-    """Euclidean norm of all floating-point tensors of a model taken as one vector (in float64)."""
-    total = 0.0
-    for arr in weights.values():
-        if arr.dtype.kind == "f":
-            total += float(np.square(np.asarray(arr, dtype=np.float64)).sum())  # no BLAS (see robust.py)
-    return math.sqrt(total)
