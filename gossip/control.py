@@ -7,11 +7,15 @@ over about 1 MiB; :data:`MAX_CONTROL_BYTES` (64 KiB) is enforced on encode and d
 valid message is in fact at most a few KiB because every string is bounded.
 
 Wire format (version 1): one msgpack map ``{"v": 1, "t": <type>, <field>: <value>, ...}``
-where ``<type>`` is ``"announce"``, ``"skip"``, ``"progress"``, ``"stop"`` or ``"peers"`` and
+where ``<type>`` is ``"announce"``, ``"skip"``, ``"progress"``, ``"stop"``, ``"summary"`` or
+``"peers"`` and
 the fields are exactly those of the matching dataclass, under the same names (a
 :class:`PeerRecord` goes as the two-element array ``[peer_id, [addr, ...]]``). Encoding is deterministic
 (fixed key order), but :func:`forwarded` changes ``ttl``, so deduplicate flooded messages by
-``(origin, seq)``, never by their bytes.
+``(origin, seq)``, never by their bytes. Only stop decisions are flooded; a progress record
+goes to the origin's neighbours (``ttl`` 0) and, when it carries news the whole swarm needs
+(a vote, a round among the highest), is pushed on along gossip edges by anti-entropy
+(``swarm.swarm_view``), never forwarded on receipt.
 
 Field rules, checked by both :func:`encode_control` and :func:`decode_control`:
 
@@ -26,6 +30,9 @@ Field rules, checked by both :func:`encode_control` and :func:`decode_control`:
 * ``loss``, ``metric``: ``None`` or a finite number; ``distance``: ``None`` or a finite
   number ``>= 0``. An ``int`` is accepted and becomes a ``float``;
 * ``converged``: ``bool``;
+* ``live``, ``prev``, ``voted`` (summary): member bitmaps as :func:`gossip.bitset.pack_bits`
+  writes them (zlib, at most :data:`gossip.bitset.MAX_BITMAP_WIRE` bytes, inflating to at
+  most :data:`gossip.bitset.MAX_INDEX_BITS` bits);
 * ``sig``: ``bytes`` (msgpack bin) of length 0 (unsigned) or :data:`SIGNATURE_BYTES`; the
   origin's Ed25519 signature over :func:`signed_content` (checked by the receiver's
   protocol, not here);
@@ -49,7 +56,7 @@ Every malformed input raises :class:`~gossip.errors.CodecError` with ``reason`` 
 ``bad-version``     ``"v"`` is an ``int`` other than :data:`CONTROL_VERSION` (checked before
                     the fields, so a newer peer's message is reported as such)
 ``bad-type``        ``"t"`` is a ``str`` naming no known message type. On encode: an object
-                    that is not one of the five message classes
+                    that is not one of the six message classes
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 import msgpack
 
+from gossip.bitset import unpack_bits
 from gossip.errors import CodecError
 
 CONTROL_VERSION: int = 1
@@ -152,6 +160,26 @@ class StopDecision:
     sig: bytes = b""
 
 
+@dataclass(frozen=True)
+class Summary:
+    """What the sender knows of the whole swarm, merged from its neighbours: sent to
+    neighbours only (each heartbeat, and early when it learnt something), never flooded.
+
+    ``epoch`` is the sender's liveness epoch; ``live`` and ``prev`` the members (bitmaps by
+    member index) heard alive in that epoch and the one before; ``voted`` the members whose
+    latest signed progress record the sender holds says converged. None of it is trusted:
+    live bits are OR-merged (a liar can only keep a member looking alive, which delays a stop
+    as withholding its own vote would), and a voted bit counts only once its signed record
+    is held (``swarm.swarm_view``): ``voted`` only says which records to push.
+    """
+
+    sender: str
+    epoch: int
+    live: bytes
+    prev: bytes
+    voted: bytes
+
+
 class PeerRecord(NamedTuple):
     """How to reach one member: its peer id and the multiaddrs to dial it at."""
 
@@ -171,7 +199,7 @@ class PeerExchange:
     peers: tuple[PeerRecord, ...]
 
 
-ControlMessage: TypeAlias = Announce | Skip | Progress | StopDecision | PeerExchange
+ControlMessage: TypeAlias = Announce | Skip | Progress | StopDecision | Summary | PeerExchange
 
 
 # --- field checks: each returns the value normalised for the wire, or raises bad-field ---
@@ -248,6 +276,13 @@ def _signature(name: str, value: object) -> bytes:
     return bytes(value)
 
 
+def _bitmap(name: str, value: object) -> bytes:
+    if not isinstance(value, (bytes, bytearray)):
+        raise _bad(name, "bytes (a zlib bitmap)", value)
+    unpack_bits(bytes(value))  # bounded; raises bad-field
+    return bytes(value)
+
+
 def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise _bad(name, "a bool", value)
@@ -303,6 +338,9 @@ _SCHEMAS: dict[type, tuple[str, tuple[tuple[str, _Check], ...]]] = {
         ("origin", _peer_id), ("seq", _count), ("stop_round", _count), ("reason", _reason),
         ("ttl", _ttl), ("sig", _signature),
     )),
+    Summary: ("summary", (
+        ("sender", _peer_id), ("epoch", _count), ("live", _bitmap), ("prev", _bitmap), ("voted", _bitmap),
+    )),
     PeerExchange: ("peers", (("sender", _peer_id), ("peers", _peer_records))),
 }
 _BY_TAG: dict[str, tuple[type, tuple[tuple[str, _Check], ...]]] = {
@@ -320,7 +358,8 @@ def encode_control(msg: ControlMessage) -> bytes:
     ------
     CodecError
         ``bad-type`` if the type of ``msg`` is not exactly :class:`Announce`, :class:`Skip`,
-        :class:`Progress`, :class:`StopDecision` or :class:`PeerExchange`; ``bad-field`` for
+        :class:`Progress`, :class:`StopDecision`, :class:`Summary` or :class:`PeerExchange`;
+        ``bad-field`` for
         a field breaking the rules; ``oversized`` if the result exceeds
         :data:`MAX_CONTROL_BYTES`.
     """

@@ -53,6 +53,7 @@ from swarm.protocol import ProtocolConfig
 from swarm.schedule import OnePeerSchedule
 from swarm.options import from_args
 from swarm.simulate import metrics_row, train_seed
+from swarm.swarm_view import ordered_index
 from swarm.task import prepare
 from swarm.training import Trainer
 
@@ -196,6 +197,8 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
         schedule = None if setup.schedule is None else partial(setup.schedule.partners, key.peer_id)
         protocol, state_seq = resume(key.peer_id, [], setup.protocol, state, schedule=schedule,
                                      is_member=consortium.allows if consortium is not None else None,
+                                     member_index=None if consortium is None else ordered_index(
+                                         sorted(m.peer_id for m in consortium.members)),
                                      signer=RecordSigner(key.peer_id, key.key_pair.private_key.to_bytes()),
                                      verify=KeyVerifier())
 

@@ -29,6 +29,7 @@ from gossip.transport import Payload
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.membership import Verify
 from swarm.node import SwarmNode
+from swarm.swarm_view import MemberIndex
 from swarm.peer_state import accept_transfer, fetch_limit, snapshot
 from swarm.protocol import (
     Action, Adopt, Checkpoint, ControlIn, Event, Exit, Fetch, FetchDone, Mix, Mixed, ModelReady,
@@ -347,16 +348,19 @@ def resume(peer_id: str, neighbours: list[str], config: ProtocolConfig,
            state: PeerState | None,
            is_member: Callable[[str], bool] | None = None, signer: RecordSigner | None = None,
            verify: Verify | None = None,
-           schedule: Callable[[tuple[int, int]], frozenset[str]] | None = None) -> tuple[PeerProtocol, int]:
+           schedule: Callable[[tuple[int, int]], frozenset[str]] | None = None,
+           member_index: MemberIndex | None = None) -> tuple[PeerProtocol, int]:
     """The protocol of a peer starting fresh (``state`` None) or from its last checkpoint.
 
     ``is_member`` is the swarm's membership check (the consortium's; None: any id);
     ``signer`` and ``verify`` sign this peer's flooded records and check others' (see
     ``gossip.signing``); ``schedule`` picks the neighbours of each phase (a time-varying
-    graph; None: all). Returns the protocol and the sequence-number floor to ``start`` it
+    graph; None: all); ``member_index`` places members in the swarm's bitmaps (the
+    consortium's order; None: hashed ids, see ``swarm.swarm_view``). Returns the protocol and the sequence-number floor to ``start`` it
     with (a restarted peer must not reuse the numbers of the records it flooded before).
     """
-    keys = {"is_member": is_member, "signer": signer, "verify": verify, "schedule": schedule}
+    keys = {"is_member": is_member, "signer": signer, "verify": verify, "schedule": schedule,
+            "member_index": member_index}
     if state is None:
         return PeerProtocol(peer_id, neighbours, config, **keys), 0
     protocol = PeerProtocol(peer_id, neighbours, config, start_round=state.round + 1,

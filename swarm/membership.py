@@ -1,35 +1,44 @@
-"""Progress records and swarm membership: what this peer knows of every member, near or far.
+"""Progress records and swarm membership: what this peer knows of its neighbours and, through
+aggregates, of the whole swarm.
 
-Each peer floods a small progress record (round, figures, convergence vote) every heartbeat
-and after each round; records are deduplicated by ``(origin, seq)`` and forwarded with a
-decreasing TTL. From them a peer learns who is in the swarm, how far each member got, who
-is still alive, and whether it has been in touch long enough to speak for the swarm.
-Stop decisions are flooded the same way (``flood``), under the key ``stop:<origin>``.
+Each peer sends a small signed progress record (round, figures, convergence vote) to its
+neighbours every heartbeat and after each round; records are deduplicated by
+``(origin, seq)`` and never forwarded on receipt. What the stop rule needs from the whole
+swarm travels as aggregates merged along gossip edges (``swarm.swarm_view``): a
+:class:`~gossip.control.Summary` of member bitmaps to each neighbour each heartbeat (and
+early, at most every quarter heartbeat, when this peer learnt something), plus the signed
+records a neighbour lacks: the votes (anti-entropy on the ``voted`` bitmap) and the records
+of the ``corroboration`` highest rounds. So per heartbeat a peer sends O(degree) messages
+of bounded size, whatever the swarm's size. Stop decisions (rare) are still flooded
+(``flood``), under the key ``stop:<origin>``.
 
 Only members can be origins (``admit``): an id the consortium check ``is_member`` refuses,
-one longer than ``MAX_MEMBER_ID_BYTES``, or a new one beyond ``max_members`` is refused, so
-invented origins cannot grow the member table, the checkpoint or the flood.
+one longer than ``MAX_MEMBER_ID_BYTES``, one without a member index, or a new one beyond
+``max_members`` is refused, so invented origins cannot grow the member table or the
+checkpoint.
 
 Every record speaks for its origin only: this peer signs the records it originates
 (``signer``) and checks the origin's signature on every new record before it stores or
-forwards it (``verify``); a bad or missing signature is dropped, counted and logged (a
+pushes it (``verify``); a bad or missing signature is dropped, counted and logged (a
 ``Reject`` of reason ``bad-signature``) and does not even mark its ``(origin, seq)`` as seen.
 
 What one member claims of itself is only one voice: ``supported_round`` is the round that at
 least ``corroboration`` distinct members (this peer included) have reached, kept as the top
-``corroboration`` rounds of distinct members, O(corroboration) per record (rounds only go up).
+``corroboration`` rounds of distinct members with their signed records, which are pushed to
+neighbours when they change: O(corroboration) per record (rounds only go up).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from gossip.control import ControlMessage, Progress, StopDecision, forwarded
+from gossip.control import ControlMessage, Progress, StopDecision, Summary, forwarded
 from gossip.signing import RecordSigner
 from swarm.convergence import ConvergenceTracker
 from swarm.metrics import finite_or_none
 from swarm.neighbourhood import Neighbourhood
 from swarm.protocol_types import Action, ProtocolConfig, Reject, SendControl
+from swarm.swarm_view import MemberIndex, SwarmView, hashed_index
 
 #: Verifies a flooded record's signature against its origin (None: records are not signed).
 Verify = Callable[[Progress | StopDecision], bool]
@@ -39,39 +48,49 @@ MAX_MEMBER_ID_BYTES = 128
 
 
 class Membership:
-    """Sequence numbers, flood deduplication, members' rounds, liveness of members, own figures.
+    """Sequence numbers, records, the swarm view's aggregates, members' rounds, own figures.
 
     Parameters
     ----------
     links:
         This peer's neighbourhood (shared with the other parts).
     config:
-        Protocol settings (``heartbeat``, ``suspect_after``, ``progress_ttl``).
+        Protocol settings (``heartbeat``, ``suspect_after``, ``corroboration``).
     convergence:
-        The convergence tracker that records every member's vote.
+        The convergence tracker (this peer's vote and its neighbours').
     is_member:
         Whether a peer id belongs to the swarm (the consortium's check; None: any id).
     signer:
         Signs the records this peer originates (None: unsigned).
     verify:
         Checks a record's signature against its origin (None: every record is taken as signed).
+    member_index:
+        A member's index in the swarm's bitmaps (the consortium's order; None: hashed ids,
+        ``swarm.swarm_view.hashed_index``).
     """
 
     def __init__(self, links: Neighbourhood, config: ProtocolConfig, convergence: ConvergenceTracker,
                  is_member: Callable[[str], bool] | None = None, signer: RecordSigner | None = None,
-                 verify: Verify | None = None) -> None:
+                 verify: Verify | None = None, member_index: MemberIndex | None = None) -> None:
         self.links = links
         self.config = config
         self.convergence = convergence
         self.is_member = is_member
         self.signer = signer
         self.verify = verify
+        self.index: MemberIndex = member_index or hashed_index
+        own = self.index(links.peer_id)
+        self.view = SwarmView(own if own is not None else hashed_index(links.peer_id), config.suspect_after)
         self._top: list[list] = []  # [round, member] of the highest distinct members, descending
+        self._top_records: dict[str, Progress] = {}  # the signed record behind each top member
+        self._top_sent: dict[str, frozenset[tuple[str, int]]] = {}  # per neighbour
         self.seq = 0
         self.next_heartbeat = 0.0
+        self.next_tick = float("inf")  # an early summary, when this peer learnt something
+        self._last_tick = -float("inf")
         self._seen: dict[str, int] = {}
-        self._origins: set[str] = set()  # admitted origins of flooded records (see admit)
-        self._member_round: dict[str, int] = {}
+        self._origins: set[str] = set()  # admitted origins of records (see admit)
+        self._member_round: dict[str, int] = {}  # neighbours and top members only
         self._touch_since: float | None = None  # see in_touch
         self.loss: float | None = None
         self.metric: float | None = None
@@ -82,6 +101,7 @@ class Membership:
         self.seq = max(self.seq, seq_floor, int(now * 1000))
         self._touch_since = now
         self.next_heartbeat = now + self.config.heartbeat
+        self.view.start(now)
 
     def next_seq(self) -> int:
         """A fresh sequence number for a record this peer originates."""
@@ -89,8 +109,8 @@ class Membership:
         return self.seq
 
     def admit(self, origin: str) -> bool:
-        """Whether ``origin`` may be the origin of a flooded record: this peer, an origin
-        admitted before, or a new member (``is_member``, a short id) while fewer than
+        """Whether ``origin`` may be the origin of a record: this peer, an origin admitted
+        before, or a new member (``is_member``, a short id with an index) while fewer than
         ``max_members`` origins are admitted (it is then admitted)."""
         if origin == self.links.peer_id or origin in self._origins:
             return True
@@ -98,6 +118,8 @@ class Membership:
                 or len(self._origins) >= self.config.max_members):
             return False
         if self.is_member is not None and not self.is_member(origin):
+            return False
+        if self.index(origin) is None:
             return False
         self._origins.add(origin)
         return True
@@ -123,15 +145,18 @@ class Membership:
         return seq > self._seen.get(key, 0)
 
     def flood(self, key: str, seq: int, msg: ControlMessage, sender: str) -> list[Action] | None:
-        """A flooded record arrived from ``sender``: None if seen already, else the forwards."""
+        """A flooded record (a stop decision) arrived from ``sender``: None if seen already,
+        else the forwards."""
         if not self.fresh(key, seq):
             return None
         self._seen[key] = seq
         out = forwarded(msg)
         return [SendControl(p, out) for p in self.links.peers if p != sender] if out else []
 
+    # ------------------------------------------------------------ sending
     def record(self, round_: int, now: float) -> list[Action]:
-        """This peer's progress record at ``round_`` to every neighbour; resets the heartbeat."""
+        """This peer's progress record at ``round_`` to every neighbour, then a gossip tick
+        (``tick``); resets the heartbeat."""
         seq = self.next_seq()
         self.next_heartbeat = now + self.config.heartbeat
         vote = self.convergence.votes.get(self.links.peer_id)
@@ -139,38 +164,104 @@ class Membership:
         msg = self.sign(Progress(
             self.links.peer_id, seq, round_,
             finite_or_none(self.loss), finite_or_none(self.metric), None if distance is None else max(0.0, distance),
-            bool(vote.converged) if vote else False, self.convergence.streak, self.config.progress_ttl,
+            bool(vote.converged) if vote else False, self.convergence.streak, 0,
         ))
-        return [SendControl(p, msg) for p in self.links.peers]
+        return [SendControl(p, msg) for p in self.links.peers] + self.tick(now)
 
+    def tick(self, now: float) -> list[Action]:
+        """To each neighbour: this peer's summary, the signed votes it lacks (at most
+        ``MAX_PUSHES``) and the top records it has not had from this peer."""
+        self.next_tick = float("inf")
+        self._last_tick = now
+        summary = self.view.summary(self.links.peer_id, now, self.convergence.voted())
+        top = frozenset((m, r.seq) for m, r in self._top_records.items())
+        own = self._bit(self.links.peer_id)
+        actions: list[Action] = []
+        for peer in self.links.peers:
+            actions.append(SendControl(peer, summary))
+            for record in self.view.pushes(peer, own | self._bit(peer)):
+                actions.append(SendControl(peer, record))
+            if self._top_sent.get(peer) != top:
+                self._top_sent[peer] = top
+                actions += [SendControl(peer, r) for m, r in sorted(self._top_records.items())
+                            if m != peer]
+        return actions
+
+    def _learnt(self, now: float) -> None:
+        """Something new for the neighbours: tick early, but at most every quarter heartbeat."""
+        self.next_tick = min(self.next_tick, max(now, self._last_tick + self.config.heartbeat / 4))
+
+    def _bit(self, member: str) -> int:
+        index = self.index(member)
+        return 0 if index is None else 1 << index
+
+    # ------------------------------------------------------------ receiving
     def on_progress(self, sender: str, msg: Progress, now: float) -> list[Action] | None:
         """A progress record arrived: None if it is this peer's own or a duplicate, else the
-        forwards (after recording the origin's round and vote)."""
+        rejections or pushes. A new authentic record is a sign of life of its origin; it is kept
+        if it is a vote (``SwarmView.take``) or a top round, and a new top round is pushed on."""
         if msg.origin == self.links.peer_id or not self.fresh(msg.origin, msg.seq):
+            return None
+        index = self.index(msg.origin)
+        if index is None:
             return None
         forged = self.authentic(msg, msg.round)
         if forged is not None:
             return [forged]
-        out = self.flood(msg.origin, msg.seq, msg, sender)
-        if out is None:
-            return None
-        self.saw_round(msg.origin, msg.round)
-        self.convergence.record_vote(msg.origin, msg.round, msg.converged, msg.streak, now)
+        self._seen[msg.origin] = msg.seq
+        changed = self.view.take(index, msg)
+        # a new signed record is a sign of life (one pushed on may be older: it can only keep
+        # its origin looking alive a little longer, which delays a stop, never hastens it)
+        self.view.heard(index, now)
+        if msg.origin == sender:
+            self.convergence.record_vote(msg.origin, msg.round, msg.converged, msg.streak, now)
+        elif msg.converged:
+            self.convergence.converged_once.add(msg.origin)
+        out: list[Action] = []
+        if self._mark_round(msg.origin, msg.round, msg):
+            # a new top round: push it on at once (a straggler's catch-up waits for it); the
+            # top changes about ``corroboration`` times a round, so this stays O(degree)
+            out = [SendControl(p, msg) for p in self.links.peers if p not in (sender, msg.origin)]
+            for peer in self.links.peers:
+                self._top_sent.pop(peer, None)
+            changed = True
+        if changed:
+            self._learnt(now)
         return out
 
-    def saw_round(self, member: str, round_: int) -> None:
-        """``member`` has reached ``round_`` (rounds only go up)."""
-        self._member_round[member] = max(self._member_round.get(member, -1), round_)
-        top = self._top
-        for entry in top:
-            if entry[1] == member:
-                entry[0] = max(entry[0], round_)
-                break
-        else:
-            top.append([round_, member])
-        top.sort(reverse=True)
-        del top[self.config.corroboration:]
+    def on_summary(self, sender: str, msg: Summary, now: float) -> list[Action]:
+        """A neighbour's summary (``sender`` checked by the caller): merge it."""
+        if self.view.merge(sender, msg, now):
+            self._learnt(now)
+        return []
 
+    def saw_round(self, member: str, round_: int) -> None:
+        """``member`` (a neighbour, over its link) has reached ``round_`` (rounds only go up)."""
+        self._mark_round(member, round_, None)
+
+    def _mark_round(self, member: str, round_: int, record: Progress | None) -> bool:
+        """Note ``member`` at ``round_`` (with its signed ``record``, if it came as one); True
+        if the top records changed (they are then pushed to the neighbours)."""
+        if member in self.links.peers:
+            self._member_round[member] = max(self._member_round.get(member, -1), round_)
+        top = self._top
+        entry = next((e for e in top if e[1] == member), None)
+        if entry is None:
+            top.append([round_, member])
+        elif round_ > entry[0]:
+            entry[0] = round_
+        top.sort(reverse=True)
+        for _, gone in top[self.config.corroboration:]:
+            self._top_records.pop(gone, None)
+        del top[self.config.corroboration:]
+        kept = next((r for r, m in top if m == member), None)
+        held = self._top_records.get(member)
+        if record is not None and kept == record.round and (held is None or held.round < record.round):
+            self._top_records[member] = record
+            return True
+        return False
+
+    # ------------------------------------------------------------ what this peer knows
     def supported_round(self, own_round: int) -> int:
         """The highest round that ``corroboration`` distinct members, this peer (at
         ``own_round``) included, have reached; -1 if fewer members are known."""
@@ -178,31 +269,56 @@ class Membership:
         k = self.config.corroboration
         return rounds[k - 1] if len(rounds) >= k else -1
 
+    def highest_round(self, own_round: int) -> int:
+        """The highest round known of any member (this peer at ``own_round`` included)."""
+        return max([own_round, *(r for r, _ in self._top), *self._member_round.values()])
+
     def member_round(self, member: str, default: int) -> int:
-        """The highest round known of ``member`` (``default`` if none)."""
-        return self._member_round.get(member, default)
+        """The highest round known of ``member``, a neighbour or a member of the top rounds
+        (``default`` if none)."""
+        known = self._member_round.get(member)
+        if known is None:
+            known = next((r for r, m in self._top if m == member), None)
+        return default if known is None else known
 
     def known(self) -> set[str]:
-        """Every other member heard of through progress records or announcements."""
-        return set(self._member_round)
+        """Other members this peer holds something of: neighbours heard from, the members of
+        the top rounds and those whose signed votes it holds (bounded by ``max_members``)."""
+        members = {m for m in self._member_round if m != self.links.peer_id}
+        members.update(m for _, m in self._top if m != self.links.peer_id)
+        members.update(r.origin for r in self.view.records.values())
+        return members
 
-    def alive(self, now: float) -> set[str]:
-        """Members (other than this peer) whose progress records are recent."""
-        alive = set()
-        for member in self._member_round:
-            vote = self.convergence.votes.get(member)
-            if vote is not None and now - vote.seen_at <= self.config.suspect_after:
-                alive.add(member)
-        return alive
+    def alive(self, now: float) -> int:
+        """The members (other than this peer) alive in the current or previous epoch, as a
+        bitmap by member index (``swarm.swarm_view``)."""
+        return self.view.alive(now)
+
+    def alive_count(self, now: float) -> int:
+        """How many other members are alive (see ``alive``)."""
+        return self.alive(now).bit_count()
+
+    def is_alive(self, member: str, now: float) -> bool:
+        """Whether ``member`` is alive (see ``alive``)."""
+        return bool(self.alive(now) & self._bit(member))
+
+    def all_converged(self, now: float) -> bool:
+        """Whether this peer and every live member have voted converged, each by a signed
+        record this peer holds."""
+        return self.convergence.voted() and not (self.alive(now) & ~self.view.voted)
+
+    def converged_once(self, now: float) -> int:
+        """How many live members (this peer included) have voted converged at least once."""
+        own = self.links.peer_id in self.convergence.converged_once
+        return (self.alive(now) & self.view.once).bit_count() + own
 
     def in_touch(self, now: float) -> bool:
         """Whether this peer may speak for the swarm: not cut off from its neighbours, and not
-        for ``suspect_after`` since it was (or since it started), so that a record from every
-        live member has reached it. Just back, it knows only the few members heard so far."""
+        for ``suspect_after`` since it was (or since it started), so that the aggregates of
+        every live member have reached it. Just back, it knows only the few members heard so far."""
         if self.links.cut_off(now):
             self._touch_since = None
             return False
         if self._touch_since is None:
             self._touch_since = now
         return now - self._touch_since >= self.config.suspect_after
-

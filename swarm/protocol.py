@@ -18,8 +18,11 @@ time learnt from earlier fetches (doubling per retry); a peer missing an announc
 repeats its own to the silent neighbour with backoff, and a peer hearing an announcement
 of a phase it has reached answers with its own (or its skip). A phase that times out on
 most neighbours lets their late announcements teach the deadline, which would otherwise
-only learn from models that arrived in time. Progress records are flooded to
-the whole swarm; the stop decision is taken and spread as in ``swarm.convergence``.
+only learn from models that arrived in time. Progress records go to neighbours only; what
+the stop rule needs from the whole swarm travels as aggregates merged along gossip edges
+(``swarm.membership``, ``swarm.swarm_view``), so a peer's control traffic per heartbeat is
+O(degree) whatever the swarm's size; the stop decision is taken and spread as in
+``swarm.stop_agreement``.
 
 A peer never runs on alone while a neighbour may still come: when nobody can deliver a
 phase (every neighbour suspected or more than a round behind, none skipping it), it holds
@@ -47,7 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from gossip.control import Announce, ControlMessage, Progress, Skip, StopDecision, forwarded
+from gossip.control import Announce, ControlMessage, Progress, Skip, StopDecision, Summary, forwarded
 from gossip.signing import RecordSigner
 from swarm.answers import Answers
 from swarm.catch_up import CatchUp, skipped_phases
@@ -63,6 +66,7 @@ from swarm.protocol_types import (
 )
 from swarm.round_counter import AdaptiveDeadline, DeadlineConfig, Liveness, Phase, retry_config
 from swarm.stop_agreement import StopAgreement
+from swarm.swarm_view import MemberIndex
 
 __all__ = [
     "Action", "Adopt", "Announce", "Checkpoint", "ConfigError", "ControlIn", "ControlMessage",
@@ -94,13 +98,17 @@ class PeerProtocol:
     schedule:
         The neighbours to exchange with in each phase, for a time-varying graph
         (``swarm.schedule``); None: all of them.
+    member_index:
+        A member's index in the swarm's bitmaps: its position in the consortium (None:
+        hashed ids, for an open swarm; see ``swarm.swarm_view``).
     """
 
     def __init__(self, peer_id: str, neighbours: list[str], config: ProtocolConfig,
                  start_round: int = 0, deadline_history: list[float] | None = None,
                  is_member: Callable[[str], bool] | None = None, signer: RecordSigner | None = None,
                  verify: Verify | None = None,
-                 schedule: Callable[[Phase], frozenset[str]] | None = None) -> None:
+                 schedule: Callable[[Phase], frozenset[str]] | None = None,
+                 member_index: MemberIndex | None = None) -> None:
         self.peer_id = peer_id
         self.config = config
         #: largest announced model fetched (None: not known yet); see ``limit_model_bytes``
@@ -111,7 +119,8 @@ class PeerProtocol:
         self.stats = ProtocolStats()
         self.links = Neighbourhood(peer_id, neighbours, config.suspect_after)
         self.liveness = self.links.liveness
-        self.membership = Membership(self.links, config, self.convergence, is_member, signer, verify)
+        self.membership = Membership(self.links, config, self.convergence, is_member, signer, verify,
+                                     member_index)
         self.answers = Answers(self.deadline, self.transfer)
         self.exchange = PhaseExchange(self.links, self.membership, self.answers,
                                       Hold(config.isolation_wait, self.stats), config, self.stats,
@@ -197,7 +206,7 @@ class PeerProtocol:
         """When the driver must deliver ``TimerFired`` next (None: nothing scheduled)."""
         if self.exited:
             return None
-        times = [self.membership.next_heartbeat, *self.exchange.timers()]
+        times = [self.membership.next_heartbeat, self.membership.next_tick, *self.exchange.timers()]
         if self.stop.exit_at is not None:
             times.append(self.stop.exit_at)
         if self.catch_up.timer < math.inf:
@@ -213,8 +222,9 @@ class PeerProtocol:
         return self.links.suspected(now)
 
     def alive_members(self, now: float) -> set[str]:
-        """Swarm members (other than this peer) whose progress records are recent."""
-        return self.membership.alive(now)
+        """The members (other than this peer) this peer holds something of and knows alive
+        (``Membership.alive`` counts the others too, by index; this is for status and tests)."""
+        return {m for m in self.membership.known() if self.membership.is_alive(m, now)}
 
     def limit_model_bytes(self, limit: int) -> None:
         """Refuse announcements of models larger than ``limit`` bytes from now on (the
@@ -312,6 +322,11 @@ class PeerProtocol:
                 return [Reject(sender, msg.round, "oversized-announcement",
                                f"announced {msg.size} bytes, limit {limit}")]
             return self._on_announce(sender, msg, now)
+        if isinstance(msg, Summary):
+            if msg.sender != sender:
+                self.stats.bad_control += 1
+                return []
+            return self.membership.on_summary(sender, msg, now)
         if isinstance(msg, (Progress, StopDecision)) and not self.membership.admit(msg.origin):
             self.stats.bad_control += 1
             return []
@@ -321,6 +336,8 @@ class PeerProtocol:
             forwards = self.membership.on_progress(sender, msg, now)
             if forwards is None:
                 return out
+            if any(isinstance(a, Reject) for a in forwards):  # a bad signature: nothing changed
+                return out + forwards
             settled = self._settle(now) if self.stop.proposals else []
             # a round newly corroborated may let a buffered far-ahead announcement start a catch-up
             more = self._check_catch_up(now) if self.membership.supported_round(self.round) > supported else []
@@ -387,6 +404,8 @@ class PeerProtocol:
             actions += self._settle(now)
             actions += self.stop.maybe_decide(self.round, now)
             actions += self.stop.repeat()
+        elif now >= self.membership.next_tick:
+            actions += self.membership.tick(now)
         for expired in self.exchange.expired_fetches(now):
             actions += self._on_fetch(expired, now)
         timed_out = self.catch_up.timed_out(now)

@@ -1,11 +1,12 @@
 """Stop agreement and exit: when the swarm is done, and when a stopped peer may leave.
 
-A peer in touch with the swarm decides to stop once every live member voted converged and
-floods a signed ``StopDecision``; every peer adopts the highest proposal, and a peer that
+A peer in touch with the swarm decides to stop once every live member voted converged (by a
+signed record it holds; liveness and votes reach it as aggregates, ``swarm.swarm_view``) and
+floods a signed ``StopDecision`` (rare: the one record still flooded); every peer adopts the highest proposal, and a peer that
 already completed the proposed round counter-proposes its own, so all still stop together.
 
 A decision is one member's word, so a receiver acts on it only when its own view, built from
-signed progress records, corroborates it: a strict majority of the live members it knows has
+signed progress records (the votes it holds), corroborates it: a strict majority of the live members it knows has
 voted converged at least once, and at least ``corroboration`` members have (this peer
 included). Until then
 the decision waits (the latest per origin, so at most one per member) and is looked at again
@@ -121,13 +122,15 @@ class StopAgreement:
             return []
         if not self.convergence.voted():
             return []  # cheap first: the look at every member below runs only once this peer votes
-        alive = self.membership.alive(now)
-        if (self.links.peers and not alive) or not self.convergence.all_converged(alive):
-            return []  # no recent record from anyone: not in touch either
-        reason = f"converged: {len(alive) + 1} live members voted converged"
+        alive = self.membership.alive_count(now)
+        if (self.links.peers and not alive) or not self.membership.all_converged(now):
+            return []  # no live member heard of: not in touch either
+        reason = f"converged: {alive + 1} live members voted converged"
         # a round only one member claims does not push the stop round out
         supported = self.membership.supported_round(round_) + self.config.convergence.stop_margin
-        return self._propose(max(min(self.convergence.stop_round(alive), supported), round_), reason, reason[:200])
+        highest = min(self.membership.highest_round(round_) + self.config.convergence.stop_margin,
+                      self.last_round)
+        return self._propose(max(min(highest, supported), round_), reason, reason[:200])
 
     def corroborated(self, now: float) -> bool:
         """Whether this peer's own signed view backs a stop: a strict majority of the live
@@ -135,10 +138,9 @@ class StopAgreement:
         ``corroboration`` members have. Not all of them: a member that came back just now
         and has not voted yet must not keep the others from following a decision taken
         before it was heard."""
-        once = self.convergence.converged_once
-        alive = self.membership.alive(now)
-        voters = sum(1 for m in alive if m in once) + (self.links.peer_id in once)
-        return voters >= self.config.corroboration and 2 * voters > len(alive) + 1
+        voters = self.membership.converged_once(now)
+        alive = self.membership.alive_count(now)
+        return voters >= self.config.corroboration and 2 * voters > alive + 1
 
     def on_decision(self, sender: str, msg: StopDecision, round_: int,
                     now: float) -> tuple[list[Action], int | None]:

@@ -263,7 +263,8 @@ class VirtualSwarm:
         peer.timer_at = None
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
         protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state,
-                                     is_member=self.index.__contains__, signer=self.signers[peer.id],
+                                     is_member=self.index.__contains__, member_index=self.index.get,
+                                     signer=self.signers[peer.id],
                                      verify=self.verifier,
                                      schedule=None if self.schedule is None else partial(self.schedule.partners, peer.id))
         make = PeerExecutor if not isinstance(peer.node, HostileNode) else partial(

@@ -1,11 +1,13 @@
-"""Unit tests of ``Membership``: flooded progress records, dedup by (origin, seq), members'
-rounds, who is alive and whether this peer is in touch."""
+"""Unit tests of ``Membership``: progress records to neighbours, aggregates (summaries, pushed
+votes and top rounds), dedup by (origin, seq), members' rounds, who is alive and whether this
+peer is in touch."""
 
 from __future__ import annotations
 
 import math
 
-from gossip.control import Progress, StopDecision
+from gossip.bitset import pack_bits
+from gossip.control import Progress, StopDecision, Summary
 from swarm.convergence import ConvergenceConfig, ConvergenceTracker
 from swarm.membership import Membership
 from swarm.neighbourhood import Neighbourhood
@@ -36,16 +38,19 @@ def test_own_record_goes_to_every_neighbour_and_resets_the_heartbeat():
     part = membership()
     part.loss, part.distance = math.nan, -1.0
     actions = part.record(4, 5.0)
-    assert [a.peer for a in actions] == ["b", "c"]
-    msg = actions[0].msg
-    assert (msg.origin, msg.seq, msg.round, msg.loss, msg.distance, msg.ttl) == ("a", 1, 4, None, 0.0, 4)
+    records = [a for a in actions if isinstance(a.msg, Progress)]
+    assert [a.peer for a in records] == ["b", "c"]
+    msg = records[0].msg
+    # never flooded: ttl 0
+    assert (msg.origin, msg.seq, msg.round, msg.loss, msg.distance, msg.ttl) == ("a", 1, 4, None, 0.0, 0)
+    assert [a.peer for a in actions if isinstance(a.msg, Summary)] == ["b", "c"]
     assert part.next_heartbeat == 7.0
 
 
-def test_a_new_record_is_forwarded_to_the_other_neighbours_and_a_duplicate_is_dropped():
+def test_a_new_top_round_is_pushed_to_the_other_neighbours_and_a_duplicate_is_dropped():
     part = membership()
     fwd = part.on_progress("b", record("x", 5, round_=3), 1.0)
-    assert fwd is not None and [(a.peer, a.msg.ttl) for a in fwd] == [("c", 3)]
+    assert fwd is not None and [(a.peer, a.msg.ttl) for a in fwd] == [("c", 4)]  # ttl untouched
     assert part.on_progress("c", record("x", 5, round_=3), 1.1) is None
     assert part.on_progress("c", record("x", 4, round_=9), 1.1) is None  # older seq
     assert part.member_round("x", -1) == 3 and part.known() == {"x"}
@@ -57,10 +62,36 @@ def test_own_records_coming_back_are_ignored():
     assert part.known() == set()
 
 
-def test_a_record_whose_ttl_ran_out_is_recorded_but_not_forwarded():
+def test_a_record_below_the_top_rounds_is_recorded_but_not_passed_on():
     part = membership()
-    assert part.on_progress("b", record("x", 1, round_=2, ttl=0), 1.0) == []
-    assert part.member_round("x", -1) == 2
+    part.on_progress("b", record("x", 1, round_=5), 1.0)
+    part.on_progress("b", record("y", 1, round_=5), 1.0)
+    assert part.on_progress("b", record("b", 1, round_=2, ttl=0), 1.0) == []
+    assert part.member_round("b", -1) == 2
+
+
+def test_votes_travel_as_signed_records_the_neighbour_lacks():
+    part = membership()
+    voted = record("x", 1, round_=2)
+    voted = Progress(*[getattr(voted, f) for f in ("origin", "seq", "round", "loss", "metric", "distance")],
+                     True, 3, 0)
+    part.on_progress("b", voted, 1.0)
+    part.tick(1.05)  # x's record also holds a top round: that goes to both, once
+    # c says it holds no vote: x's signed record goes to c (and not back to b, which sent it)
+    part.on_summary("c", Summary("c", 0, pack_bits(0), pack_bits(0), pack_bits(0)), 1.1)
+    part.on_summary("b", Summary("b", 0, pack_bits(0), pack_bits(0), pack_bits(1 << part.index("x"))), 1.1)
+    pushed = [(a.peer, a.msg) for a in part.tick(1.2) if isinstance(a.msg, Progress) and a.msg.converged]
+    assert pushed == [("c", voted)]
+    assert part.view.counted(part.index("x"))
+
+
+def test_a_neighbours_voted_bits_alone_count_for_nothing():
+    part = membership()
+    claimed = (1 << part.index("x")) | (1 << part.index("b"))
+    part.on_summary("b", Summary("b", 0, pack_bits(claimed), pack_bits(0), pack_bits(claimed)), 1.0)
+    assert part.alive_count(1.0) == 2  # it may keep members looking alive (a delay) ...
+    part.convergence.record_round(0, 1.0, 0.0, 1.0)
+    assert not part.all_converged(1.0)  # ... but no vote counts without its signed record
 
 
 def test_stop_decisions_flood_under_their_own_key():
@@ -78,12 +109,23 @@ def test_members_rounds_only_go_up():
     assert part.member_round("x", -1) == 5 and part.member_round("y", -1) == -1
 
 
-def test_a_member_is_alive_while_its_records_are_recent():
-    part = membership()
+def test_a_member_is_alive_for_one_to_two_epochs_after_its_last_record():
+    part = membership()  # epochs of suspect_after (10 s) from 0
     part.on_progress("b", record("x", 1), 1.0)
-    part.on_progress("b", record("y", 1), 4.0)
-    assert part.alive(11.0) == {"x", "y"}
-    assert part.alive(12.0) == {"y"}
+    part.on_progress("b", record("y", 1), 14.0)
+    bit = part.index
+    assert part.alive(19.9) == (1 << bit("x")) | (1 << bit("y"))
+    assert part.alive(20.0) == 1 << bit("y")
+    assert part.alive(30.0) == 0
+
+
+def test_a_summary_one_epoch_ahead_moves_this_peer_on_only_after_half_an_epoch():
+    part = membership()
+    ahead = Summary("b", 1, pack_bits(1 << part.index("x")), pack_bits(0), pack_bits(0))
+    part.on_summary("b", ahead, 2.0)
+    assert part.view.epoch == 0 and part.alive(2.0) == 0  # too early: ignored
+    part.on_summary("b", ahead, 6.0)
+    assert part.view.epoch == 1 and part.alive(6.0) == 1 << part.index("x")
 
 
 def test_in_touch_after_suspect_after_and_not_again_until_as_long_after_a_cut():

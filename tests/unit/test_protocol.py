@@ -488,10 +488,12 @@ def test_a_cut_off_peer_does_not_decide_for_the_swarm():
     assert proto.convergence.voted() and proto.stop_round is None
 
     # then both go silent: no one left to wait for, but it is cut off, not the whole swarm
-    actions = proto.handle(TimerFired(), now + 10.5)
-    actions += proto.handle(TimerFired(), now + 12.5)
+    # (a member stops counting as alive one to two liveness epochs of suspect_after after
+    # its last sign of life: swarm.swarm_view)
+    actions = proto.handle(TimerFired(), now + 20.5)
+    actions += proto.handle(TimerFired(), now + 22.5)
 
-    assert proto.alive_members(now + 12.5) == set()
+    assert proto.alive_members(now + 22.5) == set()
     assert not sent(actions, StopDecision) and proto.stop_round is None
 
 
@@ -615,12 +617,23 @@ def test_catch_up_never_takes_the_peer_past_the_last_round():
 
 
 # ---------------------------------------------------------------- progress flooding
-def test_new_progress_is_forwarded_to_the_other_neighbours_with_one_less_ttl():
+def test_a_record_of_a_new_top_round_is_pushed_on_unchanged_to_the_other_neighbours():
     proto = started()
 
     actions = proto.handle(progress("x", 1, ttl=5, via="b"), 0.1)
 
-    assert actions == [SendControl("c", Progress("x", 1, 0, 0.5, 0.5, 0.01, False, 0, 4))]
+    # not flooded (ttl untouched): pushed once because x now holds one of the top rounds
+    assert actions == [SendControl("c", Progress("x", 1, 0, 0.5, 0.5, 0.01, False, 0, 5))]
+
+
+def test_a_record_that_changes_no_aggregate_is_not_passed_on():
+    proto = started()
+    proto.handle(progress("x", 1, round_=5, via="b"), 0.1)
+    proto.handle(progress("y", 1, round_=5, via="b"), 0.1)  # the top two rounds: x and y
+
+    actions = proto.handle(progress("z", 1, round_=2, via="b"), 0.2)
+
+    assert actions == []
 
 
 def test_replayed_progress_is_not_forwarded_again():
@@ -634,22 +647,22 @@ def test_replayed_progress_is_not_forwarded_again():
 
 def test_progress_with_a_lower_seq_is_not_forwarded():
     proto = started()
-    proto.handle(progress("x", 2, round_=3), 0.1)
+    proto.handle(progress("x", 2, round_=3, via="b"), 0.1)
 
     actions = proto.handle(progress("x", 1, round_=1), 0.2)
 
     assert actions == []
-    assert proto.convergence.votes["x"].round == 3
+    assert proto.membership.member_round("x", -1) == 3
 
 
-def test_progress_with_ttl_zero_is_recorded_but_not_forwarded():
+def test_a_neighbours_own_record_is_its_vote_and_a_sign_of_life():
     proto = started()
 
-    actions = proto.handle(progress("y", 1, round_=4, ttl=0), 0.1)
+    actions = proto.handle(progress("b", 1, round_=4, ttl=0, via="b"), 0.1)
 
-    assert actions == []
-    assert proto.convergence.votes["y"].round == 4
-    assert "y" in proto.alive_members(0.1)
+    assert [a.peer for a in actions if isinstance(a, SendControl)] == ["c"]  # a new top round
+    assert proto.convergence.votes["b"].round == 4
+    assert "b" in proto.alive_members(0.1)
 
 
 def test_heartbeat_timer_sends_a_progress_record_to_every_neighbour():
@@ -903,13 +916,13 @@ def test_alive_member_not_yet_converged_blocks_the_stop_decision():
     assert sorted(a.peer for a in sent(late, StopDecision)) == ["b", "c"]
 
 
-def test_member_silent_longer_than_suspect_after_is_not_waited_for():
+def test_member_silent_for_two_liveness_epochs_is_not_waited_for():
     proto = started()
     proto.handle(progress("x", 1, converged=False, via="b"), 0.05)  # x never says more
     now = 0.1
     for round_ in range(2):
         _, now = run_round(proto, round_, now, **STEADY)
-    now = 10.6
+    now = 2 * BASE.suspect_after + 0.6  # x stops counting within two epochs of suspect_after
     proto.handle(progress("b", 1, round_=2, converged=True, via="b"), now)
     proto.handle(progress("c", 1, round_=2, converged=True, via="c"), now)
 
