@@ -6,7 +6,7 @@ neighbours every heartbeat and after each round; records are deduplicated by
 ``(origin, seq)`` and never forwarded on receipt. What the stop rule needs from the whole
 swarm travels as aggregates merged along gossip edges (``swarm.swarm_view``): a
 :class:`~gossip.control.Summary` of member bitmaps to each neighbour each heartbeat (and
-early, at most every quarter heartbeat, when this peer learnt something), plus the signed
+early, at most every half heartbeat, when this peer learnt something), plus the signed
 records a neighbour lacks: the votes (anti-entropy on the ``voted`` bitmap) and the records
 of the ``corroboration`` highest rounds. So per heartbeat a peer sends O(degree) messages
 of bounded size, whatever the swarm's size. Stop decisions (rare) are still flooded
@@ -83,7 +83,6 @@ class Membership:
         self.view = SwarmView(own if own is not None else hashed_index(links.peer_id), config.suspect_after)
         self._top: list[list] = []  # [round, member] of the highest distinct members, descending
         self._top_records: dict[str, Progress] = {}  # the signed record behind each top member
-        self._top_sent: dict[str, frozenset[tuple[str, int]]] = {}  # per neighbour
         self.seq = 0
         self.next_heartbeat = 0.0
         self.next_tick = float("inf")  # an early summary, when this peer learnt something
@@ -169,27 +168,22 @@ class Membership:
         return [SendControl(p, msg) for p in self.links.peers] + self.tick(now)
 
     def tick(self, now: float) -> list[Action]:
-        """To each neighbour: this peer's summary, the signed votes it lacks (at most
-        ``MAX_PUSHES``) and the top records it has not had from this peer."""
+        """To each neighbour: this peer's summary and the signed votes it lacks (at most
+        ``MAX_PUSHES``). Top records are pushed when they change (``on_progress``)."""
         self.next_tick = float("inf")
         self._last_tick = now
         summary = self.view.summary(self.links.peer_id, now, self.convergence.voted())
-        top = frozenset((m, r.seq) for m, r in self._top_records.items())
         own = self._bit(self.links.peer_id)
         actions: list[Action] = []
         for peer in self.links.peers:
             actions.append(SendControl(peer, summary))
             for record in self.view.pushes(peer, own | self._bit(peer)):
                 actions.append(SendControl(peer, record))
-            if self._top_sent.get(peer) != top:
-                self._top_sent[peer] = top
-                actions += [SendControl(peer, r) for m, r in sorted(self._top_records.items())
-                            if m != peer]
         return actions
 
     def _learnt(self, now: float) -> None:
-        """Something new for the neighbours: tick early, but at most every quarter heartbeat."""
-        self.next_tick = min(self.next_tick, max(now, self._last_tick + self.config.heartbeat / 4))
+        """Something new for the neighbours: tick early, but at most every half heartbeat."""
+        self.next_tick = min(self.next_tick, max(now, self._last_tick + self.config.heartbeat / 2))
 
     def _bit(self, member: str) -> int:
         index = self.index(member)
@@ -222,8 +216,6 @@ class Membership:
             # a new top round: push it on at once (a straggler's catch-up waits for it); the
             # top changes about ``corroboration`` times a round, so this stays O(degree)
             out = [SendControl(p, msg) for p in self.links.peers if p not in (sender, msg.origin)]
-            for peer in self.links.peers:
-                self._top_sent.pop(peer, None)
             changed = True
         if changed:
             self._learnt(now)
@@ -250,7 +242,9 @@ class Membership:
             top.append([round_, member])
         elif round_ > entry[0]:
             entry[0] = round_
-        top.sort(reverse=True)
+        # by round only, stable: a member reaching a round already held by the top ones does
+        # not displace them (the top then changes about ``corroboration`` times a round)
+        top.sort(key=lambda e: -e[0])
         for _, gone in top[self.config.corroboration:]:
             self._top_records.pop(gone, None)
         del top[self.config.corroboration:]

@@ -1,0 +1,61 @@
+"""The control plane's cost per peer does not grow with the swarm (issue 11).
+
+The same 4-regular graph (constant degree) with 16 and 128 simulated peers, fake training,
+no faults: per peer and per heartbeat, the number of control messages sent and their bytes
+stay the same, and so does the largest message. Before the aggregates, progress records
+were flooded to every member, so both grew with n.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gossip.control import decode_control
+from swarm.virtual_swarm import VirtualSwarm
+from swarm.topology import build_topology
+from tests.fakes import FakeTrainer, fake_federation
+from tests.sim.test_fault_properties import Faults, protocol
+
+ROUNDS = 8
+
+
+class CountingSwarm(VirtualSwarm):
+    """Counts every control message a peer sends, and its size, by message type."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.messages = 0
+        self.bytes = 0
+        self.largest: dict[str, int] = {}
+
+    def _send(self, peer, to, data) -> None:
+        self.messages += 1
+        self.bytes += len(data)
+        kind = type(decode_control(data)).__name__
+        self.largest[kind] = max(self.largest.get(kind, 0), len(data))
+        super()._send(peer, to, data)
+
+
+def cost(n: int) -> tuple[float, float, dict[str, int]]:
+    """Messages and bytes per peer per heartbeat, and the largest message of each type."""
+    graph = build_topology("kregular", n, seed=1, degree=4)
+    trainer = FakeTrainer(n, 1)
+    config = dataclasses.replace(protocol(1, ROUNDS), convergence=dataclasses.replace(
+        protocol(1, ROUNDS).convergence, min_rounds=ROUNDS + 1))  # no early stop: same rounds
+    swarm = CountingSwarm(trainer, fake_federation(n, 1), graph, trainer.initial_weights(1), config, Faults(),
+                          seed=1, train_seed=lambda site, r: site * 1009 + r)
+    runs = swarm.run()
+    assert all(r.last_round == ROUNDS - 1 for r in runs)
+    heartbeats = swarm.now / config.heartbeat
+    return swarm.messages / n / heartbeats, swarm.bytes / n / heartbeats, swarm.largest
+
+
+def test_control_messages_per_peer_per_heartbeat_do_not_grow_with_the_swarm():
+    small_msgs, small_bytes, small_largest = cost(16)
+    big_msgs, big_bytes, big_largest = cost(128)
+
+    assert big_msgs <= 1.25 * small_msgs, (small_msgs, big_msgs)
+    assert big_bytes <= 1.25 * small_bytes, (small_bytes, big_bytes)
+    # bounded size: a summary's bitmaps grow by n/8 bytes at most before compression
+    for kind, size in big_largest.items():
+        assert size <= small_largest[kind] + 64, (kind, small_largest[kind], size)
