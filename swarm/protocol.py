@@ -331,6 +331,9 @@ class PeerProtocol:
             self.stats.bad_control += 1
             return []
         if isinstance(msg, Progress):
+            if msg.round >= self.config.round_limit:  # no member gets there: a lie to push on
+                self.stats.bad_control += 1
+                return []
             out = self.stop.repoint(sender, msg)
             supported = self.membership.supported_round(self.round)
             forwards = self.membership.on_progress(sender, msg, now)

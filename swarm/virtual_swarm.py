@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -147,6 +147,8 @@ class VirtualSwarm:
         time_varying: bool = False,
     ) -> None:
         faults.validate_for(len(federation.sites))
+        if protocol.max_members < len(federation.sites):  # every simulated peer is a member
+            protocol = replace(protocol, max_members=len(federation.sites))
         self.trainer, self.federation, self.topology = trainer, federation, topology
         self.initial = dict(initial)
         self.protocol, self.faults = protocol, faults
