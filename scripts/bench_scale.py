@@ -102,6 +102,18 @@ def run_one(peers: int, rounds: int, seed: int) -> dict:
     }
 
 
+def with_parts(result: dict) -> dict:
+    """``result`` with the swarm's wall time split into its parts (the rest is the protocol,
+    control plane and event loop: wall minus the timed work) and the dominant one."""
+    if "error" in result:
+        return result
+    t = result["swarm_timings"]
+    parts = {"training": t["train_s"], "codec": t["codec_s"], "averaging": t["averaging_s"],
+             "evaluation": t["eval_s"]}
+    parts["protocol and event loop (the rest)"] = result["swarm_wall_s"] - sum(parts.values())
+    return {**result, "swarm_parts_s": parts, "dominant": max(parts, key=lambda k: parts[k])}
+
+
 def spawn(peers: int, rounds: int, seed: int, code: Path, timeout: float) -> dict:
     """Run one size in a subprocess importing the code under ``code``; its figures or the error."""
     env = {**os.environ, "PYTHONPATH": str(code)}
@@ -115,7 +127,7 @@ def spawn(peers: int, rounds: int, seed: int, code: Path, timeout: float) -> dic
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {"peers": peers, "rounds": rounds, "error": tail, "wall_s": time.perf_counter() - start}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return with_parts(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -127,7 +139,14 @@ def plot(results: list[dict], path: Path) -> None:
 
     ok = [r for r in results if "error" not in r]
     n = [r["peers"] for r in ok]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    bottom = [0.0] * len(ok)
+    for part in (ok[0]["swarm_parts_s"] if ok else {}):
+        values = [r["swarm_parts_s"][part] / r["rounds"] for r in ok]
+        axes[3].bar([str(p) for p in n], values, bottom=bottom, label=part)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    axes[3].set(xlabel="peers", ylabel="wall s per round", title="swarm round, by part")
+    axes[3].legend(fontsize=7)
     axes[0].plot(n, [r["swarm_wall_per_round_s"] for r in ok], "o-", label="swarm")
     axes[0].plot(n, [r["fedavg_wall_per_round_s"] for r in ok], "s-", label="FedAvg")
     axes[0].set(xscale="log", yscale="log", xlabel="peers", ylabel="wall s per round", title="wall per round")
@@ -173,6 +192,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per size")
     parser.add_argument("--tag", default="", help="suffix of the output files")
     parser.add_argument("--out", type=Path, default=HERE.parent / "results")
+    parser.add_argument("--include", type=Path, action="append", default=[],
+                        help="a report of an earlier run whose sizes join this one's (repeatable)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
@@ -195,6 +216,13 @@ def main() -> int:
             results.append(result)
             console.print(json.dumps(result))
             progress.advance(task)
+    for path in args.include:
+        try:
+            earlier = json.loads(path.read_text())["results"]
+        except (OSError, ValueError, KeyError) as err:
+            parser.error(f"--include {path}: {err}")
+        results += [with_parts(r) for r in earlier if r["peers"] not in {x["peers"] for x in results}]
+    results.sort(key=lambda r: r["peers"])
     commit = subprocess.run(["git", "-C", str(args.code), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     report = {

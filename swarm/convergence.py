@@ -4,10 +4,10 @@ A peer votes *converged* when its validation loss has plateaued, i.e. its smooth
 has not improved on its best by more than ``metric_tol`` for ``window`` rounds (early
 stopping with patience, robust to the round-to-round noise of small local validation
 sets), and its distance to its neighbours' average stayed at most ``distance_tol``
-(relative to its weights' norm) over those rounds. The swarm stops when a peer has
-seen converged votes from every member it believes alive; that peer picks a stop round
-a few rounds ahead of every round it knows of and floods it, so all peers stop at the
-same round. ``max_rounds`` is the fallback.
+(relative to its weights' norm) over those rounds. The swarm stops when a peer holds
+signed converged votes from every member it knows alive (``swarm.swarm_view``); that peer
+picks a stop round a few rounds ahead of every round it knows of and floods it, so all
+peers stop at the same round (``swarm.stop_agreement``). ``max_rounds`` is the fallback.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class Vote:
 
 
 class ConvergenceTracker:
-    """This peer's own vote, and the latest vote of every member it has heard of."""
+    """This peer's own vote and its neighbours' latest (the swarm's votes are held as signed
+    records and bitmaps by ``swarm.swarm_view``)."""
 
     def __init__(self, config: ConvergenceConfig, self_id: str) -> None:
         self.config = config
@@ -111,26 +112,10 @@ class ConvergenceTracker:
             if converged:
                 self.converged_once.add(origin)
 
-    def forget(self, origin: str) -> None:
-        """Drop a member's vote (used when nothing is known of it any more)."""
-        self.votes.pop(origin, None)
-
     def voted(self) -> bool:
         """This peer's own latest vote (False before its first completed round)."""
         own = self.votes.get(self.self_id)
         return own is not None and own.converged
-
-    def all_converged(self, alive: set[str]) -> bool:
-        """True when this peer and every alive member it knows have voted converged."""
-        own = self.votes.get(self.self_id)
-        if own is None or not own.converged:
-            return False
-        return all(self.votes.get(m) is not None and self.votes[m].converged for m in alive)
-
-    def stop_round(self, alive: set[str]) -> int:
-        """A round far enough ahead of every known round that no alive peer has passed it."""
-        known = [v.round for m, v in self.votes.items() if m in alive or m == self.self_id]
-        return min(max(known, default=0) + self.config.stop_margin, self.config.max_rounds - 1)
 
     def history(self) -> dict:
         """What a checkpoint keeps of the tracker."""

@@ -81,6 +81,7 @@ class _Peer:
     timer_at: float | None = None
     checkpoint: PeerState | None = None
     local: Metrics | None = None  # the latest local test figures (for the metrics rows)
+    round_seen: int = -1  # the round last pushed on the swarm's max-heap
     run: PeerRun = field(default_factory=lambda: PeerRun(-1))
 
     @property
@@ -189,6 +190,7 @@ class VirtualSwarm:
         self._seq = itertools.count()
         self._running = 0  # live peers that have not exited: the run ends when none is left
         self._rounds: list[tuple[int, int, int]] = []  # (done rounds, peer, incarnation): lazy min-heap
+        self._highest: list[tuple[int, int, int]] = []  # (-current round, peer, incarnation): lazy max-heap
         self.rows: list[dict] = []
         self.events = 0
         self.control_dropped = 0
@@ -242,11 +244,32 @@ class VirtualSwarm:
     def _track_round(self, peer: _Peer) -> None:
         heapq.heappush(self._rounds, (peer.run.last_round + 1, peer.index, peer.incarnation))
 
+    def _track_highest(self, peer: _Peer) -> None:
+        """After a batch of a peer's actions: note its round if it moved (for ``_swarm_round``)."""
+        proto = peer.proto
+        if proto is not None and proto.round != peer.round_seen:
+            peer.round_seen = proto.round
+            heapq.heappush(self._highest, (-proto.round, peer.index, peer.incarnation))
+
     def _swarm_round(self) -> int:
-        """The highest round of a live peer that is not cut off (a cut-off peer's rounds are its own)."""
-        rounds = [p.proto.round for p in self.peers
-                  if p.alive and p.proto is not None and p.index not in self.cut_now]
-        return max(rounds) if rounds else 0
+        """The highest round of a live peer that is not cut off (a cut-off peer's rounds are its
+        own), from a lazy max-heap kept as rounds complete: O(log n) amortised, not a scan."""
+        heap, cut = self._highest, []
+        best = 0
+        while heap:
+            neg, index, incarnation = heap[0]
+            peer = self.peers[index]
+            if not (peer.alive and peer.incarnation == incarnation and peer.proto is not None
+                    and peer.proto.round == -neg):
+                heapq.heappop(heap)  # stale: the peer moved on, crashed or restarted
+            elif index in self.cut_now:
+                cut.append(heapq.heappop(heap))  # not counted now, but kept for after the cut
+            else:
+                best = -neg
+                break
+        for entry in cut:
+            heapq.heappush(heap, entry)
+        return best
 
     # ---------------------------------------------------------------- life cycle
     def _start(self, peer: _Peer, fresh: bool) -> None:
@@ -263,6 +286,7 @@ class VirtualSwarm:
         self._track_round(peer)
         peer.served.clear()
         peer.timer_at = None
+        peer.round_seen = -1
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
         protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state,
                                      is_member=self.index.__contains__, member_index=self.index.get,
@@ -369,6 +393,7 @@ class VirtualSwarm:
         """Every batch of actions a peer's protocol returns passes here (tests watch it)."""
         if peer.alive and peer.exec is not None:
             peer.exec.perform(actions)
+            self._track_highest(peer)
 
     def _arm_timer(self, peer: _Peer) -> None:
         if not peer.alive or peer.exec is None:
