@@ -89,7 +89,7 @@ class Membership:
         self._last_tick = -float("inf")
         self._seen: dict[str, int] = {}
         self._origins: set[str] = set()  # admitted origins of records (see admit)
-        self._member_round: dict[str, int] = {}  # neighbours and top members only
+        self._member_round: dict[str, int] = {}  # neighbours, top and voting members
         self._touch_since: float | None = None  # see in_touch
         self.loss: float | None = None
         self.metric: float | None = None
@@ -234,8 +234,9 @@ class Membership:
     def _mark_round(self, member: str, round_: int, record: Progress | None) -> bool:
         """Note ``member`` at ``round_`` (with its signed ``record``, if it came as one); True
         if the top records changed (they are then pushed to the neighbours)."""
-        if member in self.links.peers:
-            self._member_round[member] = max(self._member_round.get(member, -1), round_)
+        # every member a record or announcement came from (admitted ones only: bounded by
+        # max_members); records of far members come only as votes or top rounds
+        self._member_round[member] = max(self._member_round.get(member, -1), round_)
         top = self._top
         entry = next((e for e in top if e[1] == member), None)
         if entry is None:
@@ -268,20 +269,14 @@ class Membership:
         return max([own_round, *(r for r, _ in self._top), *self._member_round.values()])
 
     def member_round(self, member: str, default: int) -> int:
-        """The highest round known of ``member``, a neighbour or a member of the top rounds
-        (``default`` if none)."""
-        known = self._member_round.get(member)
-        if known is None:
-            known = next((r for r, m in self._top if m == member), None)
-        return default if known is None else known
+        """The highest round known of ``member`` (``default`` if none): a neighbour's, or a
+        far member's whose record came as a vote or a top round."""
+        return self._member_round.get(member, default)
 
     def known(self) -> set[str]:
         """Other members this peer holds something of: neighbours heard from, the members of
-        the top rounds and those whose signed votes it holds (bounded by ``max_members``)."""
-        members = {m for m in self._member_round if m != self.links.peer_id}
-        members.update(m for _, m in self._top if m != self.links.peer_id)
-        members.update(r.origin for r in self.view.records.values())
-        return members
+        the top rounds and those whose signed votes came (bounded by ``max_members``)."""
+        return {m for m in self._member_round if m != self.links.peer_id}
 
     def alive(self, now: float) -> int:
         """The members (other than this peer) alive in the current or previous epoch, as a
