@@ -38,6 +38,13 @@ FEDAVG_RATIO_TARGET = 10.0
 HERE = Path(__file__).resolve().parent
 
 
+def _cpu() -> float:
+    """CPU seconds of this process so far (user + system): a figure a loaded machine's other
+    processes do not inflate, unlike the wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_one(peers: int, rounds: int, seed: int) -> dict:
     """One size in this process: the swarm arm, then FedAvg; the figures as a dict."""
     import torch
@@ -64,9 +71,9 @@ def run_one(peers: int, rounds: int, seed: int) -> dict:
     start = time.perf_counter()
     sim = Simulation(config)
     setup_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     swarm_res = sim.run_swarm()
-    swarm_s = time.perf_counter() - start
+    swarm_s, swarm_cpu = time.perf_counter() - start, _cpu() - cpu
     swarm = captured[0]
     rss_swarm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     control = sum(p.traffic.control_bytes for p in swarm.peers)
@@ -74,9 +81,9 @@ def run_one(peers: int, rounds: int, seed: int) -> dict:
     done = [p.run.last_round + 1 for p in swarm.peers]
     events = swarm.events
     del swarm, captured[:]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     fedavg_res = sim.run_fedavg()
-    fedavg_s = time.perf_counter() - start
+    fedavg_s, fedavg_cpu = time.perf_counter() - start, _cpu() - cpu
     timings = swarm_res.timings
     train_s = timings["train_s"]
     return {
@@ -86,6 +93,9 @@ def run_one(peers: int, rounds: int, seed: int) -> dict:
         "setup_s": setup_s,
         "swarm_wall_s": swarm_s,
         "swarm_wall_per_round_s": swarm_s / rounds,
+        "swarm_cpu_s": swarm_cpu,
+        "fedavg_cpu_s": fedavg_cpu,
+        "swarm_over_fedavg_cpu": swarm_cpu / fedavg_cpu,
         "swarm_timings": timings,
         "non_training_share": (swarm_s - train_s) / swarm_s,
         "events": events,
@@ -105,7 +115,7 @@ def run_one(peers: int, rounds: int, seed: int) -> dict:
 def with_parts(result: dict) -> dict:
     """``result`` with the swarm's wall time split into its parts (the rest is the protocol,
     control plane and event loop: wall minus the timed work) and the dominant one."""
-    if "error" in result:
+    if "error" in result or "swarm_timings" not in result:
         return result
     t = result["swarm_timings"]
     parts = {"training": t["train_s"], "codec": t["codec_s"], "averaging": t["averaging_s"],
@@ -114,11 +124,51 @@ def with_parts(result: dict) -> dict:
     return {**result, "swarm_parts_s": parts, "dominant": max(parts, key=lambda k: parts[k])}
 
 
-def spawn(peers: int, rounds: int, seed: int, code: Path, timeout: float) -> dict:
+def run_one_fake(peers: int, rounds: int, seed: int) -> dict:
+    """The control plane alone at ``peers``: the swarm arm's protocol, codec, signatures and
+    event loop with the fake trainer of the tests (4 floats per model, instant training), so
+    the wall time is nearly all protocol. Same graph, gossip steps, timing and faults."""
+    import dataclasses
+
+    from swarm.config import LearningConfig, TimingConfig, protocol_config
+    from swarm.faults import FaultConfig
+    from swarm.topology import build_topology
+    from swarm.virtual_swarm import VirtualSwarm
+    from tests.fakes import FakeTrainer, fake_federation
+
+    learning = LearningConfig(data="fake", partition="iid", gossip_steps=3, rounds=rounds, seed=seed,
+                              converge=False)
+    config = protocol_config(learning, TimingConfig())
+    config = dataclasses.replace(config, convergence=dataclasses.replace(config.convergence,
+                                                                         min_rounds=rounds + 1))
+    trainer = FakeTrainer(peers, seed)
+    swarm = VirtualSwarm(trainer, fake_federation(peers, seed), build_topology("exponential", peers, seed=seed),
+                         trainer.initial_weights(seed), config, FaultConfig(), seed=seed,
+                         train_seed=lambda site, r: site * 1009 + r, eval_every=rounds, max_events=50_000_000)
+    start, cpu = time.perf_counter(), _cpu()
+    runs = swarm.run()
+    wall, cpu = time.perf_counter() - start, _cpu() - cpu
+    control = sum(p.traffic.control_bytes for p in swarm.peers)
+    return {
+        "peers": peers, "rounds": rounds, "trainer": "fake",
+        "min_rounds_done": min(r.last_round + 1 for r in runs),
+        "wall_s": wall, "wall_per_round_s": wall / rounds, "cpu_s": cpu, "cpu_per_round_s": cpu / rounds,
+        "cpu_per_peer_round_ms": 1000 * cpu / rounds / peers,
+        "wall_per_peer_round_ms": 1000 * wall / rounds / peers,
+        "events": swarm.events, "events_per_peer_per_round": swarm.events / peers / rounds,
+        "control_bytes_per_peer_per_round": control / peers / rounds,
+        "degree": sum(len(v) for v in swarm.topology.values()) / peers,
+        "control_bytes_per_edge_per_round": control / sum(len(v) for v in swarm.topology.values()) / rounds,
+        "virtual_s_per_round": swarm.now / rounds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def spawn(peers: int, rounds: int, seed: int, code: Path, timeout: float, fake: bool = False) -> dict:
     """Run one size in a subprocess importing the code under ``code``; its figures or the error."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(peers), "--rounds", str(rounds),
-           "--seed", str(seed)]
+           "--seed", str(seed), *(["--trainer", "fake"] if fake else [])]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -127,7 +177,8 @@ def spawn(peers: int, rounds: int, seed: int, code: Path, timeout: float) -> dic
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {"peers": peers, "rounds": rounds, "error": tail, "wall_s": time.perf_counter() - start}
-    return with_parts(json.loads(proc.stdout.strip().splitlines()[-1]))
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result if fake else with_parts(result)
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -165,6 +216,45 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def control_targets(results: list[dict]) -> dict:
+    """The control plane's figures at the largest size against the smallest (fake trainer)."""
+    ok = {r["peers"]: r for r in results if "error" not in r}
+    if not ok:
+        return {}
+    base, big = ok[min(ok)], ok[max(ok)]
+    ratio = big["control_bytes_per_peer_per_round"] / base["control_bytes_per_peer_per_round"]
+    edge = big["control_bytes_per_edge_per_round"] / base["control_bytes_per_edge_per_round"]
+    return {
+        "largest_peers": big["peers"], "largest_rounds_done": big["min_rounds_done"],
+        "control_ratio_vs_smallest": ratio, "control_per_edge_ratio_vs_smallest": edge,
+        "degree_ratio_vs_smallest": big["degree"] / base["degree"],
+        f"control within {CONTROL_RATIO_TARGET}x of {base['peers']} peers": ratio <= CONTROL_RATIO_TARGET,
+        f"peak RSS under {RSS_TARGET_GIB} GiB": big["peak_rss_mib"] / 1024 < RSS_TARGET_GIB,
+    }
+
+
+def plot_control(results: list[dict], path: Path) -> None:
+    """Control bytes per peer and per edge per round, and protocol wall per peer-round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results if "error" not in r]
+    n = [r["peers"] for r in ok]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(n, [r["control_bytes_per_peer_per_round"] for r in ok], "o-", label="per peer")
+    axes[0].plot(n, [r["control_bytes_per_edge_per_round"] for r in ok], "s-", label="per edge")
+    axes[0].set(xscale="log", yscale="log", xlabel="peers", ylabel="control bytes per round",
+                title="control traffic (fake trainer)")
+    axes[0].legend()
+    axes[1].plot(n, [r["wall_per_peer_round_ms"] for r in ok], "o-")
+    axes[1].set(xscale="log", xlabel="peers", ylabel="wall ms per peer-round", title="protocol cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def targets(results: list[dict]) -> dict:
     """The issue's targets, checked on the largest finished size against the 8-peer run."""
     ok = {r["peers"]: r for r in results if "error" not in r}
@@ -194,10 +284,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE.parent / "results")
     parser.add_argument("--include", type=Path, action="append", default=[],
                         help="a report of an earlier run whose sizes join this one's (repeatable)")
+    parser.add_argument("--trainer", choices=("real", "fake"), default="real",
+                        help="fake: the control plane alone (the tests' fake trainer, no FedAvg arm)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(run_one(args.one, args.rounds, args.seed)))
+        run = run_one_fake if args.trainer == "fake" else run_one
+        print(json.dumps(run(args.one, args.rounds, args.seed)))
         return 0
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -212,7 +305,7 @@ def main() -> int:
         task = progress.add_task("sizes", total=len(sizes))
         for size in sizes:
             progress.update(task, description=f"{size} peers")
-            result = spawn(size, args.rounds, args.seed, args.code, args.timeout)
+            result = spawn(size, args.rounds, args.seed, args.code, args.timeout, args.trainer == "fake")
             results.append(result)
             console.print(json.dumps(result))
             progress.advance(task)
@@ -234,11 +327,14 @@ def main() -> int:
         "targets": targets(results),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_scale" + (f"_{args.tag}" if args.tag else "")
+    stem = "bench_scale" + ("_control" if args.trainer == "fake" else "") + (f"_{args.tag}" if args.tag else "")
     from swarm.atomic_file import atomic_write
 
+    if args.trainer == "fake":
+        report["config"]["trainer"] = "fake (tests/fakes.py): the control plane alone"
+        report["targets"] = control_targets(results)
     atomic_write(args.out / f"{stem}.json", json.dumps(report, indent=2).encode())
-    plot(results, args.out / f"{stem}.png")
+    (plot_control if args.trainer == "fake" else plot)(results, args.out / f"{stem}.png")
     console.print(json.dumps(report["targets"], indent=2))
     return 0
 
