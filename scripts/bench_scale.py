@@ -307,7 +307,7 @@ def main() -> int:
             progress.update(task, description=f"{size} peers")
             result = spawn(size, args.rounds, args.seed, args.code, args.timeout, args.trainer == "fake")
             results.append(result)
-            console.print(json.dumps(result))
+            console.print(json.dumps(result), soft_wrap=True)
             progress.advance(task)
     for path in args.include:
         try:

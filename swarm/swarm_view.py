@@ -88,6 +88,7 @@ class SwarmView:
         self.voted = 0  # members whose held latest signed record says converged
         self.once = 0  # members whose signed record said converged at least once
         self.records: dict[int, Progress] = {}  # the latest signed record of each member that voted
+        self.held = 0  # the members in ``records``
         self._theirs: dict[str, int] = {}  # each neighbour's voted map, as it last said
 
     def start(self, now: float) -> None:
@@ -150,6 +151,7 @@ class SwarmView:
             return False  # nothing to take back: a member that never voted costs nothing
         self.records[index] = msg
         bit = 1 << index
+        self.held |= bit
         before = self.voted
         if msg.converged:
             self.voted |= bit
@@ -170,13 +172,12 @@ class SwarmView:
         if theirs is None:
             return []
         # converged records it lacks, and take-backs of converged votes it still holds
-        differ = ((self.voted & ~theirs) | (theirs & ~self.voted)) & ~skip
+        # (only where a record is held: a liar's bits cost no scan)
+        differ = ((self.voted & ~theirs) | (theirs & ~self.voted)) & self.held & ~skip
         out: list[Progress] = []
         while differ and len(out) < MAX_PUSHES:
             low = differ & -differ
-            record = self.records.get(low.bit_length() - 1)
-            if record is not None:
-                out.append(record)
+            out.append(self.records[low.bit_length() - 1])
             differ ^= low
         return out
 
