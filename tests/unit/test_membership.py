@@ -157,3 +157,21 @@ def test_the_supported_round_needs_corroboration_distinct_members():
     for member, round_ in (("h", 40), ("b", 9), ("c", 12), ("b", 10)):
         three.saw_round(member, round_)
     assert three.supported_round(3) == 10
+
+
+def test_a_taken_back_vote_replaces_the_converged_one_and_is_pushed_where_it_still_counts():
+    part = membership()
+    base = record("x", 1, round_=2)
+    voted = Progress(*[getattr(base, f) for f in ("origin", "seq", "round", "loss", "metric", "distance")],
+                     True, 3, 0)
+    unvoted = Progress("x", 2, 3, None, None, None, False, 0, 0)
+    part.on_progress("b", voted, 1.0)
+    part.on_progress("b", unvoted, 1.5)
+    assert not part.view.counted(part.index("x"))
+    part.tick(1.6)
+    # c still counts x's old converged vote: the newer take-back goes to it
+    part.on_summary("c", Summary("c", 0, pack_bits(0), pack_bits(0), pack_bits(1 << part.index("x"))), 2.0)
+    pushed = [(a.peer, a.msg) for a in part.tick(3.0) if isinstance(a.msg, Progress)]
+    assert pushed == [("c", unvoted)]
+    # an older record than the one held changes nothing
+    assert part.on_progress("c", voted, 3.1) is None and not part.view.counted(part.index("x"))
