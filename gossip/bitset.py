@@ -11,6 +11,7 @@ sparse 4,096-bit map, a few dozen bytes). Decoding is bounded: at most
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 from gossip.errors import CodecError
@@ -36,7 +37,14 @@ def pack_bits(bits: int) -> bytes:
 
 
 def unpack_bits(data: bytes) -> int:
-    """The bitmap in wire ``data``; the inverse of :func:`pack_bits`.
+    """The bitmap in wire ``data``; the inverse of :func:`pack_bits` (see :func:`_unpack`)."""
+    return _unpack(bytes(data))
+
+
+@functools.lru_cache(maxsize=1024)
+def _unpack(data: bytes) -> int:
+    """Inflate one bitmap. Cached: a summary goes to every neighbour alike, and the sender
+    checks it on encode, so the same bytes are inflated many times.
 
     Raises
     ------
@@ -48,7 +56,7 @@ def unpack_bits(data: bytes) -> int:
         raise CodecError("bad-field", f"bitmap is {len(data)} bytes > {MAX_BITMAP_WIRE}")
     inflate = zlib.decompressobj()
     try:
-        raw = inflate.decompress(bytes(data), MAX_INDEX_BITS // 8 + 1)
+        raw = inflate.decompress(data, MAX_INDEX_BITS // 8 + 1)
     except zlib.error as exc:
         raise CodecError("bad-field", f"bitmap is not zlib: {exc}") from None
     if len(raw) > MAX_INDEX_BITS // 8 or inflate.unconsumed_tail or not inflate.eof:

@@ -50,6 +50,7 @@ class AdaptiveDeadline:
     def __init__(self, config: DeadlineConfig, history: Iterable[float] = ()) -> None:
         self.config = config
         self._delays: deque[float] = deque(maxlen=config.window)
+        self._current: float | None = None  # memo of current(), until the next observation
         for delay in history:
             self.observe(delay)
 
@@ -57,16 +58,20 @@ class AdaptiveDeadline:
         """Record one neighbour model's arrival delay (negative delays count as 0)."""
         if math.isfinite(delay):
             self._delays.append(max(0.0, float(delay)))
+            self._current = None
 
     def current(self) -> float:
         """How long to wait after this peer's own model is ready, in seconds."""
+        if self._current is not None:
+            return self._current  # asked on every event of a phase: two medians each time cost
         cfg = self.config
         if len(self._delays) < cfg.min_samples:
             return cfg.initial
         arr = np.fromiter(self._delays, dtype=float)
         median = float(np.median(arr))
         spread = 1.4826 * float(np.median(np.abs(arr - median)))
-        return float(np.clip(median + cfg.spread_factor * spread, cfg.minimum, cfg.maximum))
+        self._current = float(np.clip(median + cfg.spread_factor * spread, cfg.minimum, cfg.maximum))
+        return self._current
 
     def history(self) -> list[float]:
         """The delays in the window (saved in checkpoints so a restart keeps its pace)."""
