@@ -30,9 +30,10 @@ Field rules, checked by both :func:`encode_control` and :func:`decode_control`:
 * ``loss``, ``metric``: ``None`` or a finite number; ``distance``: ``None`` or a finite
   number ``>= 0``. An ``int`` is accepted and becomes a ``float``;
 * ``converged``: ``bool``;
-* ``live``, ``prev``, ``voted`` (summary): member bitmaps as :func:`gossip.bitset.pack_bits`
-  writes them (zlib, at most :data:`gossip.bitset.MAX_BITMAP_WIRE` bytes, inflating to at
-  most :data:`gossip.bitset.MAX_INDEX_BITS` bits);
+* ``voted`` (summary): a member bitmap as :func:`gossip.bitset.pack_bits` writes it (zlib, at
+  most :data:`gossip.bitset.MAX_BITMAP_WIRE` bytes, inflating to at most
+  :data:`gossip.bitset.MAX_INDEX_BITS` bits); ``live``: an array of 1 to
+  :data:`MAX_LIVE_EPOCHS` such bitmaps;
 * ``sig``: ``bytes`` (msgpack bin) of length 0 (unsigned) or :data:`SIGNATURE_BYTES`; the
   origin's Ed25519 signature over :func:`signed_content` (checked by the receiver's
   protocol, not here);
@@ -85,6 +86,8 @@ MAX_PEER_RECORDS: int = 16
 MAX_RECORD_ADDRS: int = 4
 #: Longest address in a :class:`PeerRecord`, in characters (visible ASCII).
 MAX_ADDR_CHARS: int = 200
+#: Most liveness epochs a :class:`Summary` carries bitmaps of.
+MAX_LIVE_EPOCHS: int = 16
 #: Length of an Ed25519 signature (``sig`` of flooded records).
 SIGNATURE_BYTES: int = 64
 #: Length of a weights digest (:func:`gossip.codec.digest`, BLAKE2b-128 in hex).
@@ -165,8 +168,9 @@ class Summary:
     """What the sender knows of the whole swarm, merged from its neighbours: sent to
     neighbours only (each heartbeat, and early when it learnt something), never flooded.
 
-    ``epoch`` is the sender's liveness epoch; ``live`` and ``prev`` the members (bitmaps by
-    member index) heard alive in that epoch and the one before; ``voted`` the members whose
+    ``epoch`` is the sender's liveness epoch; ``live`` the members (bitmaps by member index)
+    heard alive in that epoch and the ones before it, newest first (1 to
+    :data:`MAX_LIVE_EPOCHS`); ``voted`` the members whose
     latest signed progress record the sender holds says converged. None of it is trusted:
     live bits are OR-merged (a liar can only keep a member looking alive, which delays a stop
     as withholding its own vote would), and a voted bit counts only once its signed record
@@ -175,8 +179,7 @@ class Summary:
 
     sender: str
     epoch: int
-    live: bytes
-    prev: bytes
+    live: tuple[bytes, ...]
     voted: bytes
 
 
@@ -283,6 +286,12 @@ def _bitmap(name: str, value: object) -> bytes:
     return bytes(value)
 
 
+def _bitmaps(name: str, value: object) -> tuple[bytes, ...]:
+    if not isinstance(value, (list, tuple)) or not 0 < len(value) <= MAX_LIVE_EPOCHS:
+        raise _bad(name, f"an array of 1 to {MAX_LIVE_EPOCHS} bitmaps", value)
+    return tuple(_bitmap(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
 def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise _bad(name, "a bool", value)
@@ -339,7 +348,7 @@ _SCHEMAS: dict[type, tuple[str, tuple[tuple[str, _Check], ...]]] = {
         ("ttl", _ttl), ("sig", _signature),
     )),
     Summary: ("summary", (
-        ("sender", _peer_id), ("epoch", _count), ("live", _bitmap), ("prev", _bitmap), ("voted", _bitmap),
+        ("sender", _peer_id), ("epoch", _count), ("live", _bitmaps), ("voted", _bitmap),
     )),
     PeerExchange: ("peers", (("sender", _peer_id), ("peers", _peer_records))),
 }

@@ -30,6 +30,7 @@ neighbours when they change: O(corroboration) per record (rounds only go up).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from gossip.control import ControlMessage, Progress, StopDecision, Summary, forwarded
@@ -80,7 +81,8 @@ class Membership:
         self.verify = verify
         self.index: MemberIndex = member_index or hashed_index
         own = self.index(links.peer_id)
-        self.view = SwarmView(own if own is not None else hashed_index(links.peer_id), config.suspect_after)
+        self.view = SwarmView(own if own is not None else hashed_index(links.peer_id), config.heartbeat,
+                              math.ceil(config.suspect_after / config.heartbeat) + 1)
         self._top: list[list] = []  # [round, member] of the highest distinct members, descending
         self._top_records: dict[str, Progress] = {}  # the signed record behind each top member
         self.seq = 0
@@ -192,8 +194,9 @@ class Membership:
     # ------------------------------------------------------------ receiving
     def on_progress(self, sender: str, msg: Progress, now: float) -> list[Action] | None:
         """A progress record arrived: None if it is this peer's own or a duplicate, else the
-        rejections or pushes. A new authentic record is a sign of life of its origin; it is kept
-        if it is a vote (``SwarmView.take``) or a top round, and a new top round is pushed on."""
+        rejections or pushes. The origin's own record over the link is a sign of life; any
+        authentic record is kept if it is a vote (``SwarmView.take``) or a top round, and a new
+        top round is pushed on."""
         if msg.origin == self.links.peer_id or not self.fresh(msg.origin, msg.seq):
             return None
         index = self.index(msg.origin)
@@ -204,10 +207,8 @@ class Membership:
             return [forged]
         self._seen[msg.origin] = msg.seq
         changed = self.view.take(index, msg)
-        # a new signed record is a sign of life (one pushed on may be older: it can only keep
-        # its origin looking alive a little longer, which delays a stop, never hastens it)
-        self.view.heard(index, now)
-        if msg.origin == sender:
+        if msg.origin == sender:  # a sign of life; one pushed on by others may be old
+            self.view.heard(index, now)
             self.convergence.record_vote(msg.origin, msg.round, msg.converged, msg.streak, now)
         elif msg.converged:
             self.convergence.converged_once.add(msg.origin)
@@ -279,7 +280,7 @@ class Membership:
         return {m for m in self._member_round if m != self.links.peer_id}
 
     def alive(self, now: float) -> int:
-        """The members (other than this peer) alive in the current or previous epoch, as a
+        """The members (other than this peer) seen alive in the last liveness epochs, as a
         bitmap by member index (``swarm.swarm_view``)."""
         return self.view.alive(now)
 

@@ -326,7 +326,9 @@ class PeerProtocol:
             if msg.sender != sender:
                 self.stats.bad_control += 1
                 return []
-            return self.membership.on_summary(sender, msg, now)
+            out = self.membership.on_summary(sender, msg, now)
+            # members newly known alive may let a waiting stop decision be corroborated
+            return out + (self._settle(now) if self.stop.proposals else [])
         if isinstance(msg, (Progress, StopDecision)) and not self.membership.admit(msg.origin):
             self.stats.bad_control += 1
             return []

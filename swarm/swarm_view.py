@@ -7,15 +7,19 @@ bitmaps (bit ``i`` = the member of consortium index ``i``, see ``member_index``)
 exchanges them with its neighbours only, in a :class:`~gossip.control.Summary` of bounded
 size (``gossip.bitset``):
 
-* **liveness by epochs.** Time is cut into epochs of ``suspect_after`` seconds. Each peer
-  sets its own bit in the current epoch's ``live`` map and ORs in its neighbours' maps of
-  the same epoch; a member is alive if its bit is in the current or the previous epoch,
-  so a crashed member stops counting one to two epochs after its last sign of life (as it
-  was dropped ``suspect_after`` after its last record before). Peers' clocks are not
-  shared: the epoch number is merged as a Lamport clock, a neighbour one epoch ahead moves
-  this peer on once half an epoch has passed (so nobody can make epochs shorter than half
-  their length), and a peer that has merged nothing for an epoch (just started, back from
-  a cut) takes its neighbour's epoch as it is.
+* **liveness by epochs.** Time is cut into epochs of one heartbeat. Each peer sets its
+  own bit in the current epoch's ``live`` map, and a neighbour's bit when its own record
+  comes over the link, and ORs in its neighbours' maps epoch by epoch (a sighting keeps the
+  epoch it was made in, however late it arrives). A member is alive if its bit is in one of
+  the last ``window`` epochs (``suspect_after`` / ``heartbeat``, rounded up, plus one), so
+  a crashed member stops counting between ``suspect_after`` and one heartbeat more after
+  its last sign of life (before: ``suspect_after``), and a live one keeps counting while
+  its sightings reach this peer within ``suspect_after``. Only the origin's own record over a link is a sighting: a
+  record pushed on by others may be old. Peers' clocks are not shared: the epoch number is
+  merged as a Lamport clock, a neighbour one epoch ahead moves this peer on once half an
+  epoch has passed (so nobody can make epochs shorter than half their length), and a peer
+  that has merged nothing for a whole window (just started, back from a cut) takes its
+  neighbour's epoch as it is.
 * **votes as signed records.** A member's vote is its own signed
   :class:`~gossip.control.Progress` record. A peer keeps the latest record of each member
   whose vote is or was *converged* (one per member; votes change rarely: a member votes
@@ -38,7 +42,7 @@ import hashlib
 from collections.abc import Callable
 
 from gossip.bitset import MAX_INDEX_BITS, pack_bits, unpack_bits
-from gossip.control import Progress, Summary
+from gossip.control import MAX_LIVE_EPOCHS, Progress, Summary
 
 #: most signed vote records pushed to one neighbour per gossip tick
 MAX_PUSHES = 8
@@ -74,16 +78,19 @@ class SwarmView:
     self_index:
         This peer's own index.
     epoch_length:
-        Seconds per liveness epoch (the protocol's ``suspect_after``).
+        Seconds per liveness epoch (the protocol's ``heartbeat``).
+    window:
+        Epochs a sighting counts for (``suspect_after / heartbeat`` rounded up, plus one), at most
+        :data:`gossip.control.MAX_LIVE_EPOCHS`.
     """
 
-    def __init__(self, self_index: int, epoch_length: float) -> None:
+    def __init__(self, self_index: int, epoch_length: float, window: int) -> None:
         self.self_bit = 1 << self_index
         self.epoch_length = epoch_length
+        self.window = max(1, min(window, MAX_LIVE_EPOCHS))
         self.epoch = 0
         self.epoch_start = 0.0
-        self.cur = self.self_bit  # members heard alive this epoch
-        self.prev = 0  # ... and the one before
+        self.live = [self.self_bit] + [0] * (self.window - 1)  # newest epoch first
         self._last_merge = -float("inf")
         self.voted = 0  # members whose held latest signed record says converged
         self.once = 0  # members whose signed record said converged at least once
@@ -103,42 +110,45 @@ class SwarmView:
 
     def _next_epoch(self, start: float) -> None:
         self.epoch, self.epoch_start = self.epoch + 1, start
-        self.prev, self.cur = self.cur, self.self_bit
+        self.live = [self.self_bit, *self.live[:-1]]
 
     def heard(self, index: int, now: float) -> None:
         """Member ``index`` showed a sign of life itself (its own record over the link)."""
         self.advance(now)
-        self.cur |= 1 << index
+        self.live[0] |= 1 << index
 
     def alive(self, now: float) -> int:
-        """The members (not this peer) alive in the current or the previous epoch."""
+        """The members (not this peer) seen alive in the last ``window`` epochs."""
         self.advance(now)
-        return (self.cur | self.prev) & ~self.self_bit
+        bits = 0
+        for epoch in self.live:
+            bits |= epoch
+        return bits & ~self.self_bit
 
     def merge(self, sender: str, msg: Summary, now: float) -> bool:
         """Merge a neighbour's summary (already decoded and bounded); True if this peer learnt
-        a member it did not know alive. Bitmaps of an epoch this peer is not near are ignored."""
+        a member it did not know alive. Bitmaps of epochs out of the window are ignored."""
         self.advance(now)
         self._theirs[sender] = unpack_bits(msg.voted)
-        live, prev = unpack_bits(msg.live), unpack_bits(msg.prev)
-        before = self.cur | self.prev
-        if msg.epoch > self.epoch + 1 and now - self._last_merge >= self.epoch_length:
+        before = self.alive(now)
+        if msg.epoch > self.epoch + 1 and now - self._last_merge >= self.epoch_length * self.window:
             # just started or back from a cut: take the swarm's epoch as it is
             self.epoch, self.epoch_start = msg.epoch, now
-            self.prev, self.cur = prev, self.cur | live
+            self.live = [self.live[0] | self.self_bit] + [0] * (self.window - 1)
         elif msg.epoch == self.epoch + 1 and now >= self.epoch_start + self.epoch_length / 2:
             self._next_epoch(now)
-            self.cur |= live
-            self.prev |= prev
-        elif msg.epoch == self.epoch:
-            self.cur |= live
-            self.prev |= prev
-        elif msg.epoch == self.epoch - 1:
-            self.prev |= live
-        else:
+        elif not self.epoch - self.window < msg.epoch <= self.epoch + 1:
             return False
+        # their epoch msg.epoch - i is this peer's slot epoch - (msg.epoch - i); one ahead
+        # (too early to move on) lands in the current slot
+        shift = self.epoch - msg.epoch
+        for i, data in enumerate(msg.live):
+            slot = max(0, i + shift)
+            if slot >= self.window:
+                break
+            self.live[slot] |= unpack_bits(data)
         self._last_merge = now
-        return bool((self.cur | self.prev) & ~before)
+        return bool(self.alive(now) & ~before)
 
     # ------------------------------------------------------------ votes
     def take(self, index: int, msg: Progress) -> bool:
@@ -188,6 +198,6 @@ class SwarmView:
     def summary(self, sender: str, now: float, own_vote: bool) -> Summary:
         """This peer's summary for its neighbours (``own_vote``: its own latest vote)."""
         self.advance(now)
-        self.cur |= self.self_bit
+        self.live[0] |= self.self_bit
         voted = (self.voted | self.self_bit) if own_vote else (self.voted & ~self.self_bit)
-        return Summary(sender, self.epoch, pack_bits(self.cur), pack_bits(self.prev), pack_bits(voted))
+        return Summary(sender, self.epoch, tuple(pack_bits(bits) for bits in self.live), pack_bits(voted))

@@ -38,8 +38,10 @@ def test_garbage_and_truncated_bitmaps_are_refused():
 
 
 def test_a_summary_goes_over_the_wire_and_a_bad_bitmap_in_it_is_bad_field():
-    msg = Summary("peer-1", 7, pack_bits(0b1011), pack_bits(0b11), pack_bits(0b1))
+    msg = Summary("peer-1", 7, (pack_bits(0b1011), pack_bits(0b11)), pack_bits(0b1))
     assert decode_control(encode_control(msg)) == msg
     with pytest.raises(CodecError) as err:
-        encode_control(Summary("peer-1", 7, b"junk", pack_bits(0), pack_bits(0)))
+        encode_control(Summary("peer-1", 7, (b"junk",), pack_bits(0)))
     assert err.value.reason == "bad-field"
+    with pytest.raises(CodecError):
+        encode_control(Summary("peer-1", 7, (pack_bits(0),) * 17, pack_bits(0)))  # too many epochs

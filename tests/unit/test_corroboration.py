@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from gossip.control import Announce, Progress, StopDecision, decode_control, encode_control
+from gossip.bitset import pack_bits
+from gossip.control import Announce, Progress, StopDecision, Summary, decode_control, encode_control
 from gossip.signing import KeyVerifier, RecordSigner, sim_keyring
 from swarm.convergence import ConvergenceConfig
 from swarm.protocol import (
@@ -42,6 +43,12 @@ def record(origin: str, seq: int, round_: int, converged: bool = False,
 
 def decision(origin: str, seq: int, stop_round: int, signer: RecordSigner | None = None) -> StopDecision:
     return (signer or SIGNERS[origin]).sign(StopDecision(origin, seq, stop_round, "converged", 5))
+
+
+def seen(proto: PeerProtocol, *members: str, via: str = "b", now: float = 0.6) -> None:
+    """``via``'s summary saying it saw ``members`` alive (liveness travels in summaries)."""
+    bits = sum(1 << proto.membership.index(m) for m in members)
+    proto.handle(ControlIn(via, Summary(via, proto.membership.view.epoch, (pack_bits(bits),), pack_bits(0))), now)
 
 
 def final_offer(sender: str, round_: int) -> ControlIn:
@@ -152,4 +159,6 @@ def test_one_members_signed_stop_waits_for_the_swarms_votes():
     assert proto.stop_round is None  # h alone has voted: a minority, below corroboration
     for i, origin in enumerate(("b", "c", "d")):
         proto.handle(ControlIn("b", record(origin, 1, 1, converged=True)), 0.3 + i / 10)
+    assert proto.stop_round is None  # their signed votes, but only b is known alive
+    seen(proto, "b", "c", "d", "h")  # b's summary: it has seen them all alive
     assert proto.stop_round == 1  # now a majority of the live members has voted converged

@@ -78,8 +78,8 @@ def test_votes_travel_as_signed_records_the_neighbour_lacks():
     part.on_progress("b", voted, 1.0)
     part.tick(1.05)  # x's record also holds a top round: that goes to both, once
     # c says it holds no vote: x's signed record goes to c (and not back to b, which sent it)
-    part.on_summary("c", Summary("c", 0, pack_bits(0), pack_bits(0), pack_bits(0)), 1.1)
-    part.on_summary("b", Summary("b", 0, pack_bits(0), pack_bits(0), pack_bits(1 << part.index("x"))), 1.1)
+    part.on_summary("c", Summary("c", 0, (pack_bits(0),), pack_bits(0)), 1.1)
+    part.on_summary("b", Summary("b", 0, (pack_bits(0),), pack_bits(1 << part.index("x"))), 1.1)
     pushed = [(a.peer, a.msg) for a in part.tick(1.2) if isinstance(a.msg, Progress) and a.msg.converged]
     assert pushed == [("c", voted)]
     assert part.view.counted(part.index("x"))
@@ -88,7 +88,7 @@ def test_votes_travel_as_signed_records_the_neighbour_lacks():
 def test_a_neighbours_voted_bits_alone_count_for_nothing():
     part = membership()
     claimed = (1 << part.index("x")) | (1 << part.index("b"))
-    part.on_summary("b", Summary("b", 0, pack_bits(claimed), pack_bits(0), pack_bits(claimed)), 1.0)
+    part.on_summary("b", Summary("b", 0, (pack_bits(claimed),), pack_bits(claimed)), 1.0)
     assert part.alive_count(1.0) == 2  # it may keep members looking alive (a delay) ...
     part.convergence.record_round(0, 1.0, 0.0, 1.0)
     assert not part.all_converged(1.0)  # ... but no vote counts without its signed record
@@ -109,23 +109,37 @@ def test_members_rounds_only_go_up():
     assert part.member_round("x", -1) == 5 and part.member_round("y", -1) == -1
 
 
-def test_a_member_is_alive_for_one_to_two_epochs_after_its_last_record():
-    part = membership()  # epochs of suspect_after (10 s) from 0
-    part.on_progress("b", record("x", 1), 1.0)
-    part.on_progress("b", record("y", 1), 14.0)
+def test_a_member_is_alive_for_suspect_after_and_at_most_a_heartbeat_more():
+    part = membership()  # epochs of a heartbeat (2 s) from 0; suspect_after 10 s: 6 epochs
+    part.on_progress("x", record("x", 1), 1.0)  # their own records, over their links
+    part.on_progress("y", record("y", 1), 4.0)
     bit = part.index
-    assert part.alive(19.9) == (1 << bit("x")) | (1 << bit("y"))
-    assert part.alive(20.0) == 1 << bit("y")
-    assert part.alive(30.0) == 0
+    assert part.alive(11.9) == (1 << bit("x")) | (1 << bit("y"))
+    assert part.alive(12.0) == 1 << bit("y")  # x: 11 s after its record
+    assert part.alive(16.0) == 0
+
+
+def test_a_record_pushed_on_by_a_neighbour_is_no_sign_of_life():
+    part = membership()
+    part.on_progress("b", record("x", 1, round_=3), 1.0)
+    assert part.alive(1.0) == 0 and part.member_round("x", -1) == 3
 
 
 def test_a_summary_one_epoch_ahead_moves_this_peer_on_only_after_half_an_epoch():
+    part = membership()  # epochs of 2 s
+    ahead = Summary("b", 1, (pack_bits(1 << part.index("x")),), pack_bits(0))
+    part.on_summary("b", ahead, 0.5)
+    assert part.view.epoch == 0 and part.alive(0.5) == 1 << part.index("x")  # kept as now
+    part.on_summary("b", ahead, 1.0)
+    assert part.view.epoch == 1
+
+
+def test_sightings_keep_their_epoch_however_late_they_arrive():
     part = membership()
-    ahead = Summary("b", 1, pack_bits(1 << part.index("x")), pack_bits(0), pack_bits(0))
-    part.on_summary("b", ahead, 2.0)
-    assert part.view.epoch == 0 and part.alive(2.0) == 0  # too early: ignored
-    part.on_summary("b", ahead, 6.0)
-    assert part.view.epoch == 1 and part.alive(6.0) == 1 << part.index("x")
+    part.on_summary("b", Summary("b", 0, (pack_bits(0),), pack_bits(0)), 1.0)
+    old = Summary("b", 3, (pack_bits(0), pack_bits(0), pack_bits(1 << part.index("x"))), pack_bits(0))
+    part.on_summary("b", old, 6.5)  # x seen in epoch 1 (2-4 s): counts until epoch 7 (14 s)
+    assert part.alive(13.9) == 1 << part.index("x") and part.alive(14.0) == 0
 
 
 def test_in_touch_after_suspect_after_and_not_again_until_as_long_after_a_cut():
@@ -170,7 +184,7 @@ def test_a_taken_back_vote_replaces_the_converged_one_and_is_pushed_where_it_sti
     assert not part.view.counted(part.index("x"))
     part.tick(1.6)
     # c still counts x's old converged vote: the newer take-back goes to it
-    part.on_summary("c", Summary("c", 0, pack_bits(0), pack_bits(0), pack_bits(1 << part.index("x"))), 2.0)
+    part.on_summary("c", Summary("c", 0, (pack_bits(0),), pack_bits(1 << part.index("x"))), 2.0)
     pushed = [(a.peer, a.msg) for a in part.tick(3.0) if isinstance(a.msg, Progress)]
     assert pushed == [("c", unvoted)]
     # an older record than the one held changes nothing

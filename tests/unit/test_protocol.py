@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gossip.control import Announce, Progress, Skip, StopDecision, encode_control
+from gossip.bitset import pack_bits
+from gossip.control import Announce, Progress, Skip, StopDecision, Summary, encode_control
 from swarm.convergence import ConvergenceConfig
 from swarm.protocol import (
     Adopt,
@@ -107,10 +108,13 @@ def stop_decision(stop_round: int, seq: int = 1, origin: str = "x", ttl: int = 5
 
 
 def corroborate(proto: PeerProtocol, now: float = 0.01) -> None:
-    """Signed converged votes of x and y, a majority of the members known: this peer's view
-    then backs a stop decision."""
+    """Signed converged votes of x and y, a majority of the members known (b's summary says
+    they are alive: liveness travels in summaries): this peer's view then backs a stop decision."""
     proto.handle(progress("x", 1, converged=True, via="b"), now)
     proto.handle(progress("y", 1, converged=True, via="b"), now)
+    alive = (1 << proto.membership.index("x")) | (1 << proto.membership.index("y"))
+    proto.handle(ControlIn("b", Summary("b", proto.membership.view.epoch, (pack_bits(alive),), pack_bits(alive))),
+                 now)
 
 
 def of(actions, cls) -> list:
