@@ -170,7 +170,8 @@ class Summary:
 
     ``epoch`` is the sender's liveness epoch; ``live`` the members (bitmaps by member index)
     heard alive in that epoch and the ones before it, newest first (1 to
-    :data:`MAX_LIVE_EPOCHS`); ``voted`` the members whose
+    :data:`MAX_LIVE_EPOCHS`; each older one as its XOR with the next newer one, which
+    compresses to a few bytes); ``voted`` the members whose
     latest signed progress record the sender holds says converged. None of it is trusted:
     live bits are OR-merged (a liar can only keep a member looking alive, which delays a stop
     as withholding its own vote would), and a voted bit counts only once its signed record

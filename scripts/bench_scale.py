@@ -324,7 +324,7 @@ def main() -> int:
                    "code": str(args.code), "commit": commit},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "results": results,
-        "targets": targets(results),
+        "targets": control_targets(results) if args.trainer == "fake" else targets(results),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "bench_scale" + ("_control" if args.trainer == "fake" else "") + (f"_{args.tag}" if args.tag else "")
@@ -332,7 +332,6 @@ def main() -> int:
 
     if args.trainer == "fake":
         report["config"]["trainer"] = "fake (tests/fakes.py): the control plane alone"
-        report["targets"] = control_targets(results)
     atomic_write(args.out / f"{stem}.json", json.dumps(report, indent=2).encode())
     (plot_control if args.trainer == "fake" else plot)(results, args.out / f"{stem}.png")
     console.print(json.dumps(report["targets"], indent=2))

@@ -142,11 +142,13 @@ class SwarmView:
         # their epoch msg.epoch - i is this peer's slot epoch - (msg.epoch - i); one ahead
         # (too early to move on) lands in the current slot
         shift = self.epoch - msg.epoch
+        bits = 0
         for i, data in enumerate(msg.live):
+            bits ^= unpack_bits(data)  # undo the XOR deltas (see ``summary``)
             slot = max(0, i + shift)
             if slot >= self.window:
                 break
-            self.live[slot] |= unpack_bits(data)
+            self.live[slot] |= bits
         self._last_merge = now
         return bool(self.alive(now) & ~before)
 
@@ -200,4 +202,7 @@ class SwarmView:
         self.advance(now)
         self.live[0] |= self.self_bit
         voted = (self.voted | self.self_bit) if own_vote else (self.voted & ~self.self_bit)
-        return Summary(sender, self.epoch, tuple(pack_bits(bits) for bits in self.live), pack_bits(voted))
+        # older epochs as XOR deltas to the next newer one: they differ little, so they
+        # compress to a few bytes and a summary costs about one bitmap whatever the window
+        deltas = [self.live[0], *(old ^ new for new, old in zip(self.live, self.live[1:]))]
+        return Summary(sender, self.epoch, tuple(pack_bits(bits) for bits in deltas), pack_bits(voted))
