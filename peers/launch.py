@@ -134,6 +134,16 @@ def update_from_status(peer: LaunchedPeer, doc: dict | None) -> None:
         peer.state = doc["state"]
 
 
+def last_error(log: Path) -> str | None:
+    """The ``medswarm: error:`` line a failed peer wrote last in its log, if any."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.split("error:", 1)[1].strip() for line in lines if line.startswith("medswarm: error:")]
+    return errors[-1] if errors else None
+
+
 def _pump_stdout(peer: LaunchedPeer, stream: IO[str], sink: IO[str]) -> None:
     for line in stream:
         sink.write(line)
@@ -213,7 +223,9 @@ class Launch:
             deadline = time.monotonic() + self.args.start_timeout
             while not peer.listening.wait(0.1):
                 if peer.proc.poll() is not None or time.monotonic() > deadline:
-                    raise LaunchError(f"peer {peer.name} did not start listening; see {peer.log}")
+                    why = last_error(peer.log) if peer.proc.poll() is not None else None
+                    raise LaunchError(f"peer {peer.name} did not start listening"
+                                      f"{f' ({why})' if why else ''}; see {peer.log}")
 
     def poll(self) -> bool:
         """Refresh each running peer's view from its ``/status`` and record exits; True once
@@ -227,7 +239,9 @@ class Launch:
                 peer.ended = time.monotonic()
                 peer.state = "done" if code == 0 else f"failed ({code})"
                 if code != 0:
-                    raise LaunchError(f"peer {peer.name} exited with code {code}; see {peer.log}")
+                    why = last_error(peer.log)
+                    raise LaunchError(f"peer {peer.name} exited with code {code}{f' ({why})' if why else ''}; "
+                                      f"see {peer.log}")
         return all(p.ended is not None for p in self.peers)
 
     def stop(self, grace: float = 10.0) -> None:
@@ -271,11 +285,15 @@ def run_launch(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from swarm.report import write_report
+    from swarm.task import prepare
 
     if args.peers < 2:
         raise LaunchError(f"--peers must be at least 2, got {args.peers}")
     bootstrap_for(0, args.peers, args.topology)  # validates the topology name
     console = Console(stderr=True, quiet=args.quiet)
+    with console.status("checking the task, the data and the model"):
+        # as every peer will: a bad file, row or task is one line here, not a peer that never listens
+        prepare(from_args(LearningConfig, args), args.peers)
     launch = Launch(args)
     start = time.monotonic()
     try:

@@ -21,7 +21,8 @@ A :class:`Task` bundles five plain functions:
 The built-in data sets are one such task (:func:`builtin_task`); ``--task module:attr`` or
 ``--task path/to/file.py:attr`` names another (:func:`load_task`): a :class:`Task`, or any
 object (or class) with those attributes. A task is checked when the configuration is
-built, so a missing piece is a one-line ``ConfigError`` before round 0.
+built, and its ``fit`` and ``predict`` run once on a few rows, so a missing or failing piece is a
+one-line ``ConfigError`` before round 0.
 
 Example (``examples/tiny_task.py`` is a complete one)::
 
@@ -287,6 +288,39 @@ def load_federation(task: Task, request: DataRequest) -> Federation:
     return federation
 
 
+#: training rows the dry run of ``fit`` uses (enough for batch norm in training mode)
+FIT_CHECK_ROWS = 4
+
+
+def check_fit(trainer: Trainer, federation: Federation, weights: Weights) -> None:
+    """Run the task's ``fit`` once on a few training rows of the first site, from a copy of
+    ``weights``, so a ``fit`` that fails, returns no number or changes the model's shape
+    stops the run before round 0 rather than in the middle of it. The result is thrown away.
+
+    Raises
+    ------
+    ConfigError
+        (field ``task``) naming what went wrong.
+    """
+    site = federation.sites[0]
+    sample = site.train.subset(slice(0, min(FIT_CHECK_ROWS, len(site.train))))
+    name = trainer.task.name
+    try:
+        result = trainer.train(weights, sample, 0)
+    except SwarmError:
+        raise
+    except Exception as exc:
+        raise ConfigError("task", f"{name}: fit(model, data, config, seed) failed on {len(sample)} training rows "
+                                  f"({_one_line(exc)})") from exc
+    if not np.isfinite(result.loss):
+        raise ConfigError("task", f"{name}: fit returned the loss {result.loss}, not a finite number")
+    changed = [k for k, v in weights.items()
+               if k not in result.weights or np.shape(result.weights[k]) != np.shape(v)]
+    if changed or len(result.weights) != len(weights):
+        what = changed[0] if changed else "the parameter count"
+        raise ConfigError("task", f"{name}: fit changed the model's shape ({what}); it must train in place")
+
+
 def check_predictions(trainer: Trainer, federation: Federation, weights: Weights) -> None:
     """Evaluate ``weights`` on two test rows, so a ``predict`` or ``metrics`` that does
     not fit the data fails before round 0.
@@ -339,13 +373,13 @@ def natural_site_count(learning: LearningConfig) -> int | None:
         If the CSV cannot be read.
     """
     from swarm.csv_table import site_names
-    from swarm.datasets import HEART_SITES
+    from swarm.heart import heart_sites
     from swarm.partition import parse_partition
 
     if parse_partition(str(learning.partition)).kind != "sites":
         return None
     if learning.data.strip().lower() == "heart":
-        return len(HEART_SITES)
+        return len(heart_sites())
     if learning.data.lower().endswith(".csv"):
         return len(site_names(learning.data)) or None
     return None
@@ -377,5 +411,6 @@ def prepare(learning: LearningConfig, n_sites: int | None, *, site_shift: float 
     trainer = Trainer(federation.input_shape, federation.num_classes, learning.train_config(), task=task,
                       arch=learning.model, norm=learning.norm)
     initial = trainer.initial_weights(learning.seed)
+    check_fit(trainer, federation, initial)
     check_predictions(trainer, federation, initial)
     return Prepared(task, federation, trainer, initial)
