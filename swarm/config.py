@@ -226,7 +226,11 @@ class TimingConfig:
     deadline_max: float = option(50.0, "longest wait for neighbours' models per phase, s; also how long "
                                         "a real peer waits for --wait-neighbours")
     spread_factor: float = option(5.0, "adaptive deadline = median + this x scaled MAD of the arrival delays")
-    fetch_timeout: float = option(10.0, "longest try of one model transfer, s (at most --deadline-max)")
+    fetch_timeout: float = option(10.0, "longest try of one model transfer, s (at most --deadline-max), "
+                                        "unless the model needs longer at --min-throughput")
+    min_throughput: float = option(2.0, "slowest link a model transfer is allowed for, MB/s: a fetch try "
+                                        "lasts at least the model's size at this rate (at most --deadline-max)",
+                                   metavar="MB_PER_S")
     linger: float = option(15.0, "after stopping, how long to wait for a neighbour that has not reached the "
                                  "stop round (to give it the final model); with none missing, a peer "
                                  "leaves after two heartbeats")
@@ -237,7 +241,8 @@ class TimingConfig:
     def __post_init__(self) -> None:
         if not 0 < self.quorum <= 1:
             raise ConfigError("quorum", f"must be in (0, 1], got {self.quorum}")
-        for name in ("heartbeat", "suspect_after", "deadline_initial", "deadline_max", "fetch_timeout"):
+        for name in ("heartbeat", "suspect_after", "deadline_initial", "deadline_max", "fetch_timeout",
+                     "min_throughput"):
             positive(name, getattr(self, name))
         for name in ("deadline_min", "spread_factor", "linger", "isolation_wait"):
             positive(name, getattr(self, name), strict=False)
@@ -267,6 +272,7 @@ def protocol_config(learning: LearningConfig, timing: TimingConfig) -> ProtocolC
         suspect_after=timing.suspect_after,
         heartbeat=timing.heartbeat,
         fetch_timeout=min(timing.fetch_timeout, timing.deadline_max),
+        min_throughput=timing.min_throughput * 1e6,
         linger=timing.linger,
         isolation_wait=timing.isolation_wait,
         convergence=learning.convergence_config(),
