@@ -36,6 +36,7 @@ from swarm.partition import Federation
 from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
 from swarm.schedule import OnePeerSchedule
 from swarm.robust import Aggregation
+from swarm.train_pool import PendingTraining, TrainPool
 from swarm.training import Metrics, Trainer
 
 #: ``progress(done_rounds_of_slowest_live_peer, max_rounds + final agreement rounds)``
@@ -145,6 +146,8 @@ class VirtualSwarm:
         state_dir: Path | None = None,
         max_events: int = 5_000_000,
         time_varying: bool = False,
+        pool: TrainPool | None = None,
+        scored: Callable[[int, int], bool] | None = None,
     ) -> None:
         faults.validate_for(len(federation.sites))
         self.trainer, self.federation, self.topology = trainer, federation, topology
@@ -152,6 +155,10 @@ class VirtualSwarm:
         self.protocol, self.faults = protocol, faults
         self.seed, self.train_seed = seed, train_seed
         self.eval_every = eval_every
+        #: where trainings run (None: inline, at the training's start); see ``swarm.train_pool``
+        self.pool = pool
+        #: ``scored(round, peer)``: whether an evaluated round scores this peer (``--eval-peers``)
+        self.scored = scored
         self.max_events = max_events
         self.rng = np.random.default_rng([seed, 0x5EED])
         n = len(federation.sites)
@@ -328,6 +335,8 @@ class VirtualSwarm:
         peer.exec.handle(TimerFired())
 
     def _ev_trained(self, index: int, incarnation: int, round_: int, result: Any) -> None:
+        if isinstance(result, PendingTraining):  # submitted to the pool: wait for it only now
+            result = result.collect()
         peer = self._live(index, incarnation)
         if peer is not None:
             peer.exec.trained(round_, result)
@@ -386,7 +395,11 @@ class VirtualSwarm:
         if crash is not None and round_ >= crash.at_round and peer.index not in self.restarted:
             self._crash(peer)
             return
-        result = peer.exec.train_now(round_)
+        if self.pool is None:
+            result = peer.exec.train_now(round_)
+        else:  # runs meanwhile (Ray); trainings overlapping in virtual time run in parallel
+            result = PendingTraining(peer.node, self.pool.submit(peer.index, peer.node.weights,
+                                                                 self.train_seed(peer.index, round_)))
         jitter = 1.0 + self.faults.train_jitter * (2 * self.rng.random() - 1)
         epochs = self.trainer.config.local_epochs
         duration = self.faults.train_time * epochs * peer.slowdown * jitter
@@ -445,7 +458,8 @@ class VirtualSwarm:
     def _on_round(self, peer: _Peer, info: RoundInfo) -> None:
         """On evaluation rounds (and the last), score the peer on the global test set."""
         proto = peer.proto
-        if not (info.round % self.eval_every == self.eval_every - 1
+        if not ((info.round % self.eval_every == self.eval_every - 1
+                 and (self.scored is None or self.scored(info.round, peer.index)))
                 or info.round == self.protocol.convergence.max_rounds - 1
                 or (proto is not None and proto.stop_round is not None and info.round >= proto.stop_round)):
             return

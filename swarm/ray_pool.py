@@ -1,0 +1,116 @@
+"""``medswarm simulate --ray [ADDRESS]``: the virtual peers' trainings as Ray tasks.
+
+Only training leaves the process; the protocol stays one seeded event loop. The trainer
+(model and task) and every site's training set are put into Ray's object store once; a
+task gets the weights and the seed, trains with one torch thread and returns the new
+weights, so its result is the one the same training gives in this process. Workers get
+this process's ``swarm`` and ``gossip`` code as Ray ``py_modules``, so a cluster needs
+only Python, torch and ray installed (``pip install 'medswarm[ray]'``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from swarm.datasets import ArrayDataset
+from swarm.errors import ConfigError
+from swarm.training import TrainResult
+
+#: ``--ray`` without an address: start a Ray instance on this host for the run
+LOCAL = "local"
+
+#: the trainer a worker process has unpacked: (run key, trainer)
+_cached: dict[str, Any] = {}
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or ``ConfigError`` naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("ray", "Ray is not installed; install the extra: pip install 'medswarm[ray]'") from None
+    return ray
+
+
+def _train_task(key: str, trainer_box: list, weights: Mapping[str, np.ndarray], data: ArrayDataset,
+                seed: int) -> tuple[TrainResult, float]:
+    """One training in a Ray worker (one torch thread, as in the simulating process)."""
+    import ray
+    import torch
+
+    torch.set_num_threads(1)
+    trainer = _cached.get(key)
+    if trainer is None:
+        _cached.clear()  # a worker serves one run at a time: drop an earlier run's trainer
+        trainer = _cached[key] = ray.get(trainer_box[0])
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the object store's arrays are read-only
+        result = trainer.train(weights, data, seed)
+    return result, time.perf_counter() - start
+
+
+class RayJob:
+    """A training running on the cluster; ``result()`` waits for it."""
+
+    def __init__(self, ray: Any, ref: Any) -> None:
+        self._ray, self._ref = ray, ref
+        self.seconds = 0.0
+
+    def result(self) -> TrainResult:
+        value, self.seconds = self._ray.get(self._ref)
+        self._ref = None  # the object store may free it now
+        # own, writable copies: the object store's buffers are read-only and pinned while referenced
+        return TrainResult({k: np.array(v) for k, v in value.weights.items()}, value.loss, value.samples)
+
+
+class RayPool:
+    """Submits the sites' trainings to Ray (``address``: ``local`` or a cluster's address).
+
+    Raises
+    ------
+    ConfigError
+        (field ``ray``) if Ray is not installed or the cluster cannot be reached.
+    """
+
+    def __init__(self, address: str, trainer: Any, datasets: Sequence[ArrayDataset]) -> None:
+        ray = self._ray = require_ray()
+        import gossip
+        import swarm
+
+        runtime_env = {"py_modules": [swarm, gossip], "excludes": ["assets/", "__pycache__/"],
+                       "env_vars": {"OMP_NUM_THREADS": "1"}}
+        options: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": False,
+                                   "logging_level": logging.WARNING}
+        if address == LOCAL:
+            options.update(address="local", include_dashboard=False)
+        else:
+            options.update(address=address)
+        try:
+            ray.init(**options)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError("ray", f"cannot start or reach Ray at {address!r}: {first}") from None
+        self._remote = ray.remote(num_cpus=1)(_train_task)
+        self._key = uuid.uuid4().hex
+        self._trainer = [ray.put(trainer)]
+        self._data = [ray.put(d) for d in datasets]
+
+    def submit(self, site: int, weights: Mapping[str, np.ndarray], seed: int) -> RayJob:
+        """Start ``site``'s training from ``weights`` (copied now) with ``seed``."""
+        return RayJob(self._ray, self._remote.remote(self._key, self._trainer, dict(weights), self._data[site],
+                                                     int(seed)))
+
+    def cpus(self) -> float:
+        """The cluster's CPUs (how many trainings can run at once)."""
+        return float(self._ray.cluster_resources().get("CPU", 0.0))
+
+    def close(self) -> None:
+        """Disconnect (and stop the Ray this pool started, with ``local``)."""
+        self._ray.shutdown()
