@@ -27,6 +27,7 @@ from swarm.mixing import sample_weighted_row
 from swarm.robust import Aggregation, robust_mix
 from swarm.datasets import ArrayDataset
 from swarm.errors import AveragingError
+from swarm.flat_weights import FlatWeights
 
 log = logging.getLogger("medswarm.node")
 
@@ -92,6 +93,12 @@ class SwarmNode:
         or direction is far from this node's own (``gossip.validate``).
     max_abs:
         A received model is refused if any value exceeds it in magnitude.
+    flat:
+        Keep the weights in one contiguous float32 buffer (``swarm.flat_weights``): each new
+        model is copied into it, so ``weights`` is a dict of views whose values change in
+        place. The simulation's choice (many peers in one process, training inline or on
+        copies sent to Ray); a real peer trains in a worker thread from ``weights`` while
+        its event loop may assign new ones, so it keeps separate dicts.
     """
 
     def __init__(
@@ -108,12 +115,16 @@ class SwarmNode:
         sample_weighted: bool = True,
         aggregation: Aggregation = Aggregation(),
         max_abs: float = 1e4,
+        flat: bool = False,
     ) -> None:
         self.peer_id = peer_id
         self.train_fn = train_fn
         self.data = data
         self.model_id = model_id
-        self.weights: dict[str, np.ndarray] = {k: np.array(v, copy=True) for k, v in weights.items()}
+        self._flat: FlatWeights | None = None
+        self._weights: dict[str, np.ndarray] = {}
+        self._use_flat = flat
+        self.weights = {k: np.array(v, copy=True) for k, v in weights.items()} if not flat else weights
         self.neighbour_degrees = dict(neighbour_degrees)
         self.float16 = float16
         self.q8 = q8
@@ -122,6 +133,21 @@ class SwarmNode:
         self.max_abs = max_abs
         self.stats = NodeStats()
         self.last_loss = float("nan")
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """The current model (with ``flat``: views into this node's one buffer)."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, new: Mapping[str, np.ndarray]) -> None:
+        if not self._use_flat:
+            self._weights = new if isinstance(new, dict) else dict(new)
+        elif self._flat is not None and self._flat.fits(new):
+            self._flat.assign(new)
+        else:  # first model, or another shape (never in a run): a new buffer
+            self._flat = FlatWeights(new)
+            self._weights = self._flat.views
 
     def encode_model(self, round_: int) -> memoryview:
         """The current weights as a wire message of round ``round_`` (what neighbours fetch)."""

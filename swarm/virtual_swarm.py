@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from gossip.signing import sim_keyring
+from gossip.transport import MAX_OFFERS
 from swarm.attacks import by_peer
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.errors import SwarmError
@@ -105,8 +106,9 @@ class _SimSeam:
     def serve(self, round_: int, step: int, key: str, payload: Any) -> None:
         served = self.peer.served
         served[(round_, step)] = (payload, key)
-        for old in [k for k in served if k < (round_ - 2, 0)]:
-            del served[old]
+        # as a real peer's transport: the newest MAX_OFFERS models (and none older than 2 rounds)
+        for old in [k for k in served if k < (round_ - 2, 0)] + sorted(served)[:-MAX_OFFERS]:
+            served.pop(old, None)
 
     def fetch(self, fetch: Fetch) -> None:
         self.swarm._fetch(self.peer, fetch)
@@ -176,7 +178,8 @@ class VirtualSwarm:
                 HostileNode, attacks=hostile[i], rng=np.random.default_rng([seed, 0xA77AC, i]))
             node = make(self.ids[i], trainer.train, federation.sites[i].train, trainer.model_id,
                         self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
-                        float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation)
+                        float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation,
+                        flat=True)
             peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)
@@ -423,7 +426,8 @@ class VirtualSwarm:
     def _do_checkpoint(self, peer: _Peer, state: PeerState) -> None:
         peer.run.last_round = max(peer.run.last_round, state.round)
         peer.run.rounds_completed = peer.proto.stats.rounds_completed if peer.proto else peer.run.rounds_completed
-        peer.checkpoint = state
+        # in memory only for a peer that will restart from it (a copy of the model per peer otherwise)
+        peer.checkpoint = state if peer.index in self.crashes else None
         self._track_round(peer)
         self._revive_due()
 
