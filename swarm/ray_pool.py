@@ -39,8 +39,9 @@ def require_ray() -> Any:
 
 
 def _train_task(key: str, trainer_box: list, weights: Mapping[str, np.ndarray], data: ArrayDataset,
-                seed: int) -> tuple[TrainResult, float]:
-    """One training in a Ray worker (one torch thread, as in the simulating process)."""
+                seed: int) -> tuple[TrainResult, float, str]:
+    """One training in a Ray worker (one torch thread, as in the simulating process);
+    returns the result, its compute seconds and the node it ran on."""
     import ray
     import torch
 
@@ -53,19 +54,20 @@ def _train_task(key: str, trainer_box: list, weights: Mapping[str, np.ndarray], 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the object store's arrays are read-only
         result = trainer.train(weights, data, seed)
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, ray.get_runtime_context().get_node_id()
 
 
 class RayJob:
     """A training running on the cluster; ``result()`` waits for it."""
 
-    def __init__(self, ray: Any, ref: Any) -> None:
-        self._ray, self._ref = ray, ref
+    def __init__(self, pool: RayPool, ref: Any) -> None:
+        self._pool, self._ref = pool, ref
         self.seconds = 0.0
 
     def result(self) -> TrainResult:
-        value, self.seconds = self._ray.get(self._ref)
+        value, self.seconds, node = self._pool._ray.get(self._ref)
         self._ref = None  # the object store may free it now
+        self._pool.nodes[node] = self._pool.nodes.get(node, 0) + 1
         # own, writable copies: the object store's buffers are read-only and pinned while referenced
         return TrainResult({k: np.array(v) for k, v in value.weights.items()}, value.loss, value.samples)
 
@@ -101,15 +103,21 @@ class RayPool:
         self._key = uuid.uuid4().hex
         self._trainer = [ray.put(trainer)]
         self._data = [ray.put(d) for d in datasets]
+        self.address, self.submitted = address, 0
+        #: trainings collected per Ray node id
+        self.nodes: dict[str, int] = {}
+        self._cpus = float(ray.cluster_resources().get("CPU", 0.0))
 
     def submit(self, site: int, weights: Mapping[str, np.ndarray], seed: int) -> RayJob:
         """Start ``site``'s training from ``weights`` (copied now) with ``seed``."""
-        return RayJob(self._ray, self._remote.remote(self._key, self._trainer, dict(weights), self._data[site],
+        self.submitted += 1
+        return RayJob(self, self._remote.remote(self._key, self._trainer, dict(weights), self._data[site],
                                                      int(seed)))
 
-    def cpus(self) -> float:
-        """The cluster's CPUs (how many trainings can run at once)."""
-        return float(self._ray.cluster_resources().get("CPU", 0.0))
+    def describe(self) -> dict:
+        """For the report: where trainings ran (address, cluster CPUs, trainings per node)."""
+        return {"backend": "ray", "address": self.address, "cluster_cpus": self._cpus,
+                "trainings": self.submitted, "trainings_per_node": sorted(self.nodes.values(), reverse=True)}
 
     def close(self) -> None:
         """Disconnect (and stop the Ray this pool started, with ``local``)."""

@@ -20,11 +20,12 @@ figures (``swarm.attack_report``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -160,6 +161,7 @@ class Simulation:
         self.sample = EvalSample(self.n, config.output.eval_peers, learning.seed, config.output.eval_every)
         #: where trainings run (``--ray``); None while no arm runs, inline without Ray
         self.pool: TrainPool | None = None
+        self.training: dict = {}
 
     def run(self, progress: ProgressFn | None = None) -> list[ArmResult]:
         """Run every configured arm in order and return their results."""
@@ -173,6 +175,8 @@ class Simulation:
         self.pool = make_pool(self.config.setup.ray, self.trainer, [s.train for s in self.federation.sites])
         try:
             results = [runners[arm](progress) for arm in self.config.setup.arms]
+            #: where this run's trainings ran (``--ray``: the cluster and trainings per node)
+            self.training = self.pool.describe() if self.pool is not None else {"backend": "local"}
         finally:
             if self.pool is not None:
                 self.pool.close()
@@ -249,6 +253,7 @@ class Simulation:
         reasons = sorted({r.stop_reason for r in runs if r.exited})
         protos = {p.index: p.proto for p in swarm.peers if p.proto is not None}
         result.extra = {
+            "weights_digest": weights_digest([n.weights for n in nodes]),
             "mean_model": {"accuracy": finite_or_none(glob.accuracy), "auroc": finite_or_none(glob.auroc)},
             "rejected": sum(sum(n.stats.rejected.values()) for n in nodes),
             "rejected_by_reason": dict(sum((n.stats.rejected for n in nodes), Counter())),
@@ -377,6 +382,16 @@ class Simulation:
             self._tick(progress, "cwt", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
         return result
+
+
+def weights_digest(models: Iterable[Mapping[str, np.ndarray]]) -> str:
+    """SHA-256 over every model's tensors in order: equal digests, bit-identical models."""
+    h = hashlib.sha256()
+    for weights in models:
+        for name, arr in weights.items():
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
 
 
 def summarize(results: Iterable[ArmResult], last: int = 5) -> dict[str, dict]:

@@ -39,6 +39,9 @@ class TrainPool(Protocol):
     def close(self) -> None:
         ...
 
+    def describe(self) -> dict:
+        ...
+
 
 class Deferred:
     """A training in this process, run when its result is first asked for."""
@@ -72,6 +75,9 @@ class LocalPool:
 
     def close(self) -> None:
         pass
+
+    def describe(self) -> dict:
+        return {"backend": "local"}
 
 
 class PendingTraining:
