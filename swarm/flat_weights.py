@@ -1,9 +1,10 @@
 """A model's weights in one contiguous float32 buffer, with a named view per tensor.
 
-The simulation keeps one model per virtual peer. As a dict of separately allocated arrays,
-every training, mix and catch-up allocates a fresh set and frees the old one, and each
-tensor carries its own allocation; as one flat buffer per peer, those results are copied
-into the same memory, so a peer's weights cost their bytes and no more, at a fixed place.
+The simulation keeps one model per virtual peer. As one flat buffer, a peer's model is one
+allocation of exactly its bytes instead of one per tensor, and whole-model operations
+(hashing, shipping to a Ray worker) see one contiguous vector. Each new model gets a new
+buffer (the old one is freed when nothing refers to it), so a dict of views handed out
+earlier keeps its values: assigning a node's weights means what it meant with plain dicts.
 Tensors that are not float32 (a batch norm's int64 step counter) keep their own small array.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 
 
 class FlatWeights:
-    """Named float32 views into one buffer (``views``), refilled in place by :meth:`assign`."""
+    """A copy of ``weights``: float32 tensors as named views (``views``) into one ``buffer``."""
 
     def __init__(self, weights: Mapping[str, np.ndarray]) -> None:
         floats = [np.asarray(a) for a in weights.values() if np.asarray(a).dtype == np.float32]
@@ -31,20 +32,3 @@ class FlatWeights:
             else:
                 view = np.array(arr, copy=True)
             self.views[name] = view
-
-    def fits(self, weights: Mapping[str, np.ndarray]) -> bool:
-        """Whether ``weights`` has these names, shapes and dtypes (so it can be copied in)."""
-        if len(weights) != len(self.views):
-            return False
-        for name, view in self.views.items():
-            arr = weights.get(name)
-            if arr is None or np.shape(arr) != view.shape or np.asarray(arr).dtype != view.dtype:
-                return False
-        return True
-
-    def assign(self, weights: Mapping[str, np.ndarray]) -> None:
-        """Copy ``weights`` in (they must :meth:`fit`); the views keep their identity."""
-        for name, view in self.views.items():
-            src = weights[name]
-            if src is not view:
-                np.copyto(view, src)

@@ -94,11 +94,9 @@ class SwarmNode:
     max_abs:
         A received model is refused if any value exceeds it in magnitude.
     flat:
-        Keep the weights in one contiguous float32 buffer (``swarm.flat_weights``): each new
-        model is copied into it, so ``weights`` is a dict of views whose values change in
-        place. The simulation's choice (many peers in one process, training inline or on
-        copies sent to Ray); a real peer trains in a worker thread from ``weights`` while
-        its event loop may assign new ones, so it keeps separate dicts.
+        Keep the weights in one contiguous float32 buffer (``swarm.flat_weights``): each
+        model assigned is copied into a new one (the simulation's choice: one allocation
+        per peer's model, one contiguous vector to hash or ship to Ray).
     """
 
     def __init__(
@@ -121,7 +119,6 @@ class SwarmNode:
         self.train_fn = train_fn
         self.data = data
         self.model_id = model_id
-        self._flat: FlatWeights | None = None
         self._weights: dict[str, np.ndarray] = {}
         self._use_flat = flat
         self.weights = {k: np.array(v, copy=True) for k, v in weights.items()} if not flat else weights
@@ -141,13 +138,10 @@ class SwarmNode:
 
     @weights.setter
     def weights(self, new: Mapping[str, np.ndarray]) -> None:
-        if not self._use_flat:
+        if self._use_flat:  # a copy into a new buffer: views handed out earlier keep their values
+            self._weights = FlatWeights(new).views
+        else:
             self._weights = new if isinstance(new, dict) else dict(new)
-        elif self._flat is not None and self._flat.fits(new):
-            self._flat.assign(new)
-        else:  # first model, or another shape (never in a run): a new buffer
-            self._flat = FlatWeights(new)
-            self._weights = self._flat.views
 
     def encode_model(self, round_: int) -> memoryview:
         """The current weights as a wire message of round ``round_`` (what neighbours fetch)."""

@@ -11,6 +11,7 @@ only Python, torch and ray installed (``pip install 'medswarm[ray]'``).
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import uuid
 import warnings
@@ -57,6 +58,20 @@ def _train_task(key: str, trainer_box: list, weights: Mapping[str, np.ndarray], 
     return result, time.perf_counter() - start, ray.get_runtime_context().get_node_id()
 
 
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """``ConfigError`` at once if nothing answers at a ``HOST:PORT`` or ``ray://HOST:PORT`` address
+    (``auto`` and other forms are left to Ray)."""
+    where = address.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError("ray", f"nothing answers at {address!r} ({err.strerror or err}); is the Ray head "
+                                 "running (ray start --head)?") from None
+
+
 class RayJob:
     """A training running on the cluster; ``result()`` waits for it."""
 
@@ -93,7 +108,9 @@ class RayPool:
         if address == LOCAL:
             options.update(address="local", include_dashboard=False)
         else:
+            check_reachable(address)  # Ray itself retries an unreachable head for minutes
             options.update(address=address)
+        start = time.perf_counter()
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
@@ -107,6 +124,8 @@ class RayPool:
         #: trainings collected per Ray node id
         self.nodes: dict[str, int] = {}
         self._cpus = float(ray.cluster_resources().get("CPU", 0.0))
+        #: seconds to connect (or start Ray) and upload the code, trainer and data
+        self.connect_s = time.perf_counter() - start
 
     def submit(self, site: int, weights: Mapping[str, np.ndarray], seed: int) -> RayJob:
         """Start ``site``'s training from ``weights`` (copied now) with ``seed``."""
@@ -116,7 +135,7 @@ class RayPool:
 
     def describe(self) -> dict:
         """For the report: where trainings ran (address, cluster CPUs, trainings per node)."""
-        return {"backend": "ray", "address": self.address, "cluster_cpus": self._cpus,
+        return {"backend": "ray", "address": self.address, "cluster_cpus": self._cpus, "connect_s": self.connect_s,
                 "trainings": self.submitted, "trainings_per_node": sorted(self.nodes.values(), reverse=True)}
 
     def close(self) -> None:

@@ -84,18 +84,20 @@ def test_eval_peers_must_be_positive():
         OutputConfig(eval_peers=0)
 
 
-def test_flat_weights_live_in_one_buffer_and_are_refilled_in_place():
+def test_flat_weights_live_in_one_buffer_and_assigning_copies():
     rng = np.random.default_rng(0)
     template = {"a": rng.normal(size=(3, 4)).astype(np.float32), "n": np.array(7, dtype=np.int64),
                 "b": rng.normal(size=5).astype(np.float32)}
     flat = FlatWeights(template)
     assert flat.buffer.size == 17 and all(np.shares_memory(flat.views[k], flat.buffer) for k in "ab")
-    views = dict(flat.views)
-    new = {k: v + 1 for k, v in template.items()}
-    assert flat.fits(new) and not flat.fits({**new, "b": np.zeros(6, np.float32)})
-    flat.assign(new)
-    assert all(flat.views[k] is views[k] for k in views)
-    assert all(np.array_equal(flat.views[k], new[k]) for k in new)
+    assert all(np.array_equal(flat.views[k], template[k]) and flat.views[k].dtype == template[k].dtype
+               for k in template)
+    node = SwarmNode("p0", lambda w, d, s: None, [0] * 3, "m", template, {}, flat=True)
+    own = node.weights
+    node.weights = {k: 2 * v for k, v in own.items()}  # save, replace, restore: as with plain dicts
+    assert np.array_equal(own["a"], template["a"]) and np.array_equal(node.weights["a"], 2 * template["a"])
+    node.weights = own
+    assert np.array_equal(node.weights["a"], template["a"])
 
 
 def test_a_flat_node_mixes_to_the_same_weights_as_a_plain_one():
@@ -115,3 +117,16 @@ def test_a_flat_node_mixes_to_the_same_weights_as_a_plain_one():
         n.mix({"p1": Msg()})
     assert all(np.array_equal(plain.weights[k], flat.weights[k]) for k in start)
     assert not np.array_equal(flat.weights["w"], start["w"])
+
+
+def test_an_address_where_nothing_listens_is_one_config_error_at_once():
+    import socket
+
+    from swarm.ray_pool import check_reachable
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ConfigError, match="nothing answers"):
+        check_reachable(f"127.0.0.1:{port}", timeout=5)
+    check_reachable("auto")  # left to Ray
