@@ -121,6 +121,7 @@ class RayPool:
         self._trainer = [ray.put(trainer)]
         self._data = [ray.put(d) for d in datasets]
         self.address, self.submitted = address, 0
+        self._last: tuple[Mapping[str, np.ndarray], Any] | None = None  # (weights, their object ref)
         #: trainings collected per Ray node id
         self.nodes: dict[str, int] = {}
         self._cpus = float(ray.cluster_resources().get("CPU", 0.0))
@@ -128,10 +129,16 @@ class RayPool:
         self.connect_s = time.perf_counter() - start
 
     def submit(self, site: int, weights: Mapping[str, np.ndarray], seed: int) -> RayJob:
-        """Start ``site``'s training from ``weights`` (copied now) with ``seed``."""
+        """Start ``site``'s training from ``weights`` (copied now) with ``seed``.
+
+        The same weights object submitted again (FedAvg's global model, to every site) is
+        uploaded once: the arms replace models, they never change one in place.
+        """
         self.submitted += 1
-        return RayJob(self, self._remote.remote(self._key, self._trainer, dict(weights), self._data[site],
-                                                     int(seed)))
+        if self._last is None or self._last[0] is not weights:
+            self._last = (weights, self._ray.put(dict(weights)))
+        return RayJob(self, self._remote.remote(self._key, self._trainer, self._last[1], self._data[site],
+                                                int(seed)))
 
     def describe(self) -> dict:
         """For the report: where trainings ran (address, cluster CPUs, trainings per node)."""
@@ -140,4 +147,5 @@ class RayPool:
 
     def close(self) -> None:
         """Disconnect (and stop the Ray this pool started, with ``local``)."""
+        self._last = None
         self._ray.shutdown()
