@@ -93,7 +93,12 @@ def main() -> int:
     parser.add_argument("--data", default="pneumoniamnist")
     parser.add_argument("--quick", action="store_true", help="8 and 32 peers, this tree only")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_memory.json")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="measure nothing: combine the code trees of earlier outputs of this script "
+                             "(e.g. before and after measured by two invocations at the same time)")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     sizes = [8, 32] if args.quick else sorted(int(p) for p in args.peers.split(","))
     if len(sizes) < 2:
         parser.error("--peers needs at least two sizes (the per-peer figure is a difference)")
@@ -115,11 +120,32 @@ def main() -> int:
             runs.append(measure(code, n, args.rounds, args.data))
             console.print(f"  peak RSS {runs[-1]['peak_rss_bytes'] / 2**20:.0f} MiB, {runs[-1]['wall_s']:.0f} s")
         result["codes"][label] = {"dir": str(code), "runs": runs, "per_peer_bytes": per_peer(runs)}
+        atomic_write(args.out, json.dumps(result, indent=2) + "\n")  # what is done so far
+    return finish(result, args.out)
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """One result from several outputs of this script with the same run settings."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    result = {k: v for k, v in parts[0].items() if k != "codes"}
+    result["codes"], result["merged_from"] = {}, [str(p) for p in paths]
+    for part in parts:
+        same = {k: part[k] for k in ("data", "rounds", "sizes")} == {k: result[k] for k in ("data", "rounds", "sizes")}
+        if not same:
+            raise SystemExit(f"cannot merge runs of different settings: {paths}")
+        result["codes"].update(part["codes"])
+    return finish(result, out)
+
+
+def finish(result: dict, out: Path) -> int:
+    """Add the after/before ratio, write the JSON and the PNG, print the table."""
+    console = Console(stderr=True)
+    sizes = result["sizes"]
     if "before" in result["codes"] and "after" in result["codes"]:
         result["after_over_before"] = (result["codes"]["after"]["per_peer_bytes"]
                                        / result["codes"]["before"]["per_peer_bytes"])
-    atomic_write(args.out, json.dumps(result, indent=2) + "\n")
-    plot(result, args.out.with_suffix(".png"))
+    atomic_write(out, json.dumps(result, indent=2) + "\n")
+    plot(result, out.with_suffix(".png"))
     table = Table(title=f"peak RSS per virtual peer ({sizes[0]} -> {sizes[-1]} peers)")
     for col in ("code", *(f"{n} peers MiB" for n in sizes), "per peer MiB"):
         table.add_column(col, justify="right")
@@ -127,7 +153,7 @@ def main() -> int:
         table.add_row(label, *(f"{r['peak_rss_bytes'] / 2**20:.0f}" for r in entry["runs"]),
                       f"{entry['per_peer_bytes'] / 2**20:.2f}")
     console.print(table)
-    console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    console.print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 
 
