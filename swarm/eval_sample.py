@@ -60,6 +60,13 @@ class EvalSample:
         """Whether ``peer`` is scored in evaluated round ``round_`` (O(1))."""
         return not self.sampled or (self._position[peer] - self._start(round_)) % self.n < int(self.k or 0)
 
+    def report(self, rows: list[dict]) -> dict:
+        """For an arm's report: :meth:`describe` plus the peers that have rows, per round."""
+        rounds: dict[int, set[int]] = {}
+        for row in rows:
+            rounds.setdefault(row["round"], set()).add(row["peer"])
+        return {**self.describe(), "rounds": {r: sorted(rounds[r]) for r in sorted(rounds)}}
+
     def describe(self) -> dict:
         """For the report: K, n and how the sample is drawn."""
         return {"k": self.k if self.sampled else self.n, "n": self.n,

@@ -20,12 +20,11 @@ figures (``swarm.attack_report``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -44,6 +43,7 @@ from swarm.topology import build_topology, parse_topology
 from swarm.train_pool import LocalPool, TrainJob, TrainPool, make_pool
 from swarm.training import Metrics, TrainConfig, Trainer
 from swarm.virtual_swarm import VirtualSwarm
+from swarm.weights import weights_digest
 
 #: the pseudo site index that seeds the pooled (central) model
 CENTRAL_SITE = 1_000_000
@@ -183,9 +183,7 @@ class Simulation:
             self.pool = None
         if self.sample.sampled:
             for res in results:
-                res.extra["evaluated_peers"] = {**self.sample.describe(), "rounds": {
-                    r: sorted({row["peer"] for row in res.rows if row["round"] == r})
-                    for r in sorted({row["round"] for row in res.rows})}}
+                res.extra["evaluated_peers"] = self.sample.report(res.rows)
         return results
 
     # -- helpers -----------------------------------------------------------------
@@ -382,16 +380,6 @@ class Simulation:
             self._tick(progress, "cwt", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
         return result
-
-
-def weights_digest(models: Iterable[Mapping[str, np.ndarray]]) -> str:
-    """SHA-256 over every model's tensors in order: equal digests, bit-identical models."""
-    h = hashlib.sha256()
-    for weights in models:
-        for name, arr in weights.items():
-            h.update(name.encode())
-            h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
 
 
 def summarize(results: Iterable[ArmResult], last: int = 5) -> dict[str, dict]:
