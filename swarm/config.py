@@ -291,12 +291,17 @@ class OutputConfig:
     report: Path | None = option(None, "final JSON report (default STATE_DIR/report.json)", type=Path)
     quiet: bool = option(False, "no progress bar or live table")
     eval_every: int = option(1, "evaluate every N rounds (and the last)")
+    eval_peers: int | None = option(None, "simulate: score K peers on the global test set per evaluated round "
+                                          "(a seeded sample rotating over the peers), every peer in the last "
+                                          "round (default: every peer every time)", type=int, metavar="K")
     eval_global: bool = option(False, "demos: evaluate on the split's held-out global test set every round "
                                       "and append a row to STATE_DIR/metrics.jsonl (what medswarm launch "
                                       "collects)")
 
     def __post_init__(self) -> None:
         _at_least_one(eval_every=self.eval_every)
+        if self.eval_peers is not None:
+            _at_least_one(eval_peers=self.eval_peers)
 
 
 @dataclass(frozen=True)
@@ -308,6 +313,10 @@ class SimSetup:
     topology: str = option("ring", "ring | full | kregular[:K] | smallworld[:K[:P]] | exponential | onepeer-exp")
     site_shift: float = option(0.0, "per-site scanner shift strength for images, 0 = none")
     arms: tuple[str, ...] = option(ARMS, "comma-separated arms", type=str, parse=_split_arms)
+    ray: str | None = option(None, "run the peers' training as Ray tasks (pip install 'medswarm[ray]'): "
+                                   "--ray alone starts Ray on this host; --ray ADDRESS joins a cluster "
+                                   "(auto, HOST:6379 or ray://HOST:10001); same results as without",
+                             metavar="ADDRESS", const="local")
 
     def __post_init__(self) -> None:
         from swarm.topology import parse_topology
@@ -320,6 +329,8 @@ class SimSetup:
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown:
             raise ConfigError("arms", f"unknown {unknown}; expected some of {', '.join(ARMS)}")
+        if self.ray is not None and not self.ray.strip():
+            raise ConfigError("ray", "give a cluster address, or --ray alone for a local Ray")
         try:
             parse_topology(self.topology)
         except TopologyError as err:

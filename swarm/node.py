@@ -27,6 +27,7 @@ from swarm.mixing import sample_weighted_row
 from swarm.robust import Aggregation, robust_mix
 from swarm.datasets import ArrayDataset
 from swarm.errors import AveragingError
+from swarm.flat_weights import FlatWeights
 
 log = logging.getLogger("medswarm.node")
 
@@ -92,6 +93,10 @@ class SwarmNode:
         or direction is far from this node's own (``gossip.validate``).
     max_abs:
         A received model is refused if any value exceeds it in magnitude.
+    flat:
+        Keep the weights in one contiguous float32 buffer (``swarm.flat_weights``): each
+        model assigned is copied into a new one (the simulation's choice: one allocation
+        per peer's model, one contiguous vector to hash or ship to Ray).
     """
 
     def __init__(
@@ -108,12 +113,15 @@ class SwarmNode:
         sample_weighted: bool = True,
         aggregation: Aggregation = Aggregation(),
         max_abs: float = 1e4,
+        flat: bool = False,
     ) -> None:
         self.peer_id = peer_id
         self.train_fn = train_fn
         self.data = data
         self.model_id = model_id
-        self.weights: dict[str, np.ndarray] = {k: np.array(v, copy=True) for k, v in weights.items()}
+        self._weights: dict[str, np.ndarray] = {}
+        self._use_flat = flat
+        self.weights = {k: np.array(v, copy=True) for k, v in weights.items()} if not flat else weights
         self.neighbour_degrees = dict(neighbour_degrees)
         self.float16 = float16
         self.q8 = q8
@@ -122,6 +130,18 @@ class SwarmNode:
         self.max_abs = max_abs
         self.stats = NodeStats()
         self.last_loss = float("nan")
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """The current model (with ``flat``: views into this node's one buffer)."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, new: Mapping[str, np.ndarray]) -> None:
+        if self._use_flat:  # a copy into a new buffer: views handed out earlier keep their values
+            self._weights = FlatWeights(new).views
+        else:
+            self._weights = new if isinstance(new, dict) else dict(new)
 
     def encode_model(self, round_: int) -> memoryview:
         """The current weights as a wire message of round ``round_`` (what neighbours fetch)."""

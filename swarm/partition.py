@@ -298,9 +298,10 @@ def spawn_rngs(seq: np.random.SeedSequence, n: int) -> list[np.random.Generator]
 
 
 def _federation(
-    name: str, sites: list[Site], global_test: ArrayDataset, input_shape: tuple[int, ...]
+    name: str, sites: list[Site], global_test: ArrayDataset, input_shape: tuple[int, ...],
+    central: ArrayDataset | None = None,
 ) -> Federation:
-    central = concatenate([s.train for s in sites])
+    central = concatenate([s.train for s in sites]) if central is None else central
     return Federation(name, sites, global_test, central, central.num_classes, input_shape)
 
 
@@ -319,16 +320,28 @@ def _medmnist_federation(
     pool = concatenate([data.train, data.val])
     parts = partition_labels(pool.y, n_sites, spec, np.random.default_rng(streams[0]))
     split_rngs, shift_rngs = spawn_rngs(streams[2], n_sites), spawn_rngs(streams[3], n_sites)
-    sites = []
+    splits = []
     for i, idx in enumerate(parts):
         keep, test = split_stratified(pool.y[idx], fraction, split_rngs[i])
-        train, local = pool.subset(idx[keep]), pool.subset(idx[test])
+        splits.append((idx[keep], idx[test]))
+    # one copy of the pool in site order (every site's train, then every site's local test):
+    # each site's splits and the pooled training data are slices (views) of it, not copies
+    trains, tests = [len(tr) for tr, _ in splits], [len(te) for _, te in splits]
+    order = np.concatenate([tr for tr, _ in splits] + [te for _, te in splits])
+    x, y = pool.x[order], pool.y[order]
+    del pool
+    train_at = np.concatenate([[0], np.cumsum(trains)])
+    test_at = train_at[-1] + np.concatenate([[0], np.cumsum(tests)])
+    sites = []
+    for i in range(n_sites):
+        tr, te = slice(train_at[i], train_at[i + 1]), slice(test_at[i], test_at[i + 1])
         if site_shift > 0:
-            both = shift_images(np.concatenate([train.x, local.x]), shift_rngs[i], site_shift)
-            train = ArrayDataset(both[: len(train)], train.y, pool.num_classes)
-            local = ArrayDataset(both[len(train) :], local.y, pool.num_classes)
-        sites.append(Site(i, f"site-{i}", train, local))
-    return _federation(data.name, sites, data.test, tuple(data.train.x.shape[1:]))
+            both = shift_images(np.concatenate([x[tr], x[te]]), shift_rngs[i], site_shift)
+            x[tr], x[te] = both[: trains[i]], both[trains[i]:]
+        sites.append(Site(i, f"site-{i}", ArrayDataset(x[tr], y[tr], data.num_classes),
+                          ArrayDataset(x[te], y[te], data.num_classes)))
+    central = ArrayDataset(x[: train_at[-1]], y[: train_at[-1]], data.num_classes)
+    return _federation(data.name, sites, data.test, tuple(data.train.x.shape[1:]), central)
 
 
 def _resolve_medmnist(dataset: str | Path, data_path: str | Path | None) -> tuple[Path, str]:

@@ -32,6 +32,7 @@ from gossip.codec import WeightsMessage, decode, encode
 from swarm.attack_report import attack_summary
 from swarm.averaging import Contribution, weighted_average
 from swarm.config import ARMS, DEFAULT_PEERS, LearningConfig, OutputConfig, SimSetup, TimingConfig, protocol_config  # noqa: F401
+from swarm.eval_sample import EvalSample
 from swarm.faults import FaultConfig
 from swarm.metrics import finite_mapping, finite_or_none
 from swarm.options import from_args
@@ -39,8 +40,10 @@ from swarm.partition import Federation, parse_partition
 from swarm.task import prepare, resolve_task
 from swarm.protocol import ProtocolConfig
 from swarm.topology import build_topology, parse_topology
+from swarm.train_pool import LocalPool, TrainJob, TrainPool, make_pool
 from swarm.training import Metrics, TrainConfig, Trainer
 from swarm.virtual_swarm import VirtualSwarm
+from swarm.weights import weights_digest
 
 #: the pseudo site index that seeds the pooled (central) model
 CENTRAL_SITE = 1_000_000
@@ -154,6 +157,11 @@ class Simulation:
         config.faults.validate_for(self.n)
         name, params = parse_topology(config.setup.topology)
         self.topology = build_topology(name, self.n, seed=learning.seed, **params)
+        #: the peers scored per evaluated round (``--eval-peers``), the same in every arm
+        self.sample = EvalSample(self.n, config.output.eval_peers, learning.seed, config.output.eval_every)
+        #: where trainings run (``--ray``); None while no arm runs, inline without Ray
+        self.pool: TrainPool | None = None
+        self.training: dict = {}
 
     def run(self, progress: ProgressFn | None = None) -> list[ArmResult]:
         """Run every configured arm in order and return their results."""
@@ -164,7 +172,19 @@ class Simulation:
             "central": self.run_central,
             "cwt": self.run_cwt,
         }
-        return [runners[arm](progress) for arm in self.config.setup.arms]
+        self.pool = make_pool(self.config.setup.ray, self.trainer, [s.train for s in self.federation.sites])
+        try:
+            results = [runners[arm](progress) for arm in self.config.setup.arms]
+            #: where this run's trainings ran (``--ray``: the cluster and trainings per node)
+            self.training = self.pool.describe() if self.pool is not None else {"backend": "local"}
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+            self.pool = None
+        if self.sample.sampled:
+            for res in results:
+                res.extra["evaluated_peers"] = self.sample.report(res.rows)
+        return results
 
     # -- helpers -----------------------------------------------------------------
     def _eval(self, weights: dict[str, np.ndarray], site: int | None) -> tuple[Metrics, Metrics | None]:
@@ -187,6 +207,17 @@ class Simulation:
             })
         return out
 
+    def _scored(self, round_: int) -> list[int]:
+        """The peers scored in evaluated round ``round_``: a sample (``--eval-peers``), all in the last."""
+        return list(range(self.n)) if round_ == self.config.learning.rounds - 1 else self.sample.peers(round_)
+
+    def _trainings(self, weights: list[dict[str, np.ndarray]], round_: int) -> list[TrainJob]:
+        """Every site's training of ``round_`` from its ``weights``, submitted at once: in parallel
+        on Ray; without it, each runs when its result is asked for (one result held at a time)."""
+        pool = self.pool or LocalPool(self.trainer.train, [s.train for s in self.federation.sites])
+        seed = self.config.learning.seed
+        return [pool.submit(i, w, train_seed(seed, i, round_)) for i, w in enumerate(weights)]
+
     def _evaluating(self, round_: int) -> bool:
         """Whether round ``round_`` is evaluated (every ``eval_every`` rounds and the last)."""
         every = self.config.output.eval_every
@@ -207,6 +238,7 @@ class Simulation:
             float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted, eval_every=cfg.output.eval_every,
             state_dir=self.state_dir, aggregation=learning.aggregation(),
             time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"),
+            pool=self.pool, scored=self.sample.includes,
         )
         runs = swarm.run(None if progress is None else lambda done, total: progress("swarm", done, total))
         result = ArmResult("swarm", rows=swarm.rows, attackers=tuple(sorted(swarm.attackers)))
@@ -219,6 +251,7 @@ class Simulation:
         reasons = sorted({r.stop_reason for r in runs if r.exited})
         protos = {p.index: p.proto for p in swarm.peers if p.proto is not None}
         result.extra = {
+            "weights_digest": weights_digest([n.weights for n in nodes]),
             "mean_model": {"accuracy": finite_or_none(glob.accuracy), "auroc": finite_or_none(glob.auroc)},
             "rejected": sum(sum(n.stats.rejected.values()) for n in nodes),
             "rejected_by_reason": dict(sum((n.stats.rejected for n in nodes), Counter())),
@@ -261,16 +294,16 @@ class Simulation:
 
     def run_fedavg(self, progress: ProgressFn | None = None) -> ArmResult:
         """Server-based FedAvg: sample-weighted mean of the sites' encoded updates."""
-        cfg, fed = self.config.learning, self.federation
+        cfg = self.config.learning
         result = ArmResult("fedavg")
         global_w = dict(self.initial)
         sent = [0] * self.n
         train_s = other_s = 0.0
         for r in range(cfg.rounds):
             contributions, losses = [], []
-            for i, site in enumerate(fed.sites):
-                start = time.perf_counter()
-                res = self.trainer.train(global_w, site.train, train_seed(cfg.seed, i, r))
+            for i, job in enumerate(self._trainings([global_w] * self.n, r)):
+                res = job.result()
+                train_s += job.seconds
                 mid = time.perf_counter()
                 payload = encode(WeightsMessage(self.trainer.model_id, r, f"site-{i}", res.samples, res.weights),
                                  float16=cfg.float16)
@@ -278,14 +311,13 @@ class Simulation:
                 msg = decode(payload)
                 contributions.append(Contribution(msg.sender, msg.tensors, float(msg.sample_count)))
                 losses.append(res.loss)
-                train_s += mid - start
                 other_s += time.perf_counter() - mid
             start = time.perf_counter()
             global_w = weighted_average(contributions)
             other_s += time.perf_counter() - start
             if self._evaluating(r):
                 glob, _ = self._eval(global_w, None)
-                for i in range(self.n):
+                for i in self._scored(r):
                     _, loc = self._eval(global_w, i)
                     result.rows.append(metrics_row("fedavg", r, i, losses[i], glob, loc, 0.0, sent[i]))
             self._tick(progress, "fedavg", r + 1, cfg.rounds)
@@ -295,14 +327,15 @@ class Simulation:
 
     def run_local(self, progress: ProgressFn | None = None) -> ArmResult:
         """Each site alone: no exchange at all."""
-        cfg, fed = self.config.learning, self.federation
+        cfg = self.config.learning
         result = ArmResult("local")
         models = [dict(self.initial) for _ in range(self.n)]
         for r in range(cfg.rounds):
-            for i, site in enumerate(fed.sites):
-                res = self.trainer.train(models[i], site.train, train_seed(cfg.seed, i, r))
+            scored = set(self._scored(r)) if self._evaluating(r) else set()
+            for i, job in enumerate(self._trainings(models, r)):
+                res = job.result()
                 models[i] = res.weights
-                if self._evaluating(r):
+                if i in scored:
                     glob, loc = self._eval(models[i], i)
                     result.rows.append(metrics_row("local", r, i, res.loss, glob, loc, None, 0))
             self._tick(progress, "local", r + 1, cfg.rounds)
@@ -341,7 +374,7 @@ class Simulation:
                 losses.append(res.loss)
             if self._evaluating(r):
                 glob, _ = self._eval(weights, None)
-                for i in range(self.n):
+                for i in self._scored(r):
                     _, loc = self._eval(weights, i)
                     result.rows.append(metrics_row("cwt", r, i, losses[i], glob, loc, None, sent[i]))
             self._tick(progress, "cwt", r + 1, cfg.rounds)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from gossip.signing import sim_keyring
+from gossip.transport import MAX_OFFERS
 from swarm.attacks import by_peer
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.errors import SwarmError
@@ -36,6 +37,7 @@ from swarm.partition import Federation
 from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
 from swarm.schedule import OnePeerSchedule
 from swarm.robust import Aggregation
+from swarm.train_pool import PendingTraining, TrainPool
 from swarm.training import Metrics, Trainer
 
 #: ``progress(done_rounds_of_slowest_live_peer, max_rounds + final agreement rounds)``
@@ -104,8 +106,9 @@ class _SimSeam:
     def serve(self, round_: int, step: int, key: str, payload: Any) -> None:
         served = self.peer.served
         served[(round_, step)] = (payload, key)
-        for old in [k for k in served if k < (round_ - 2, 0)]:
-            del served[old]
+        # as a real peer's transport: the newest MAX_OFFERS models (and none older than 2 rounds)
+        for old in [k for k in served if k < (round_ - 2, 0)] + sorted(served)[:-MAX_OFFERS]:
+            served.pop(old, None)
 
     def fetch(self, fetch: Fetch) -> None:
         self.swarm._fetch(self.peer, fetch)
@@ -145,6 +148,8 @@ class VirtualSwarm:
         state_dir: Path | None = None,
         max_events: int = 5_000_000,
         time_varying: bool = False,
+        pool: TrainPool | None = None,
+        scored: Callable[[int, int], bool] | None = None,
     ) -> None:
         faults.validate_for(len(federation.sites))
         self.trainer, self.federation, self.topology = trainer, federation, topology
@@ -152,6 +157,10 @@ class VirtualSwarm:
         self.protocol, self.faults = protocol, faults
         self.seed, self.train_seed = seed, train_seed
         self.eval_every = eval_every
+        #: where trainings run (None: inline, at the training's start); see ``swarm.train_pool``
+        self.pool = pool
+        #: ``scored(round, peer)``: whether an evaluated round scores this peer (``--eval-peers``)
+        self.scored = scored
         self.max_events = max_events
         self.rng = np.random.default_rng([seed, 0x5EED])
         n = len(federation.sites)
@@ -169,7 +178,8 @@ class VirtualSwarm:
                 HostileNode, attacks=hostile[i], rng=np.random.default_rng([seed, 0xA77AC, i]))
             node = make(self.ids[i], trainer.train, federation.sites[i].train, trainer.model_id,
                         self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
-                        float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation)
+                        float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation,
+                        flat=True)
             peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)
@@ -328,6 +338,8 @@ class VirtualSwarm:
         peer.exec.handle(TimerFired())
 
     def _ev_trained(self, index: int, incarnation: int, round_: int, result: Any) -> None:
+        if isinstance(result, PendingTraining):  # submitted to the pool: wait for it only now
+            result = result.collect()
         peer = self._live(index, incarnation)
         if peer is not None:
             peer.exec.trained(round_, result)
@@ -386,7 +398,11 @@ class VirtualSwarm:
         if crash is not None and round_ >= crash.at_round and peer.index not in self.restarted:
             self._crash(peer)
             return
-        result = peer.exec.train_now(round_)
+        if self.pool is None:
+            result = peer.exec.train_now(round_)
+        else:  # runs meanwhile (Ray); trainings overlapping in virtual time run in parallel
+            result = PendingTraining(peer.node, self.pool.submit(peer.index, peer.node.weights,
+                                                                 self.train_seed(peer.index, round_)))
         jitter = 1.0 + self.faults.train_jitter * (2 * self.rng.random() - 1)
         epochs = self.trainer.config.local_epochs
         duration = self.faults.train_time * epochs * peer.slowdown * jitter
@@ -410,7 +426,8 @@ class VirtualSwarm:
     def _do_checkpoint(self, peer: _Peer, state: PeerState) -> None:
         peer.run.last_round = max(peer.run.last_round, state.round)
         peer.run.rounds_completed = peer.proto.stats.rounds_completed if peer.proto else peer.run.rounds_completed
-        peer.checkpoint = state
+        # in memory only for a peer that will restart from it (a copy of the model per peer otherwise)
+        peer.checkpoint = state if peer.index in self.crashes else None
         self._track_round(peer)
         self._revive_due()
 
@@ -445,7 +462,8 @@ class VirtualSwarm:
     def _on_round(self, peer: _Peer, info: RoundInfo) -> None:
         """On evaluation rounds (and the last), score the peer on the global test set."""
         proto = peer.proto
-        if not (info.round % self.eval_every == self.eval_every - 1
+        if not ((info.round % self.eval_every == self.eval_every - 1
+                 and (self.scored is None or self.scored(info.round, peer.index)))
                 or info.round == self.protocol.convergence.max_rounds - 1
                 or (proto is not None and proto.stop_round is not None and info.round >= proto.stop_round)):
             return
