@@ -36,6 +36,7 @@ from swarm.faults import FaultConfig
 from swarm.metrics import finite_mapping, finite_or_none
 from swarm.options import from_args
 from swarm.partition import Federation, parse_partition
+from swarm.privacy import PrivacyLedger, PrivateTraining, plan
 from swarm.task import prepare, resolve_task
 from swarm.protocol import ProtocolConfig
 from swarm.topology import build_topology, parse_topology
@@ -172,6 +173,33 @@ class Simulation:
         loc = self.trainer.evaluate(weights, self.federation.sites[site].test) if site is not None else None
         return glob, loc
 
+    def _train_fns(self, arm: str, datasets: list | None = None) -> list[Callable]:
+        """Each site's training callable in ``arm``; under DP a private one with its own ledger
+        (a fresh one per arm; the secret key is seeded here, so arms stay paired)."""
+        learning = self.config.learning
+        privacy = learning.privacy()
+        datasets = datasets if datasets is not None else [site.train for site in self.federation.sites]
+        if privacy is None:
+            return [self.trainer.train] * len(datasets)
+        fns = []
+        for i, data in enumerate(datasets):
+            dp = plan(privacy, len(data), learning.batch_size, learning.local_epochs, learning.rounds)
+            key = np.random.SeedSequence([learning.seed, i, 0xD9]).generate_state(4).tobytes()
+            fns.append(PrivateTraining(self.trainer, PrivacyLedger(dp, key=key), peer=f"{arm}-{i}",
+                                       track=False))
+        return fns
+
+    @staticmethod
+    def _privacy(result: ArmResult, fns: list[Callable]) -> None:
+        """Under DP: the arm's budget and delta (the largest of its sites'), each site's spend."""
+        private = [fn for fn in fns if isinstance(fn, PrivateTraining)]
+        if not private:
+            return
+        result.extra["dp_epsilon_budget"] = private[0].ledger.plan.epsilon
+        result.extra["dp_delta"] = max(fn.ledger.plan.delta for fn in private)
+        for entry, fn in zip(result.per_site, fns * (len(result.per_site) if len(fns) == 1 else 1)):
+            entry.update({k: v for k, v in fn.summary().items() if k != "dp_epsilon_budget"})
+
     def _per_site(self, models: list[dict[str, np.ndarray]]) -> list[dict]:
         out = []
         for i, weights in enumerate(models):
@@ -201,12 +229,13 @@ class Simulation:
     def run_swarm(self, progress: ProgressFn | None = None) -> ArmResult:
         """Gossip averaging with the leader-free protocol, on a virtual clock with faults."""
         cfg, learning = self.config, self.config.learning
+        fns = self._train_fns("swarm")
         swarm = VirtualSwarm(
             self.trainer, self.federation, self.topology, self.initial, cfg.protocol_config(), cfg.faults,
             seed=learning.seed, train_seed=lambda site, r: train_seed(learning.seed, site, r),
             float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted, eval_every=cfg.output.eval_every,
             state_dir=self.state_dir, aggregation=learning.aggregation(),
-            time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"),
+            time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"), train_fns=fns,
         )
         runs = swarm.run(None if progress is None else lambda done, total: progress("swarm", done, total))
         result = ArmResult("swarm", rows=swarm.rows, attackers=tuple(sorted(swarm.attackers)))
@@ -251,6 +280,7 @@ class Simulation:
         result.extra["sim_time_per_round_s"] = (
             float(np.mean([r.finish_time / (r.last_round + 1) for r in finished])) if finished else None
         )
+        self._privacy(result, fns)
         result.timings = {
             "train_s": sum(n.stats.train_s for n in nodes) + 0.0,
             "codec_s": sum(n.stats.codec_s for n in nodes),
@@ -263,6 +293,7 @@ class Simulation:
         """Server-based FedAvg: sample-weighted mean of the sites' encoded updates."""
         cfg, fed = self.config.learning, self.federation
         result = ArmResult("fedavg")
+        fns = self._train_fns("fedavg")
         global_w = dict(self.initial)
         sent = [0] * self.n
         train_s = other_s = 0.0
@@ -270,7 +301,7 @@ class Simulation:
             contributions, losses = [], []
             for i, site in enumerate(fed.sites):
                 start = time.perf_counter()
-                res = self.trainer.train(global_w, site.train, train_seed(cfg.seed, i, r))
+                res = fns[i](global_w, site.train, train_seed(cfg.seed, i, r))
                 mid = time.perf_counter()
                 payload = encode(WeightsMessage(self.trainer.model_id, r, f"site-{i}", res.samples, res.weights),
                                  float16=cfg.float16)
@@ -290,6 +321,7 @@ class Simulation:
                     result.rows.append(metrics_row("fedavg", r, i, losses[i], glob, loc, 0.0, sent[i]))
             self._tick(progress, "fedavg", r + 1, cfg.rounds)
         result.per_site = self._per_site([global_w] * self.n)
+        self._privacy(result, fns)
         result.timings = {"train_s": train_s, "codec_and_averaging_s": other_s}
         return result
 
@@ -297,43 +329,52 @@ class Simulation:
         """Each site alone: no exchange at all."""
         cfg, fed = self.config.learning, self.federation
         result = ArmResult("local")
+        fns = self._train_fns("local")
         models = [dict(self.initial) for _ in range(self.n)]
+        train_s = 0.0
         for r in range(cfg.rounds):
             for i, site in enumerate(fed.sites):
-                res = self.trainer.train(models[i], site.train, train_seed(cfg.seed, i, r))
+                start = time.perf_counter()
+                res = fns[i](models[i], site.train, train_seed(cfg.seed, i, r))
+                train_s += time.perf_counter() - start
                 models[i] = res.weights
                 if self._evaluating(r):
                     glob, loc = self._eval(models[i], i)
                     result.rows.append(metrics_row("local", r, i, res.loss, glob, loc, None, 0))
             self._tick(progress, "local", r + 1, cfg.rounds)
         result.per_site = self._per_site(models)
+        self._privacy(result, fns)
+        result.timings = {"train_s": train_s}
         return result
 
     def run_central(self, progress: ProgressFn | None = None) -> ArmResult:
         """All training data pooled in one place: the upper reference (peer 0 holds it)."""
         cfg, fed = self.config.learning, self.federation
         result = ArmResult("central")
+        fns = self._train_fns("central", [fed.central_train])
         weights = dict(self.initial)
         for r in range(cfg.rounds):
-            res = self.trainer.train(weights, fed.central_train, train_seed(cfg.seed, CENTRAL_SITE, r))
+            res = fns[0](weights, fed.central_train, train_seed(cfg.seed, CENTRAL_SITE, r))
             weights = res.weights
             if self._evaluating(r):
                 glob, _ = self._eval(weights, None)
                 result.rows.append(metrics_row("central", r, 0, res.loss, glob, None, None, 0))
             self._tick(progress, "central", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
+        self._privacy(result, fns)
         return result
 
     def run_cwt(self, progress: ProgressFn | None = None) -> ArmResult:
         """Cyclical weight transfer: one model trains at each site in turn, every round."""
         cfg, fed = self.config.learning, self.federation
         result = ArmResult("cwt")
+        fns = self._train_fns("cwt")
         weights = dict(self.initial)
         sent = [0] * self.n
         for r in range(cfg.rounds):
             losses = []
             for i, site in enumerate(fed.sites):
-                res = self.trainer.train(weights, site.train, train_seed(cfg.seed, i, r))
+                res = fns[i](weights, site.train, train_seed(cfg.seed, i, r))
                 payload = encode(WeightsMessage(self.trainer.model_id, r, f"site-{i}", res.samples, res.weights),
                                  float16=cfg.float16)
                 sent[i] += len(payload)
@@ -346,6 +387,7 @@ class Simulation:
                     result.rows.append(metrics_row("cwt", r, i, losses[i], glob, loc, None, sent[i]))
             self._tick(progress, "cwt", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
+        self._privacy(result, fns)
         return result
 
 
