@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import math
 import secrets
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -178,11 +181,14 @@ class PrivacyLedger:
         self.plan = plan_
         self.key = key if key is not None else secrets.token_bytes(16)
         self.entries: dict[str, list] = {k: list(v) for k, v in (entries or {}).items()}
+        #: a real peer charges in its training thread while its event loop checkpoints
+        self._lock = threading.Lock()
 
     def history(self, extra: tuple[float, float, int] | None = None) -> History:
         """The accountant's history: runs of equal (noise, rate) merged, in charge order."""
         out: list[list] = []
-        items = [tuple(v[:3]) for v in self.entries.values()] + ([extra] if extra else [])
+        with self._lock:
+            items = [tuple(v[:3]) for v in self.entries.values()] + ([extra] if extra else [])
         for noise, q, steps in items:
             if out and out[-1][0] == noise and out[-1][1] == q:
                 out[-1][2] += int(steps)
@@ -212,14 +218,15 @@ class PrivacyLedger:
         Returns False (nothing charged) if the same round was already charged from the
         same weights: the retrain is the same release. Another start charges again.
         """
-        key, n = tag, 1
-        while key in self.entries:
-            if self.entries[key][3] == start:
-                return False
-            n += 1
-            key = f"{tag}#{n}"
-        self.entries[key] = [*self.cost(), start]
-        return True
+        with self._lock:
+            key, n = tag, 1
+            while key in self.entries:
+                if self.entries[key][3] == start:
+                    return False
+                n += 1
+                key = f"{tag}#{n}"
+            self.entries[key] = [*self.cost(), start]
+            return True
 
     def rng(self, tag: str) -> torch.Generator:
         """The secret generator of round ``tag`` (sampling and noise)."""
@@ -228,15 +235,52 @@ class PrivacyLedger:
 
     def state(self) -> dict[str, Any]:
         """The ledger as msgpack-able data (the checkpoint's ``extra["dp"]``)."""
-        return {"key": self.key.hex(), "entries": {k: list(v) for k, v in self.entries.items()}}
+        with self._lock:
+            return {"key": self.key.hex(), "entries": {k: list(v) for k, v in self.entries.items()}}
 
     def merge(self, state: Mapping[str, Any] | None) -> None:
         """Add the entries of a saved state (a checkpoint's or a journal's); adopt its key."""
         if not state:
             return
-        self.key = bytes.fromhex(state["key"])
-        for tag, entry in state["entries"].items():
-            self.entries.setdefault(tag, list(entry))
+        with self._lock:
+            self.key = bytes.fromhex(state["key"])
+            for tag, entry in state["entries"].items():
+                self.entries.setdefault(tag, list(entry))
+
+
+class LedgerJournal:
+    """The write-ahead copy of a peer's ledger (``STATE_DIR/dp-ledger.json``), written
+    atomically before a round's training starts, so a crash between the charge and the
+    round's checkpoint cannot lose a round that may have been released."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved ledger state, or None if there is none.
+
+        Raises
+        ------
+        ConfigError
+            (field ``state_dir``) if the file exists but cannot be read: a peer must not
+            start with a ledger that may forget spent rounds.
+        """
+        if not self.path.exists():
+            return None
+        try:
+            state = json.loads(self.path.read_text())
+            bytes.fromhex(state["key"])
+            if not isinstance(state["entries"], dict):
+                raise TypeError("entries")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError("state_dir", f"{self.path}: unreadable privacy ledger ({exc})") from None
+        return state
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Replace the journal by ``state`` atomically and durably."""
+        from swarm.atomic_file import atomic_write
+
+        atomic_write(self.path, json.dumps(state, sort_keys=True))
 
 
 def weights_digest(weights: Mapping[str, np.ndarray]) -> str:
@@ -322,6 +366,8 @@ class PrivateTraining:
     Charges the ledger before each round (then ``journal`` persists it, before anything is
     released), trains with :meth:`Trainer.train_private`, and once the next round would
     exceed the budget returns the weights unchanged (``exhausted`` says from which round tag).
+    The result's loss is NaN: the training loss is a figure of the records, outside the
+    guarantee, so it must not travel in progress records (``last_loss`` keeps it locally).
     """
 
     def __init__(self, trainer: Trainer, ledger: PrivacyLedger, *, peer: str = "",
@@ -331,6 +377,7 @@ class PrivateTraining:
         #: simulation asks only at the end (an accountant call costs ~0.3 s)
         self.track = track
         self.exhausted: str | None = None
+        self.last_loss = math.nan
         self.last_spent = ledger.spent() if ledger.entries else 0.0
 
     def __call__(self, weights: Mapping[str, np.ndarray], data: ArrayDataset, seed: int) -> TrainResult:
@@ -351,7 +398,9 @@ class PrivateTraining:
             self.last_spent = self.ledger.spent()
         log.info("event=dp-round peer=%s tag=%s epsilon_spent=%.4g budget=%g delta=%.3g", self.peer, tag,
                  self.last_spent, self.ledger.plan.epsilon, self.ledger.plan.delta)
-        return self.trainer.train_private(weights, data, self.ledger.plan, self.ledger.rng(tag))
+        result = self.trainer.train_private(weights, data, self.ledger.plan, self.ledger.rng(tag))
+        self.last_loss = result.loss  # kept here: the loss of the records is not released
+        return TrainResult(result.weights, math.nan, result.samples)
 
     def restore(self, *states: Mapping[str, Any] | None) -> None:
         """Start over from saved ledger states (a checkpoint's, the journal's): their union."""
@@ -373,4 +422,6 @@ class PrivateTraining:
 
 def spent_of(train_fn: object) -> float | None:
     """The epsilon spent by a node's training callable, or None without DP."""
-    return train_fn.last_spent if isinstance(train_fn, PrivateTraining) else None
+    if isinstance(train_fn, PrivateTraining) and train_fn.track:
+        return train_fn.last_spent
+    return None
