@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,8 @@ def summarise(rows: list[dict], datasets: list[str], eps_list: list[float]) -> d
         table = {}
         for eps in eps_list:
             runs = [r for r in rows if r["data"] == data and r["eps"] == eps]
+            if not runs:
+                continue
             entry = {arm: {"auroc": float(np.mean([r[arm]["auroc"] for r in runs])),
                            "auroc_sd": float(np.std([r[arm]["auroc"] for r in runs])),
                            "worst_auroc": float(np.min([r[arm]["worst_auroc"] for r in runs])),
@@ -78,7 +80,8 @@ def summarise(rows: list[dict], datasets: list[str], eps_list: list[float]) -> d
                            "train_s_per_round_per_peer": float(np.mean([r[arm]["train_s_per_round_per_peer"]
                                                                          for r in runs]))}
                      for arm in ARMS}
-            if base:
+            runs = [r for r in runs if r["seed"] in base]
+            if runs:
                 diffs = [r["swarm"]["auroc"] - base[r["seed"]]["local"]["auroc"] for r in runs]
                 worst = [r["swarm"]["worst_auroc"] - base[r["seed"]]["local"]["auroc"] for r in runs]
                 beaten = [sum(s > b for s, b in zip(r["swarm"]["site_auroc"], base[r["seed"]]["local"]["site_auroc"]))
@@ -87,11 +90,9 @@ def summarise(rows: list[dict], datasets: list[str], eps_list: list[float]) -> d
                     "mean": float(np.mean(diffs)), "worst_seed": float(min(diffs)),
                     "worst_peer_mean": float(np.mean(worst)),
                     "hospitals_beaten_mean": float(np.mean(beaten)), "per_seed": diffs}
-                no_dp = base[runs[0]["seed"]]["swarm"]["train_s_per_round_per_peer"] if runs else None
-                entry["swarm_train_time_ratio_vs_no_dp"] = (
-                    float(np.mean([r["swarm"]["train_s_per_round_per_peer"]
-                                   / base[r["seed"]]["swarm"]["train_s_per_round_per_peer"] for r in runs]))
-                    if no_dp else None)
+                entry["swarm_train_time_ratio_vs_no_dp"] = float(np.mean(
+                    [r["swarm"]["train_s_per_round_per_peer"] / base[r["seed"]]["swarm"]["train_s_per_round_per_peer"]
+                     for r in runs]))
             table["inf" if math.isinf(eps) else f"{eps:g}"] = entry
         out[data] = table
     return out
@@ -136,18 +137,26 @@ def main() -> None:
     args = parser.parse_args()
     datasets = [d for d in args.datasets.split(",") if d]
     eps_list = [float(e) for e in args.eps.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(d, e, s) for d in datasets for e in eps_list for s in range(args.seeds)]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            rows = list(pool.map(lambda j: run_one(*j, args, Path(tmp)), jobs))
+    # seeds outermost, both data sets interleaved: a run cut short still has paired seeds of each
+    jobs = [(d, e, s) for s in range(args.seeds) for e in eps_list for d in datasets]
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        for future in as_completed([pool.submit(run_one, *job, args, Path(tmp)) for job in jobs]):
+            rows.append(future.result())
+            summary = write(args, rows, datasets, eps_list, complete=len(rows) == len(jobs))
+    print(json.dumps(summary, indent=1))
+
+
+def write(args: argparse.Namespace, rows: list[dict], datasets: list[str], eps_list: list[float],
+          complete: bool) -> dict:
+    """Write the JSON and PNG of the runs so far (after every run, so a cut-short grid keeps them)."""
     summary = summarise(rows, datasets, eps_list)
-    for row in rows:
-        row["eps"] = "inf" if math.isinf(row["eps"]) else row["eps"]
+    runs = [{**row, "eps": "inf" if math.isinf(row["eps"]) else row["eps"]} for row in rows]
     result = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "summary": summary, "runs": rows}
+              "complete": complete, "runs_done": len(rows), "summary": summary, "runs": runs}
     atomic_write(args.out, json.dumps(result, indent=2) + "\n")
     plot(args.out.with_suffix(".png"), summary)
-    print(json.dumps(summary, indent=1))
+    return summary
 
 
 if __name__ == "__main__":
