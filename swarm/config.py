@@ -134,7 +134,7 @@ class LearningConfig:
     metric_tol: float = option(0.02, "smallest validation-loss improvement that counts")
     distance_tol: float = option(0.1, "largest relative distance to the neighbours' average when voting")
     dp_epsilon: float | None = option(None, "train with DP-SGD within this total privacy budget per hospital "
-                                            "for the run (needs medswarm[dp])", type=float, metavar="EPS")
+                                            "for the run (needs medswarm[dp]; inf = no privacy)", type=float, metavar="EPS")
     dp_delta: float | None = option(None, "DP delta (default 1 / (10 x the hospital's training records))",
                                     type=float, metavar="D")
     dp_max_grad_norm: float = option(1.0, "DP-SGD: clip each record's gradient to this norm")

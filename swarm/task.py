@@ -1,6 +1,6 @@
 """The task API: what a swarm trains, and how.
 
-A :class:`Task` bundles five plain functions:
+A :class:`Task` bundles five plain functions (and an optional sixth, ``loss``, for DP):
 
 ``load(request) -> Federation``
     The sites' data (each site's train and local test split, the global test set when there

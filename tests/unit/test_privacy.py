@@ -167,3 +167,21 @@ def test_an_unreadable_journal_refuses_to_start(tmp_path):
     (tmp_path / "dp-ledger.json").write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable privacy ledger"):
         LedgerJournal(tmp_path / "dp-ledger.json").load()
+
+
+def test_the_example_task_trains_privately_through_its_loss(heart):
+    from pathlib import Path
+
+    from swarm.datasets import ArrayDataset
+    from swarm.task import load_task
+    from swarm.training import Trainer
+
+    task = load_task(str(Path(__file__).resolve().parents[2] / "examples" / "tiny_task.py") + ":task")
+    trainer = Trainer((1, 8, 8), 2, LearningConfig(data="heart").train_config(), task=task, private=True)
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.random((40, 1, 8, 8), dtype=np.float32), (np.arange(40) % 2).astype(np.int64))
+    dp = plan(PrivacyConfig(3.0, accountant="rdp"), len(data), 16, 1, 2)
+    fn = PrivateTraining(trainer, PrivacyLedger(dp))
+    start = trainer.initial_weights(0)
+    out = fn(start, data, 1).weights
+    assert any(not np.array_equal(out[k], start[k]) for k in start) and len(fn.ledger.entries) == 1
