@@ -179,7 +179,7 @@ def test_the_example_task_trains_privately_through_its_loss(heart):
     task = load_task(str(Path(__file__).resolve().parents[2] / "examples" / "tiny_task.py") + ":task")
     trainer = Trainer((1, 8, 8), 2, LearningConfig(data="heart").train_config(), task=task, private=True)
     rng = np.random.default_rng(0)
-    data = ArrayDataset(rng.random((40, 1, 8, 8), dtype=np.float32), (np.arange(40) % 2).astype(np.int64))
+    data = ArrayDataset(rng.random((40, 1, 8, 8), dtype=np.float32), (np.arange(40) % 2).astype(np.int64), 2)
     dp = plan(PrivacyConfig(3.0, accountant="rdp"), len(data), 16, 1, 2)
     fn = PrivateTraining(trainer, PrivacyLedger(dp))
     start = trainer.initial_weights(0)
