@@ -44,7 +44,7 @@ def run_one(data: str, eps: float, seed: int, args: argparse.Namespace, work: Pa
     if math.isfinite(eps):
         cmd += ["--dp-epsilon", str(eps)]
     start = time.perf_counter()
-    proc = subprocess.run(["nice", "-n", "10", *cmd], capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)  # the caller's nice -n 10 is inherited
     if proc.returncode != 0:
         raise SystemExit(f"simulate failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     arms = json.loads((out / "report.json").read_text())["arms"]
