@@ -151,7 +151,7 @@ class Trainer:
         (:func:`swarm.models.build_model`, :func:`supervised_fit`, :func:`softmax_predict`).
     private:
         Train with DP-SGD (:meth:`train_private`): the task's model is made private
-        (``swarm.privacy.private_model``: batch norms become group norms), and its ``fit``
+        (``swarm.dp_sgd.private_model``: batch norms become group norms), and its ``fit``
         must be the default or come with a ``loss`` (``swarm.task.check_private``).
 
     Raises
@@ -184,7 +184,7 @@ class Trainer:
 
         model = build_task_model(self.task, self.spec)
         if self.private:
-            from swarm.privacy import private_model
+            from swarm.dp_sgd import private_model
 
             private_model(model, self.task.name)
         return model
@@ -203,11 +203,11 @@ class Trainer:
 
     def train_private(self, weights: Weights, data: ArrayDataset, plan: DPPlan,
                       generator: torch.Generator) -> TrainResult:
-        """One DP-SGD round from ``weights`` (``swarm.privacy.dp_fit``) with the task's ``loss``
+        """One DP-SGD round from ``weights`` (``swarm.dp_sgd.dp_fit``) with the task's ``loss``
         (cross-entropy by default); every random draw comes from ``generator``."""
         from opacus import GradSampleModule
 
-        from swarm.privacy import cross_entropy, dp_fit
+        from swarm.dp_sgd import cross_entropy, dp_fit
 
         set_weights(self._model, weights)
         if self._grad_sample is None:  # hooks on the training model, added once

@@ -13,9 +13,8 @@ from swarm.config import LearningConfig
 from swarm.errors import ConfigError
 from swarm.node import SwarmNode
 from swarm.peer_state import restore_privacy, snapshot
-from swarm.privacy import (
-    LedgerJournal, PrivacyConfig, PrivacyLedger, PrivateTraining, default_delta, plan, private_model,
-)
+from swarm.dp_sgd import private_model
+from swarm.privacy import LedgerJournal, PrivacyConfig, PrivacyLedger, PrivateTraining, default_delta, plan
 from swarm.task import Task, load_builtin_data, prepare
 from swarm.training import supervised_fit
 
