@@ -137,8 +137,10 @@ def main() -> None:
     args = parser.parse_args()
     datasets = [d for d in args.datasets.split(",") if d]
     eps_list = [float(e) for e in args.eps.split(",")]
-    # seeds outermost, both data sets interleaved: a run cut short still has paired seeds of each
-    jobs = [(d, e, s) for s in range(args.seeds) for e in eps_list for d in datasets]
+    # one data set after the other, seed by seed, the non-private run first: a grid cut short
+    # still has complete, paired seeds of the first data sets
+    ordered = sorted(eps_list, key=lambda e: (math.isfinite(e), e))
+    jobs = [(d, e, s) for d in datasets for s in range(args.seeds) for e in ordered]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         for future in as_completed([pool.submit(run_one, *job, args, Path(tmp)) for job in jobs]):
