@@ -58,6 +58,12 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"Swarm: the average of {whose} final models scores AUROC "
                       f"{_fmt(arms['swarm']['mean_model']['auroc'])}; "
                       f"{arms['swarm'].get('rejected', 0)} message(s) rejected."]
+    private = {name: arm for name, arm in arms.items() if "dp_epsilon_budget" in arm}
+    if private:
+        lines += ["", "Differential privacy: " + "; ".join(
+            f"{name} epsilon budget {arm['dp_epsilon_budget']:g} per hospital, delta up to {arm['dp_delta']:.2g}, "
+            f"spent up to {max(s.get('dp_epsilon_spent') or 0.0 for s in arm['per_site']):.3g}"
+            for name, arm in private.items()) + "."]
     swarm = arms.get("swarm", {})
     if "attacks" in swarm:
         lines += render_attacks(swarm["attacks"])
