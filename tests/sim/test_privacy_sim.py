@@ -38,3 +38,16 @@ def test_without_dp_the_report_has_no_privacy_fields():
                                LearningConfig(data="heart", partition="sites", rounds=1, seed=0)))
     arm = summarize(sim.run())["local"]
     assert "dp_epsilon_budget" not in arm and "dp_epsilon_spent" not in arm["per_site"][0]
+
+
+def test_peers_past_their_budget_keep_mixing_until_the_swarm_stops():
+    # a given noise that fits fewer rounds than planned: every site runs out before round 4
+    learning = LearningConfig(data="heart", partition="sites", rounds=5, seed=0, dp_epsilon=1.0, dp_noise=2.0,
+                              dp_accountant="rdp")
+    sim = Simulation(SimConfig(SimSetup(peers=4, arms=("swarm",)), learning))
+    arm = summarize(sim.run())["swarm"]
+    for entry in arm["per_site"]:
+        assert entry["dp_budget_exhausted"] and entry["dp_rounds_charged"] < 5
+        assert entry["dp_epsilon_spent"] <= 1.0
+    assert all(peer["exited"] and peer["rounds_completed"] == 5 for peer in arm["peers"])
+    assert arm["decision"]["same_round"] and arm["accepted"] > 0
