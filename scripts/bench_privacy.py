@@ -6,14 +6,19 @@ same initial weights, same training seeds in every arm and at every epsilon). Fi
 mean over the last 5 rounds (worst peer too). The question a hospital asks: at which epsilon
 does the private swarm still beat each hospital alone without privacy? Answered per seed,
 paired: private swarm AUROC minus the non-private local AUROC, and the number of hospitals
-whose own non-private model the private swarm's model beats. Also the training time per
-round per peer with DP against without (the swarm arm, the first in each process, so the
-accountant's caches start empty).
+whose own non-private model the private swarm's model beats. Also the swarm arm's training
+time per round per peer with DP against without (runs at different moments of a shared
+machine: indicative only).
 
-Writes ``results/bench_privacy.json`` and ``results/bench_privacy.png``.
+``--timing-only REPS`` instead times one local round on the largest site without DP, with
+DP-SGD, and with DP-SGD plus the accountant's per-round spend, interleaved in one process
+(the ratio is against a baseline measured in the same run), into ``bench_privacy_time.json``.
+
+Writes ``results/bench_privacy.json`` and ``results/bench_privacy.png`` after every run.
 
     nice -n 10 .venv/bin/python scripts/bench_privacy.py [--datasets breastmnist,pneumoniamnist]
         [--eps 1,3,8,inf] [--seeds 3] [--rounds 10] [--peers 8] [--batch-size 64] [--lr 0.05] [--jobs 2]
+    nice -n 10 .venv/bin/python scripts/bench_privacy.py --timing-only 7 --rounds 6
 """
 
 from __future__ import annotations
@@ -61,6 +66,35 @@ def run_one(data: str, eps: float, seed: int, args: argparse.Namespace, work: Pa
     print(json.dumps({k: row[k] for k in ("data", "eps", "seed", "wall_s")}
                      | {arm: round(row[arm]["auroc"], 4) for arm in ARMS}), flush=True)
     return row
+
+
+def time_rounds(data: str, reps: int, args: argparse.Namespace) -> dict:
+    """Seconds of one local round on the largest site without DP, with DP-SGD alone and with
+    DP-SGD plus the accountant's per-round spend (what a real peer pays), interleaved
+    repetitions in one process so that the machine's load hits all three alike."""
+    from swarm.config import LearningConfig
+    from swarm.privacy import PrivacyLedger, PrivateTraining, plan
+    from swarm.task import prepare
+    from swarm.training import Trainer
+
+    learning = LearningConfig(data=data, batch_size=args.batch_size, lr=args.lr, rounds=args.rounds, dp_epsilon=3.0)
+    prepared = prepare(learning, args.peers)
+    fed = prepared.federation
+    site = max(fed.sites, key=lambda s: len(s.train)).train
+    plain = Trainer(fed.input_shape, fed.num_classes, learning.train_config())
+    dp = plan(learning.privacy(), len(site), args.batch_size, 1, args.rounds)
+    alone = PrivateTraining(prepared.trainer, PrivacyLedger(dp), track=False)
+    paying = PrivateTraining(prepared.trainer, PrivacyLedger(dp), track=True)
+    times: dict[str, list[float]] = {"no_dp": [], "dp_sgd": [], "dp_sgd_and_accountant": []}
+    for r in range(reps):
+        for name, fn in (("no_dp", plain.train), ("dp_sgd", alone), ("dp_sgd_and_accountant", paying)):
+            start = time.perf_counter()
+            fn(prepared.initial, site, r)
+            times[name].append(time.perf_counter() - start)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"data": data, "site_records": len(site), "steps_per_round": dp.steps_per_round, "reps": reps,
+            "median_s": med, "dp_sgd_over_no_dp": med["dp_sgd"] / med["no_dp"],
+            "dp_with_accountant_over_no_dp": med["dp_sgd_and_accountant"] / med["no_dp"]}
 
 
 def summarise(rows: list[dict], datasets: list[str], eps_list: list[float]) -> dict:
@@ -134,8 +168,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/bench_privacy.json"))
+    parser.add_argument("--timing-only", type=int, metavar="REPS", default=0,
+                        help="only time REPS interleaved rounds per data set (with and without DP), into "
+                             "OUT with _time before the suffix")
     args = parser.parse_args()
     datasets = [d for d in args.datasets.split(",") if d]
+    if args.timing_only:
+        timing = [time_rounds(d, args.timing_only, args) for d in datasets]
+        path = args.out.with_name(args.out.stem + "_time.json")
+        atomic_write(path, json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, "timing": timing},
+                                      indent=2) + "\n")
+        print(json.dumps(timing, indent=1))
+        return
     eps_list = [float(e) for e in args.eps.split(",")]
     # one data set after the other, seed by seed, the non-private run first: a grid cut short
     # still has complete, paired seeds of the first data sets
