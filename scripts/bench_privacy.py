@@ -82,7 +82,7 @@ def time_rounds(data: str, reps: int, args: argparse.Namespace) -> dict:
     fed = prepared.federation
     site = max(fed.sites, key=lambda s: len(s.train)).train
     plain = Trainer(fed.input_shape, fed.num_classes, learning.train_config())
-    dp = plan(learning.privacy(), len(site), args.batch_size, 1, args.rounds)
+    dp = plan(learning.privacy(), len(site), args.batch_size, 1, reps)  # every repetition within budget
     alone = PrivateTraining(prepared.trainer, PrivacyLedger(dp), track=False)
     paying = PrivateTraining(prepared.trainer, PrivacyLedger(dp), track=True)
     times: dict[str, list[float]] = {"no_dp": [], "dp_sgd": [], "dp_sgd_and_accountant": []}
