@@ -19,6 +19,7 @@ Writes ``results/bench_privacy.json`` and ``results/bench_privacy.png`` after ev
     nice -n 10 .venv/bin/python scripts/bench_privacy.py [--datasets breastmnist,pneumoniamnist]
         [--eps 1,3,8,inf] [--seeds 3] [--rounds 10] [--peers 8] [--batch-size 64] [--lr 0.05] [--jobs 2]
     nice -n 10 .venv/bin/python scripts/bench_privacy.py --timing-only 7 --rounds 6
+    .venv/bin/python scripts/bench_privacy.py --merge A.json B.json   # one JSON of separate runs
 """
 
 from __future__ import annotations
@@ -171,8 +172,16 @@ def main() -> None:
     parser.add_argument("--timing-only", type=int, metavar="REPS", default=0,
                         help="only time REPS interleaved rounds per data set (with and without DP), into "
                              "OUT with _time before the suffix")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="no runs: combine the runs of these outputs (e.g. one data set each) into OUT")
     args = parser.parse_args()
     datasets = [d for d in args.datasets.split(",") if d]
+    eps_list = [float(e) for e in args.eps.split(",")]
+    if args.merge:
+        rows = [{**row, "eps": float(row["eps"])} for path in args.merge
+                for row in json.loads(path.read_text())["runs"]]
+        print(json.dumps(write(args, rows, datasets, eps_list, complete=False), indent=1))
+        return
     if args.timing_only:
         timing = [time_rounds(d, args.timing_only, args) for d in datasets]
         path = args.out.with_name(args.out.stem + "_time.json")
@@ -180,7 +189,6 @@ def main() -> None:
                                       indent=2) + "\n")
         print(json.dumps(timing, indent=1))
         return
-    eps_list = [float(e) for e in args.eps.split(",")]
     # one data set after the other, seed by seed, the non-private run first: a grid cut short
     # still has complete, paired seeds of the first data sets
     ordered = sorted(eps_list, key=lambda e: (math.isfinite(e), e))
@@ -200,7 +208,7 @@ def write(args: argparse.Namespace, rows: list[dict], datasets: list[str], eps_l
     runs = [{**row, "eps": "inf" if math.isinf(row["eps"]) else row["eps"]} for row in rows]
     result = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "complete": complete, "runs_done": len(rows), "summary": summary, "runs": runs}
-    atomic_write(args.out, json.dumps(result, indent=2) + "\n")
+    atomic_write(args.out, json.dumps(result, indent=2, default=str) + "\n")
     plot(args.out.with_suffix(".png"), summary)
     return summary
 
