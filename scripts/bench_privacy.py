@@ -148,6 +148,10 @@ def plot(path: Path, summary: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    summary = {data: table for data, table in summary.items() if table}  # data sets with runs
+    if not summary:
+        return
+
     fig, axes = plt.subplots(1, len(summary), figsize=(5.5 * len(summary), 4), squeeze=False)
     for ax, (data, table) in zip(axes[0], summary.items()):
         labels = list(table)
