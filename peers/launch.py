@@ -168,6 +168,8 @@ def collect(peers: list[LaunchedPeer], config: dict, wall_s: float) -> tuple[dic
     rows = [row for peer in peers for row in read_rows(peer.state_dir / "metrics.jsonl")]
     per_site = [{k: rep.get(k) for k in ("site", "name", "train_samples", "accuracy", "auroc",
                                          "local_accuracy", "local_auroc")} for rep in reports]
+    for entry, rep in zip(per_site, reports):  # under DP: each hospital's spend (swarm.privacy)
+        entry.update({k: v for k, v in rep.items() if k.startswith("dp_") and k != "dp_epsilon_budget"})
     stop_rounds = sorted({rep["stop_round"] for rep in reports if rep.get("stop_round") is not None})
     per_round = [(p.ended - p.started) / max(1, rep["rounds_completed"])
                  for p, rep in zip(peers, reports) if p.ended is not None]
@@ -178,6 +180,10 @@ def collect(peers: list[LaunchedPeer], config: dict, wall_s: float) -> tuple[dic
         "rejected": sum(sum(rep.get("rejected", {}).values()) for rep in reports),
         "peers": reports,
     }
+    private = [rep for rep in reports if "dp_epsilon_budget" in rep]
+    if private:
+        extra.update(dp_epsilon_budget=max(rep["dp_epsilon_budget"] for rep in private),
+                     dp_delta=max(rep["dp_delta"] for rep in private))
     arm = ArmResult("swarm", rows=rows, per_site=per_site, extra=extra)
     report = {"title": "medswarm launch report", "config": config, "arms": summarize([arm]), "wall_s": wall_s}
     return report, rows

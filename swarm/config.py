@@ -27,6 +27,7 @@ from swarm.options import option, positive
 if TYPE_CHECKING:
     from swarm.convergence import ConvergenceConfig
     from swarm.task import DataRequest
+    from swarm.privacy import PrivacyConfig
     from swarm.protocol import ProtocolConfig
     from swarm.robust import Aggregation
     from swarm.training import TrainConfig
@@ -132,6 +133,14 @@ class LearningConfig:
     converge_window: int = option(8, "rounds the validation loss must plateau before a peer votes")
     metric_tol: float = option(0.02, "smallest validation-loss improvement that counts")
     distance_tol: float = option(0.1, "largest relative distance to the neighbours' average when voting")
+    dp_epsilon: float | None = option(None, "train with DP-SGD within this total privacy budget per hospital "
+                                            "for the run (needs medswarm[dp]; inf = no privacy)", type=float, metavar="EPS")
+    dp_delta: float | None = option(None, "DP delta (default 1 / (10 x the hospital's training records))",
+                                    type=float, metavar="D")
+    dp_max_grad_norm: float = option(1.0, "DP-SGD: clip each record's gradient to this norm")
+    dp_noise: float | None = option(None, "DP-SGD noise multiplier (default: the smallest that fits --rounds "
+                                          "into --dp-epsilon)", type=float, metavar="SIGMA")
+    dp_accountant: str = option("prv", "prv | rdp: the privacy accountant")
 
     def __post_init__(self) -> None:
         from swarm.partition import parse_partition
@@ -155,6 +164,7 @@ class LearningConfig:
         if not -1 <= self.min_cosine <= 1:
             raise ConfigError("min_cosine", f"must be in [-1, 1], got {self.min_cosine!r}")
         self.aggregation()  # validates --aggregator
+        self.privacy()  # validates --dp-*
         self._check_data_options()
         if self.task is not None:  # a broken task fails here, before any data is loaded
             from swarm.task import load_task
@@ -186,6 +196,25 @@ class LearningConfig:
 
         return Aggregation(self.aggregator, clip_factor=self.clip_factor, max_norm_ratio=self.max_norm_ratio,
                            min_cosine=None if self.min_cosine <= -1 else self.min_cosine)
+
+    def privacy(self) -> PrivacyConfig | None:
+        """Each hospital's DP settings (``swarm.privacy``), or None without ``--dp-epsilon``.
+
+        Raises
+        ------
+        ConfigError
+            For a bad ``--dp-*`` value, a ``--dp-*`` option without ``--dp-epsilon``, or
+            ``--dp-epsilon`` without Opacus installed (naming the ``dp`` extra).
+        """
+        from swarm.privacy import PrivacyConfig
+
+        if self.dp_epsilon is None or self.dp_epsilon == math.inf:
+            for name in ("dp_delta", "dp_noise"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(name, "applies with --dp-epsilon only")
+            return None
+        return PrivacyConfig(self.dp_epsilon, self.dp_delta, self.dp_max_grad_norm, self.dp_noise,
+                             self.dp_accountant)
 
     @property
     def q8(self) -> bool:

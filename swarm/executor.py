@@ -30,6 +30,7 @@ from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.membership import Verify
 from swarm.node import SwarmNode
 from swarm.peer_state import accept_transfer, fetch_limit, snapshot
+from swarm.privacy import spent_of
 from swarm.protocol import (
     Action, Adopt, Checkpoint, ControlIn, Event, Exit, Fetch, FetchDone, Mix, Mixed, ModelReady,
     Offer, PeerProtocol, ProtocolConfig, Reject, SendControl, Stop, Train,
@@ -310,8 +311,8 @@ class PeerExecutor:
         metric = None
         if action.final:
             metric = self.evaluate(self.node.weights)
-            log.info("event=round peer=%s round=%d loss=%s metric=%s distance=%s", self.node.peer_id,
-                     action.round, self.node.last_loss, metric, distance)
+            log.info("event=round peer=%s round=%d loss=%s metric=%s distance=%s%s", self.node.peer_id,
+                     action.round, self.node.last_loss, metric, distance, _dp_field(self.node))
             if self.hooks.on_round is not None:
                 self.hooks.on_round(RoundInfo(action.round, self.node.last_loss, metric, distance,
                                               self.bytes_sent))
@@ -341,6 +342,12 @@ class PeerExecutor:
         self.protocol.stats.bad_control += 1
         log.warning("event=bad-control peer=%s round=%d from=%s reason=%s",
                     self.node.peer_id, self.protocol.round, sender, reason)
+
+
+def _dp_field(node: SwarmNode) -> str:
+    """`` dp_epsilon_spent=X`` for the round log line under DP, else nothing."""
+    spent = spent_of(node.train_fn)
+    return "" if spent is None else f" dp_epsilon_spent={spent:.4g}"
 
 
 def resume(peer_id: str, neighbours: list[str], config: ProtocolConfig,

@@ -13,12 +13,14 @@ from gossip.codec import WeightsMessage, digest
 from gossip.transport import Payload
 from swarm.checkpoint import PeerState
 from swarm.node import SwarmNode
+from swarm.privacy import PrivateTraining
 from swarm.protocol import Fetch, PeerProtocol
 
 
 def snapshot(node: SwarmNode, protocol: PeerProtocol | None, round_: int) -> PeerState:
-    """The state to checkpoint after ``round_``: weights, members, counters, protocol memory."""
-    return PeerState(
+    """The state to checkpoint after ``round_``: weights, members, counters, protocol memory,
+    and the privacy ledger under DP (so it is written atomically with the weights)."""
+    state = PeerState(
         peer_id=node.peer_id, round=round_, step=0,
         weights={k: np.array(v, copy=True) for k, v in node.weights.items()},
         members=tuple(protocol.members()) if protocol else (),
@@ -28,6 +30,16 @@ def snapshot(node: SwarmNode, protocol: PeerProtocol | None, round_: int) -> Pee
                "seq": protocol.seq if protocol else 0,
                "convergence": protocol.convergence.history() if protocol else {}},
     )
+    if isinstance(node.train_fn, PrivateTraining):
+        state.extra["dp"] = node.train_fn.ledger.state()
+    return state
+
+
+def restore_privacy(node: SwarmNode, state: PeerState | None, journal: dict | None = None) -> None:
+    """Under DP, set the node's ledger to what its checkpoint (and the write-ahead ``journal``)
+    say was spent: a restarted peer neither forgets nor recounts a round."""
+    if isinstance(node.train_fn, PrivateTraining):
+        node.train_fn.restore(state.extra.get("dp") if state is not None else None, journal)
 
 
 #: a neighbour's model of the same model id may exceed this peer's own by this factor ...

@@ -66,6 +66,12 @@ def render_markdown(report: dict) -> str:
     if training.get("backend") == "ray":
         lines += ["", f"Trainings ran as Ray tasks at `{training['address']}` ({training['cluster_cpus']:g} CPUs): "
                       f"{training['trainings']} trainings on {len(training['trainings_per_node'])} node(s)."]
+    private = {name: arm for name, arm in arms.items() if "dp_epsilon_budget" in arm}
+    if private:
+        lines += ["", "Differential privacy: " + "; ".join(
+            f"{name} epsilon budget {arm['dp_epsilon_budget']:g} per hospital, delta up to {arm['dp_delta']:.2g}, "
+            f"spent up to {max(s.get('dp_epsilon_spent') or 0.0 for s in arm['per_site']):.3g}"
+            for name, arm in private.items()) + "."]
     swarm = arms.get("swarm", {})
     if "attacks" in swarm:
         lines += render_attacks(swarm["attacks"])

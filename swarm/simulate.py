@@ -32,11 +32,13 @@ from gossip.codec import WeightsMessage, decode, encode
 from swarm.attack_report import attack_summary
 from swarm.averaging import Contribution, weighted_average
 from swarm.config import ARMS, DEFAULT_PEERS, LearningConfig, OutputConfig, SimSetup, TimingConfig, protocol_config  # noqa: F401
+from swarm.errors import ConfigError
 from swarm.eval_sample import EvalSample
 from swarm.faults import FaultConfig
 from swarm.metrics import finite_mapping, finite_or_none
 from swarm.options import from_args
 from swarm.partition import Federation, parse_partition
+from swarm.privacy import PrivacyLedger, PrivateTraining, plan
 from swarm.task import prepare, resolve_task
 from swarm.protocol import ProtocolConfig
 from swarm.topology import build_topology, parse_topology
@@ -172,6 +174,9 @@ class Simulation:
             "central": self.run_central,
             "cwt": self.run_cwt,
         }
+        if self.config.setup.ray is not None and self.config.learning.privacy() is not None:
+            raise ConfigError("ray", "--ray with --dp-epsilon is not supported: each hospital's privacy ledger "
+                                     "lives in this process")
         self.pool = make_pool(self.config.setup.ray, self.trainer, [s.train for s in self.federation.sites])
         try:
             results = [runners[arm](progress) for arm in self.config.setup.arms]
@@ -192,6 +197,33 @@ class Simulation:
         loc = self.trainer.evaluate(weights, self.federation.sites[site].test) if site is not None else None
         return glob, loc
 
+    def _train_fns(self, arm: str, datasets: list | None = None) -> list[Callable]:
+        """Each site's training callable in ``arm``; under DP a private one with its own ledger
+        (a fresh one per arm; the secret key is seeded here, so arms stay paired)."""
+        learning = self.config.learning
+        privacy = learning.privacy()
+        datasets = datasets if datasets is not None else [site.train for site in self.federation.sites]
+        if privacy is None:
+            return [self.trainer.train] * len(datasets)
+        fns = []
+        for i, data in enumerate(datasets):
+            dp = plan(privacy, len(data), learning.batch_size, learning.local_epochs, learning.rounds)
+            key = np.random.SeedSequence([learning.seed, i, 0xD9]).generate_state(4).tobytes()
+            fns.append(PrivateTraining(self.trainer, PrivacyLedger(dp, key=key), peer=f"{arm}-{i}",
+                                       track=False))
+        return fns
+
+    @staticmethod
+    def _privacy(result: ArmResult, fns: list[Callable]) -> None:
+        """Under DP: the arm's budget and delta (the largest of its sites'), each site's spend."""
+        private = [fn for fn in fns if isinstance(fn, PrivateTraining)]
+        if not private:
+            return
+        result.extra["dp_epsilon_budget"] = private[0].ledger.plan.epsilon
+        result.extra["dp_delta"] = max(fn.ledger.plan.delta for fn in private)
+        for entry, fn in zip(result.per_site, fns * (len(result.per_site) if len(fns) == 1 else 1)):
+            entry.update({k: v for k, v in fn.summary().items() if k != "dp_epsilon_budget"})
+
     def _per_site(self, models: list[dict[str, np.ndarray]]) -> list[dict]:
         out = []
         for i, weights in enumerate(models):
@@ -211,10 +243,13 @@ class Simulation:
         """The peers scored in evaluated round ``round_``: a sample (``--eval-peers``), all in the last."""
         return list(range(self.n)) if round_ == self.config.learning.rounds - 1 else self.sample.peers(round_)
 
-    def _trainings(self, weights: list[dict[str, np.ndarray]], round_: int) -> list[TrainJob]:
-        """Every site's training of ``round_`` from its ``weights``, submitted at once: in parallel
-        on Ray; without it, each runs when its result is asked for (one result held at a time)."""
-        pool = self.pool or LocalPool(self.trainer.train, [s.train for s in self.federation.sites])
+    def _trainings(self, weights: list[dict[str, np.ndarray]], round_: int, fns: list[Callable]) -> list[TrainJob]:
+        """Every site's training of ``round_`` from its ``weights`` with its training callable
+        (``fns``), submitted at once: in parallel on Ray; without it (and always under DP, whose
+        ledgers live in this process), each runs when its result is asked for."""
+        private = any(isinstance(fn, PrivateTraining) for fn in fns)
+        pool = self.pool if self.pool is not None and not private else LocalPool(
+            fns, [s.train for s in self.federation.sites])
         seed = self.config.learning.seed
         return [pool.submit(i, w, train_seed(seed, i, round_)) for i, w in enumerate(weights)]
 
@@ -232,12 +267,13 @@ class Simulation:
     def run_swarm(self, progress: ProgressFn | None = None) -> ArmResult:
         """Gossip averaging with the leader-free protocol, on a virtual clock with faults."""
         cfg, learning = self.config, self.config.learning
+        fns = self._train_fns("swarm")
         swarm = VirtualSwarm(
             self.trainer, self.federation, self.topology, self.initial, cfg.protocol_config(), cfg.faults,
             seed=learning.seed, train_seed=lambda site, r: train_seed(learning.seed, site, r),
             float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted, eval_every=cfg.output.eval_every,
             state_dir=self.state_dir, aggregation=learning.aggregation(),
-            time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"),
+            time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"), train_fns=fns,
             pool=self.pool, scored=self.sample.includes,
         )
         runs = swarm.run(None if progress is None else lambda done, total: progress("swarm", done, total))
@@ -284,6 +320,7 @@ class Simulation:
         result.extra["sim_time_per_round_s"] = (
             float(np.mean([r.finish_time / (r.last_round + 1) for r in finished])) if finished else None
         )
+        self._privacy(result, fns)
         result.timings = {
             "train_s": sum(n.stats.train_s for n in nodes) + 0.0,
             "codec_s": sum(n.stats.codec_s for n in nodes),
@@ -296,12 +333,13 @@ class Simulation:
         """Server-based FedAvg: sample-weighted mean of the sites' encoded updates."""
         cfg = self.config.learning
         result = ArmResult("fedavg")
+        fns = self._train_fns("fedavg")
         global_w = dict(self.initial)
         sent = [0] * self.n
         train_s = other_s = 0.0
         for r in range(cfg.rounds):
             contributions, losses = [], []
-            for i, job in enumerate(self._trainings([global_w] * self.n, r)):
+            for i, job in enumerate(self._trainings([global_w] * self.n, r, fns)):
                 res = job.result()
                 train_s += job.seconds
                 mid = time.perf_counter()
@@ -322,6 +360,7 @@ class Simulation:
                     result.rows.append(metrics_row("fedavg", r, i, losses[i], glob, loc, 0.0, sent[i]))
             self._tick(progress, "fedavg", r + 1, cfg.rounds)
         result.per_site = self._per_site([global_w] * self.n)
+        self._privacy(result, fns)
         result.timings = {"train_s": train_s, "codec_and_averaging_s": other_s}
         return result
 
@@ -329,44 +368,52 @@ class Simulation:
         """Each site alone: no exchange at all."""
         cfg = self.config.learning
         result = ArmResult("local")
+        fns = self._train_fns("local")
         models = [dict(self.initial) for _ in range(self.n)]
+        train_s = 0.0
         for r in range(cfg.rounds):
             scored = set(self._scored(r)) if self._evaluating(r) else set()
-            for i, job in enumerate(self._trainings(models, r)):
+            for i, job in enumerate(self._trainings(models, r, fns)):
                 res = job.result()
+                train_s += job.seconds
                 models[i] = res.weights
                 if i in scored:
                     glob, loc = self._eval(models[i], i)
                     result.rows.append(metrics_row("local", r, i, res.loss, glob, loc, None, 0))
             self._tick(progress, "local", r + 1, cfg.rounds)
         result.per_site = self._per_site(models)
+        self._privacy(result, fns)
+        result.timings = {"train_s": train_s}
         return result
 
     def run_central(self, progress: ProgressFn | None = None) -> ArmResult:
         """All training data pooled in one place: the upper reference (peer 0 holds it)."""
         cfg, fed = self.config.learning, self.federation
         result = ArmResult("central")
+        fns = self._train_fns("central", [fed.central_train])
         weights = dict(self.initial)
         for r in range(cfg.rounds):
-            res = self.trainer.train(weights, fed.central_train, train_seed(cfg.seed, CENTRAL_SITE, r))
+            res = fns[0](weights, fed.central_train, train_seed(cfg.seed, CENTRAL_SITE, r))
             weights = res.weights
             if self._evaluating(r):
                 glob, _ = self._eval(weights, None)
                 result.rows.append(metrics_row("central", r, 0, res.loss, glob, None, None, 0))
             self._tick(progress, "central", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
+        self._privacy(result, fns)
         return result
 
     def run_cwt(self, progress: ProgressFn | None = None) -> ArmResult:
         """Cyclical weight transfer: one model trains at each site in turn, every round."""
         cfg, fed = self.config.learning, self.federation
         result = ArmResult("cwt")
+        fns = self._train_fns("cwt")
         weights = dict(self.initial)
         sent = [0] * self.n
         for r in range(cfg.rounds):
             losses = []
             for i, site in enumerate(fed.sites):
-                res = self.trainer.train(weights, site.train, train_seed(cfg.seed, i, r))
+                res = fns[i](weights, site.train, train_seed(cfg.seed, i, r))
                 payload = encode(WeightsMessage(self.trainer.model_id, r, f"site-{i}", res.samples, res.weights),
                                  float16=cfg.float16)
                 sent[i] += len(payload)
@@ -379,6 +426,7 @@ class Simulation:
                     result.rows.append(metrics_row("cwt", r, i, losses[i], glob, loc, None, sent[i]))
             self._tick(progress, "cwt", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
+        self._privacy(result, fns)
         return result
 
 

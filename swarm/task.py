@@ -1,6 +1,6 @@
 """The task API: what a swarm trains, and how.
 
-A :class:`Task` bundles five plain functions:
+A :class:`Task` bundles five plain functions (and an optional sixth, ``loss``, for DP):
 
 ``load(request) -> Federation``
     The sites' data (each site's train and local test split, the global test set when there
@@ -17,6 +17,11 @@ A :class:`Task` bundles five plain functions:
     AUROC from it.
 ``metrics(labels, probabilities) -> {name: value}``
     Optional extra figures, reported beside the built-in ones.
+``loss(model, x, y) -> mean loss of the batch``
+    Optional: what DP-SGD minimises under ``--dp-epsilon`` (default: cross-entropy of the
+    logits). A private round draws its own batches, clips each record's gradient and adds
+    noise, so a task's own ``fit`` cannot be made private; a task with its own ``fit`` must
+    give a ``loss`` to be trained privately.
 
 The built-in data sets are one such task (:func:`builtin_task`); ``--task module:attr`` or
 ``--task path/to/file.py:attr`` names another (:func:`load_task`): a :class:`Task`, or any
@@ -50,6 +55,9 @@ from swarm.models import ModelSpec, builtin_model
 from swarm.partition import Federation
 from swarm.weights import Weights
 from swarm.training import FitFn, MetricsFn, PredictFn, Trainer, softmax_predict, supervised_fit
+
+#: ``loss(model, x, y) -> mean loss``: what DP-SGD minimises (``swarm.privacy``)
+LossFn = Callable[[nn.Module, Any, Any], Any]
 
 if TYPE_CHECKING:
     from swarm.config import LearningConfig
@@ -106,6 +114,15 @@ class Task:
     fit: FitFn = supervised_fit
     predict: PredictFn = softmax_predict
     metrics: MetricsFn | None = None
+    loss: LossFn | None = None
+
+
+def check_private(task: Task) -> None:
+    """ConfigError (field ``task``) if ``task`` has its own ``fit`` and no ``loss``: DP-SGD
+    draws the batches, clips and adds noise itself, so it needs the loss alone."""
+    if task.fit is not supervised_fit and task.loss is None:
+        raise ConfigError("task", f"{task.name}: its own fit cannot be made private; give the task a "
+                                  "loss(model, x, y) for DP-SGD to minimise")
 
 
 def load_builtin_data(request: DataRequest) -> Federation:
@@ -139,9 +156,10 @@ def builtin_task() -> Task:
 # ------------------------------------------------------------------ loading a --task
 
 
-_ARITY = {"load": 1, "model": 1, "fit": 4, "predict": 2, "metrics": 2}
+_ARITY = {"load": 1, "model": 1, "fit": 4, "predict": 2, "metrics": 2, "loss": 3}
 _SHAPES = {"load": "load(request)", "model": "model(spec)", "fit": "fit(model, data, config, seed)",
-           "predict": "predict(model, data)", "metrics": "metrics(labels, probabilities)"}
+           "predict": "predict(model, data)", "metrics": "metrics(labels, probabilities)",
+           "loss": "loss(model, x, y)"}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -214,7 +232,7 @@ def as_task(obj: Any, where: str = "task") -> Task:
     name = getattr(obj, "name", None)
     return Task(name=name if isinstance(name, str) else where, load=pieces["load"], model=pieces["model"],
                 fit=pieces["fit"] or supervised_fit, predict=pieces["predict"] or softmax_predict,
-                metrics=pieces["metrics"])
+                metrics=pieces["metrics"], loss=pieces["loss"])
 
 
 def load_task(text: str) -> Task:
@@ -409,7 +427,7 @@ def prepare(learning: LearningConfig, n_sites: int | None, *, site_shift: float 
     task = resolve_task(learning)
     federation = load_federation(task, learning.data_request(n_sites, site_shift))
     trainer = Trainer(federation.input_shape, federation.num_classes, learning.train_config(), task=task,
-                      arch=learning.model, norm=learning.norm)
+                      arch=learning.model, norm=learning.norm, private=learning.privacy() is not None)
     initial = trainer.initial_weights(learning.seed)
     check_fit(trainer, federation, initial)
     check_predictions(trainer, federation, initial)

@@ -66,12 +66,14 @@ class LocalPool:
     ``submit`` must stay unchanged until then (the arms hand over models they replace, never
     modify)."""
 
-    def __init__(self, train: TrainCall, datasets: Sequence[ArrayDataset]) -> None:
-        self.train, self.datasets = train, list(datasets)
+    def __init__(self, train: TrainCall | Sequence[TrainCall], datasets: Sequence[ArrayDataset]) -> None:
+        self.datasets = list(datasets)
+        #: one training callable per site (a private one each under DP), or one for all
+        self.trains = list(train) if isinstance(train, Sequence) else [train] * len(self.datasets)
 
     def submit(self, site: int, weights: Mapping[str, np.ndarray], seed: int) -> TrainJob:
-        data = self.datasets[site]
-        return Deferred(lambda: self.train(weights, data, seed))
+        data, train = self.datasets[site], self.trains[site]
+        return Deferred(lambda: train(weights, data, seed))
 
     def close(self) -> None:
         pass

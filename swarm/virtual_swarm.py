@@ -34,6 +34,7 @@ from swarm.metrics import finite_mapping, finite_or_none
 from swarm.node import SwarmNode
 from swarm.poison import HostileNode
 from swarm.partition import Federation
+from swarm.peer_state import restore_privacy
 from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
 from swarm.schedule import OnePeerSchedule
 from swarm.robust import Aggregation
@@ -150,6 +151,7 @@ class VirtualSwarm:
         time_varying: bool = False,
         pool: TrainPool | None = None,
         scored: Callable[[int, int], bool] | None = None,
+        train_fns: list[Callable[..., Any]] | None = None,
     ) -> None:
         faults.validate_for(len(federation.sites))
         self.trainer, self.federation, self.topology = trainer, federation, topology
@@ -176,7 +178,8 @@ class VirtualSwarm:
         for i in range(n):
             make = SwarmNode if i not in hostile else partial(
                 HostileNode, attacks=hostile[i], rng=np.random.default_rng([seed, 0xA77AC, i]))
-            node = make(self.ids[i], trainer.train, federation.sites[i].train, trainer.model_id,
+            train = train_fns[i] if train_fns else trainer.train  # a site's own ledger under DP
+            node = make(self.ids[i], train, federation.sites[i].train, trainer.model_id,
                         self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
                         float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation,
                         flat=True)
@@ -265,6 +268,8 @@ class VirtualSwarm:
             peer.node.weights = checkpoint_weights(state)
         elif not fresh or peer.index in self.late:
             peer.node.weights = {k: np.array(v, copy=True) for k, v in self.initial.items()}
+        if not fresh:  # what the checkpoint says was spent, as a restarted process would know
+            restore_privacy(peer.node, state)
         peer.alive = True
         peer.incarnation += 1
         self._running += 1
