@@ -130,3 +130,13 @@ def test_an_address_where_nothing_listens_is_one_config_error_at_once():
     with pytest.raises(ConfigError, match="nothing answers"):
         check_reachable(f"127.0.0.1:{port}", timeout=5)
     check_reachable("auto")  # left to Ray
+
+
+def test_ray_with_differential_privacy_is_one_config_error(capsys):
+    from peers.cli import main
+
+    code = main(["simulate", "--data", "heart", "--rounds", "1", "--arms", "local", "--ray",
+                 "--dp-epsilon", "3", "--quiet", "--out", "/nonexistent-never-written"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "--ray with --dp-epsilon is not supported" in err  # before Ray is even looked for
