@@ -43,18 +43,26 @@ from swarm.atomic_file import atomic_write  # noqa: E402
 
 MEAN_TARGET, WORST_TARGET, BYTES_TARGET = 0.01, 0.03, 1.5
 DATASETS = ("breastmnist", "pneumoniamnist", "heart")
-#: configuration name -> (topology, compress, float16, final agreement rounds); the first is
-#: today's default
-CONFIGS: dict[str, tuple[str, str, bool, int]] = {
-    "ring": ("ring", "none", False, 0),
-    "ring q8": ("ring", "q8", False, 0),
-    "ring fa2": ("ring", "none", False, 2),
-    "onepeer-exp": ("onepeer-exp", "none", False, 0),
-    "onepeer-exp f16": ("onepeer-exp", "none", True, 0),
-    "onepeer-exp q8": ("onepeer-exp", "q8", False, 0),
-    "onepeer-exp q8 fa1": ("onepeer-exp", "q8", False, 1),
+#: the final tolerance of the ``ft`` configurations (``--final-tolerance``), with a cap of 3 rounds
+FINAL_TOLERANCE = 0.01
+#: configuration name -> (topology, compress, float16, final agreement rounds, CHOCO, final
+#: tolerance); the first is today's default
+CONFIGS: dict[str, tuple[str, str, bool, int, bool, float]] = {
+    "ring": ("ring", "none", False, 0, False, 0.0),
+    "ring q8": ("ring", "q8", False, 0, False, 0.0),
+    "ring fa2": ("ring", "none", False, 2, False, 0.0),
+    "onepeer-exp": ("onepeer-exp", "none", False, 0, False, 0.0),
+    "onepeer-exp f16": ("onepeer-exp", "none", True, 0, False, 0.0),
+    "onepeer-exp q8": ("onepeer-exp", "q8", False, 0, False, 0.0),
+    "onepeer-exp q8 fa1": ("onepeer-exp", "q8", False, 1, False, 0.0),
+    "ring choco q8": ("ring", "q8", False, 0, True, 0.0),
+    "ring choco topk0.1": ("ring", "topk:0.1", False, 0, True, 0.0),
+    "onepeer-exp choco q8": ("onepeer-exp", "q8", False, 0, True, 0.0),
+    "onepeer-exp choco topk0.1": ("onepeer-exp", "topk:0.1", False, 0, True, 0.0),
+    "ring choco q8 ft": ("ring", "q8", False, 3, True, FINAL_TOLERANCE),
+    "onepeer-exp choco q8 ft": ("onepeer-exp", "q8", False, 3, True, FINAL_TOLERANCE),
 }
-FIELDS = ("topology", "compress", "float16", "final_agreement")
+FIELDS = ("topology", "compress", "float16", "final_agreement", "choco", "final_tolerance")
 
 
 def run_one(dataset: str, seed: int, config: str | None) -> dict:
@@ -65,12 +73,13 @@ def run_one(dataset: str, seed: int, config: str | None) -> dict:
     from swarm.simulate import SimConfig, Simulation, summarize
 
     torch.set_num_threads(1)
-    topology, compress, float16, final = CONFIGS[config] if config is not None else ("ring", "none", False, 0)
+    topology, compress, float16, final, choco, tolerance = \
+        CONFIGS[config] if config is not None else CONFIGS["ring"]
     arm = "swarm" if config is not None else "fedavg"
     # the default number of peers: 8, or heart's four hospitals (its default split is by site)
     sim_config = SimConfig(setup=SimSetup(arms=(arm,), topology=topology),
                            learning=LearningConfig(data=dataset, seed=seed, compress=compress, float16=float16,
-                                                   final_agreement=final),
+                                                   final_agreement=final, choco=choco, final_tolerance=tolerance),
                            output=OutputConfig())
     start = time.perf_counter()
     sim = Simulation(sim_config)

@@ -206,7 +206,7 @@ class Simulation:
             seed=learning.seed, train_seed=lambda site, r: train_seed(learning.seed, site, r),
             float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted, eval_every=cfg.output.eval_every,
             state_dir=self.state_dir, aggregation=learning.aggregation(),
-            time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"),
+            time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"), choco=learning.choco_config(),
         )
         runs = swarm.run(None if progress is None else lambda done, total: progress("swarm", done, total))
         result = ArmResult("swarm", rows=swarm.rows, attackers=tuple(sorted(swarm.attackers)))

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from gossip.signing import sim_keyring
+from swarm.choco import Choco
 from swarm.attacks import by_peer
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.errors import SwarmError
@@ -76,6 +77,8 @@ class _Peer:
     alive: bool = False
     incarnation: int = 0
     served: dict[tuple[int, int], tuple[Any, str]] = field(default_factory=dict)
+    #: second payloads of a phase, fetched by digest only (CHOCO whole copies): digest -> (phase, payload)
+    extra_served: dict[str, tuple[tuple[int, int], Any]] = field(default_factory=dict)
     served_bytes: int = 0
     traffic: Traffic = field(default_factory=Traffic)
     timer_at: float | None = None
@@ -101,11 +104,16 @@ class _SimSeam:
     def send(self, peer: str, data: bytes) -> None:
         self.swarm._send(self.peer, peer, data)
 
-    def serve(self, round_: int, step: int, key: str, payload: Any) -> None:
-        served = self.peer.served
-        served[(round_, step)] = (payload, key)
+    def serve(self, round_: int, step: int, key: str, payload: Any, extra: bool = False) -> None:
+        served, extras = self.peer.served, self.peer.extra_served
+        if extra:
+            extras[key] = ((round_, step), payload)
+        else:
+            served[(round_, step)] = (payload, key)
         for old in [k for k in served if k < (round_ - 2, 0)]:
             del served[old]
+        for old in [k for k, (phase, _) in extras.items() if phase < (round_ - 2, 0)]:
+            del extras[old]
 
     def fetch(self, fetch: Fetch) -> None:
         self.swarm._fetch(self.peer, fetch)
@@ -145,6 +153,7 @@ class VirtualSwarm:
         state_dir: Path | None = None,
         max_events: int = 5_000_000,
         time_varying: bool = False,
+        choco: Choco | None = None,
     ) -> None:
         faults.validate_for(len(federation.sites))
         self.trainer, self.federation, self.topology = trainer, federation, topology
@@ -169,7 +178,8 @@ class VirtualSwarm:
                 HostileNode, attacks=hostile[i], rng=np.random.default_rng([seed, 0xA77AC, i]))
             node = make(self.ids[i], trainer.train, federation.sites[i].train, trainer.model_id,
                         self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
-                        float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation)
+                        float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation,
+                        choco=choco)
             peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)
@@ -260,6 +270,8 @@ class VirtualSwarm:
         self._running += 1
         self._track_round(peer)
         peer.served.clear()
+        peer.extra_served.clear()
+        peer.node.forget_copies()  # a restarted peer has lost its CHOCO copies: they resync
         peer.timer_at = None
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
         protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state,
@@ -345,6 +357,9 @@ class VirtualSwarm:
             self.transfers_dropped += 1
             return
         entry = srv.served.get((fetch.round, fetch.step))
+        extra = srv.extra_served.get(fetch.digest)
+        if extra is not None and extra[0] == (fetch.round, fetch.step):
+            entry = (extra[1], fetch.digest)
         if entry is None or entry[1] != fetch.digest:
             self._at(self.now + self._delay(), "fetch_response", client, client_inc, fetch, None)
             return
