@@ -254,6 +254,8 @@ class PeerExecutor:
                              f"whole copy of {resync.size} bytes, limit {limit}", fetch.round)
             return False
         whole = replace(fetch, digest=resync.digest, size=resync.size)
+        log.info("event=resync peer=%s round=%d from=%s bytes=%d", self.node.peer_id, fetch.round, fetch.peer,
+                 resync.size)
         self.resyncs[whole] = fetch
         while len(self.resyncs) > 2 * max(1, len(self.protocol.neighbours)):
             del self.resyncs[next(iter(self.resyncs))]  # oldest first: lost transfers
@@ -293,7 +295,7 @@ class PeerExecutor:
             self.seam.send(action.peer, data)
         elif isinstance(action, Fetch):
             degree = self.protocol.announced_degree(action.peer)
-            if degree is not None:
+            if degree is not None and degree >= 1:  # 0: announced before its partner's link was up
                 self.degrees[action.peer] = degree
             self.seam.fetch(action)
         elif isinstance(action, Train):

@@ -119,7 +119,7 @@ class PeerProtocol:
                                       self.deadline, self.transfer, (start_round, 0), schedule)
         self.catch_up = CatchUp(config, self.stats)
         self.stop = StopAgreement(self.links, self.membership, self.convergence, config, self.stats)
-        self.tolerance = FinalTolerance(config.final_tolerance)
+        self.tolerance = FinalTolerance(config.final_tolerance, config.final_rounds + 1)
 
     # ------------------------------------------------------------ public API
     @property
@@ -286,7 +286,7 @@ class PeerProtocol:
             return [Stop(done, self.stop.stop_reason), Offer(done, self.config.gossip_steps)]
         if self.stop.agreeing(done + 1):
             end = self.stop.end_round
-            if end is not None and self.tolerance.settled(self.membership.alive(now) | {self.peer_id},
+            if end is not None and self.tolerance.settled(self.membership.alive(now), self.peer_id,
                                                           self.stop.stop_round):
                 return self._skip_to_end(done, end, now)
             # the final agreement: the next round only averages (the current weights are its model)
@@ -385,8 +385,9 @@ class PeerProtocol:
             return []  # the other sources of the same final model are still on their way
         if adopt is None:
             return self._check_catch_up(now)
-        if adopt.others:  # final models of several members: they stopped there
-            self.stop.agree(adopt.round, f"stopped: final models of {1 + len(adopt.others)} members")
+        if adopt.others:  # final models of several members: they stopped there, after the final agreement
+            self.stop.agree(adopt.round - self.config.final_rounds,
+                            f"stopped: final models of {1 + len(adopt.others)} members")
         # tell neighbours not to wait for this peer in the phases it skips
         skipped = skipped_phases(self.phase, adopt.round, self.config.gossip_steps)
         self.exchange.move_to((adopt.round, self.config.gossip_steps - 1))
