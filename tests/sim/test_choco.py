@@ -18,7 +18,7 @@ from tests.sim.test_fault_properties import Faults, protocol
 N = 8
 
 
-def run(choco: Choco | None, faults=None, topology: str = "ring", seed: int = 3, dim: int = 400):
+def run(choco: Choco | None, faults=None, topology: str = "ring", seed: int = 3, dim: int = 2000):
     trainer = FakeTrainer(N, seed, dim=dim)
     config = protocol(gossip_steps=2, max_rounds=12)
     config = dataclasses.replace(config, convergence=dataclasses.replace(config.convergence, min_rounds=13))
@@ -51,8 +51,10 @@ def test_choco_reaches_the_uncompressed_models(compressor: Compressor, gamma: fl
     assert _close(_error(got, trainer), _error(plain, trainer), 0.02 if compressor.kind == "q8" else 0.25)
     assert all(not p.node.stats.rejected for p in swarm.peers)
     assert all(len(p.node.replicas) <= 2 for p in swarm.peers)  # one per ring neighbour
-    # and it served fewer model bytes (whole copies only at first contact)
-    assert sum(p.served_bytes for p in swarm.peers) < 0.5 * sum(p.served_bytes for p in plain_swarm.peers)
+    # and it served fewer model bytes: a quarter for q8, 2F for top-k (an int32 index and a float32
+    # value per entry kept), plus the whole copies of the first contacts and the headers
+    share = 0.25 if compressor.kind == "q8" else 2 * compressor.fraction
+    assert sum(p.served_bytes for p in swarm.peers) < (share + 0.15) * sum(p.served_bytes for p in plain_swarm.peers)
 
 
 def test_lost_transfers_and_a_restart_resync_and_still_agree() -> None:
