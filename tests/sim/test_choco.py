@@ -10,6 +10,7 @@ import pytest
 from gossip.delta import Compressor
 from swarm.choco import Choco
 from swarm.faults import Crash
+from swarm.robust import Aggregation
 from swarm.topology import build_topology
 from swarm.virtual_swarm import VirtualSwarm
 from tests.fakes import FakeTrainer, fake_federation
@@ -65,3 +66,30 @@ def test_lost_transfers_and_a_restart_resync_and_still_agree() -> None:
     assert sum(p.node.stats.resyncs for p in swarm.peers) > 0  # losses and the restart forced resyncs
     assert all(not p.node.stats.rejected for p in swarm.peers)
     assert _close(_error(got, trainer), _error(plain, trainer), 0.02)
+
+
+def test_a_hostile_members_differences_are_refused_once_rebuilt() -> None:
+    """Peer 0 builds its differences from a sign-flipped, x5 model: every rebuilt copy fails the
+    direction (or norm) check, is refused and never mixed; the honest peers end near their optimum."""
+    seed = 3
+    trainer = FakeTrainer(N, seed, dim=50)
+    # honest sites alike enough to point the same way, as real ones do (the direction check's premise)
+    trainer.targets = (1.0 + 0.3 * trainer.targets).astype(np.float32)
+    trainer.optimum = trainer.targets.mean(axis=0)
+    config = protocol(gossip_steps=2, max_rounds=12)
+    config = dataclasses.replace(config, convergence=dataclasses.replace(config.convergence, min_rounds=13))
+    swarm = VirtualSwarm(trainer, fake_federation(N, seed), build_topology("ring", N), trainer.initial_weights(seed),
+                         config, Faults(), seed=seed, train_seed=lambda site, r: 1000 * site + r,
+                         choco=Choco(Compressor("q8")),
+                         aggregation=Aggregation("clipped", max_norm_ratio=2.0, min_cosine=0.5))
+    hostile = swarm.peers[0].node
+    hostile.outgoing = lambda: {k: -5.0 * v for k, v in hostile.weights.items()}
+    swarm.run()
+    honest = [p for p in swarm.peers if p.index != 0]
+    neighbours = {"peer-1", "peer-7"}  # the hostile peer's ring neighbours
+    refused = {p.id: sum(p.node.stats.rejected.values()) for p in honest}
+    assert all(refused[p] > 0 for p in neighbours)
+    assert all(n == 0 for p, n in refused.items() if p not in neighbours)
+    optimum = trainer.targets[1:].mean(axis=0)
+    base = float(np.linalg.norm(trainer.targets[1:] - optimum, axis=1).max())
+    assert max(float(np.linalg.norm(p.node.weights["w"] - optimum)) for p in honest) < base
