@@ -127,7 +127,8 @@ def markdown(summary: dict) -> str:
     for d, rows in summary.items():
         for c, row in rows.items():
             seeds = row["seeds"]
-            span = f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
+            span = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}" \
+                if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
             lines.append(f"| {d} | {c} | {span} | {row['mean_minus_fedavg']:+.3f} | {row['worst_minus_fedavg']:+.3f} "
                          f"| {row['bytes_vs_fedavg']:.2f}x | {'met' if row['meets_target'] else 'missed'} |")
     return "\n".join(lines)
@@ -138,11 +139,11 @@ def plot(summary: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 4.5), squeeze=False)
     for ax, (d, rows) in zip(axes[0], summary.items()):
         for c, row in rows.items():
-            k = list(CONFIGS).index(c) % 10  # one colour per configuration in every panel
+            colour = plt.cm.tab20(list(CONFIGS).index(c) % 20)  # one colour per configuration in every panel
             x = row["bytes_vs_fedavg"]
-            ax.plot([x, x], [row["worst_minus_fedavg"], row["mean_minus_fedavg"]], color=f"C{k}", lw=1)
-            ax.scatter([x], [row["mean_minus_fedavg"]], color=f"C{k}", label=c, zorder=3)
-            ax.scatter([x], [row["worst_minus_fedavg"]], facecolors="none", edgecolors=f"C{k}", zorder=3)
+            ax.plot([x, x], [row["worst_minus_fedavg"], row["mean_minus_fedavg"]], color=colour, lw=1)
+            ax.scatter([x], [row["mean_minus_fedavg"]], color=colour, label=c, zorder=3)
+            ax.scatter([x], [row["worst_minus_fedavg"]], facecolors="none", edgecolors=colour, zorder=3)
         ax.axvline(BYTES_TARGET, color="grey", ls="--", lw=0.8)
         ax.axhline(-MEAN_TARGET, color="grey", ls="--", lw=0.8)
         ax.axhline(-WORST_TARGET, color="grey", ls=":", lw=0.8)
@@ -154,7 +155,7 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_xlabel("bytes per peer / FedAvg's")
         ax.set_ylabel("AUROC - FedAvg (filled: mean peer, hollow: worst)")
         ax.set_title(d)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
