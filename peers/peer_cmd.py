@@ -198,7 +198,7 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
             status.privacy = setup.training.summary
         node = SwarmNode(key.peer_id, setup.training or trainer.train, site.train, trainer.model_id, setup.weights, {},
                          float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted,
-                         aggregation=learning.aggregation())
+                         aggregation=learning.aggregation(), choco=learning.choco_config())
         schedule = None if setup.schedule is None else partial(setup.schedule.partners, key.peer_id)
         protocol, state_seq = resume(key.peer_id, [], setup.protocol, state, schedule=schedule,
                                      is_member=consortium.allows if consortium is not None else None,

@@ -25,6 +25,7 @@ from swarm.errors import ConfigError, TopologyError
 from swarm.options import option, positive
 
 if TYPE_CHECKING:
+    from swarm.choco import Choco
     from swarm.convergence import ConvergenceConfig
     from swarm.task import DataRequest
     from swarm.privacy import PrivacyConfig
@@ -46,7 +47,7 @@ LAUNCH_TIMING = {"heartbeat": 1.0, "suspect_after": 10.0, "deadline_max": 20.0, 
 LAUNCH_OUTPUT = {"out": Path("runs/launch")}
 
 
-#: how a peer's weights travel (``--compress``)
+#: how a peer's weights travel (``--compress``; ``topk:F`` too, with ``--choco``)
 COMPRESSIONS = ("none", "q8")
 
 
@@ -111,8 +112,13 @@ class LearningConfig:
     optimizer: str = option("sgd", "sgd | adam")
     seed: int = option(0, "seed for split, initial weights and training, shared by the swarm")
     float16: bool = option(False, "send float32 weights as float16 (half the bytes)")
-    compress: str = option("none", "none | q8: send float32 weights as 8-bit values with a scale per "
-                                   "tensor (a quarter of the bytes)")
+    compress: str = option("none", "none | q8 | topk:F: send float32 weights as 8-bit values with a scale "
+                                   "per tensor (a quarter of the bytes); with --choco, the difference to the "
+                                   "public copy as 8-bit values (q8) or its largest fraction F (topk:F)")
+    choco: bool = option(False, "CHOCO-gossip: send the compressed difference to a public copy that "
+                                "neighbours hold, with error feedback (needs --compress q8 or topk:F)")
+    choco_gamma: float = option(1.0, "CHOCO's consensus step size in (0, 1]: how far a mix moves the model "
+                                     "towards the mix of the public copies")
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
     aggregator: str = option("clipped", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
@@ -129,6 +135,9 @@ class LearningConfig:
                                    "tolerates F colluding members)")
     final_agreement: int = option(0, "rounds of pure averaging (no training) after the stop round, so every "
                                      "peer leaves with nearly the swarm's average model; 0 = none")
+    final_tolerance: float = option(0.0, "with --final-agreement R: skip its remaining exchanges once every "
+                                         "member's signed distance to its neighbours' average is at most this "
+                                         "(all still stop after the same round, R being the cap); 0 = off")
     converge: bool = option(True, "run all --rounds, never stop early", flag="--no-converge")
     converge_window: int = option(8, "rounds the validation loss must plateau before a peer votes")
     metric_tol: float = option(0.02, "smallest validation-loss improvement that counts")
@@ -153,10 +162,10 @@ class LearningConfig:
                       corroboration=self.corroboration)
         positive("lr", self.lr)
         positive("final_agreement", self.final_agreement, strict=False)
+        positive("final_tolerance", self.final_tolerance, strict=False)
         positive("metric_tol", self.metric_tol, strict=False)
         positive("distance_tol", self.distance_tol, strict=False)
-        if self.compress not in COMPRESSIONS:
-            raise ConfigError("compress", f"expected one of {', '.join(COMPRESSIONS)}, got {self.compress!r}")
+        self._check_compress()
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError("optimizer", f"expected sgd or adam, got {self.optimizer!r}")
         if not (math.isfinite(self.max_norm_ratio) and self.max_norm_ratio > 1):
@@ -170,6 +179,29 @@ class LearningConfig:
             from swarm.task import load_task
 
             load_task(self.task)
+
+    def _check_compress(self) -> None:
+        if self.choco:
+            if self.compress == "none":
+                raise ConfigError("compress", "--choco needs --compress q8 or topk:F")
+            self.choco_config()  # validates topk:F
+            if not 0 < self.choco_gamma <= 1:
+                raise ConfigError("choco_gamma", f"must be in (0, 1], got {self.choco_gamma!r}")
+        elif self.compress not in COMPRESSIONS:
+            hint = " (topk:F needs --choco)" if self.compress.startswith("topk:") else ""
+            raise ConfigError("compress", f"expected one of {', '.join(COMPRESSIONS)}, got {self.compress!r}{hint}")
+
+    def choco_config(self) -> Choco | None:
+        """The CHOCO settings every peer runs with (``swarm.choco``), None without ``--choco``."""
+        if not self.choco:
+            return None
+        from gossip.delta import parse_compressor
+        from swarm.choco import Choco
+
+        try:
+            return Choco(parse_compressor(self.compress), self.choco_gamma)
+        except ValueError as err:
+            raise ConfigError("compress", str(err)) from None
 
     def _check_data_options(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -218,8 +250,8 @@ class LearningConfig:
 
     @property
     def q8(self) -> bool:
-        """Whether weights travel as 8-bit values (``--compress q8``)."""
-        return self.compress == "q8"
+        """Whether whole models travel as 8-bit values (``--compress q8`` without ``--choco``)."""
+        return self.compress == "q8" and not self.choco
 
     @property
     def sample_weighted(self) -> bool:
@@ -307,6 +339,7 @@ def protocol_config(learning: LearningConfig, timing: TimingConfig) -> ProtocolC
         convergence=learning.convergence_config(),
         corroboration=learning.corroboration,
         final_rounds=learning.final_agreement,
+        final_tolerance=learning.final_tolerance,
     )
 
 

@@ -44,6 +44,8 @@ class ProtocolConfig:
     corroboration: int = 2
     #: rounds of pure averaging (no training) after the agreed stop round, before a peer stops
     final_rounds: int = 0
+    #: end the final agreement's exchanges once every member's distance is at most this (0: never)
+    final_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.gossip_steps < 1:
@@ -64,6 +66,8 @@ class ProtocolConfig:
             raise ConfigError("isolation_wait", f"must be >= 0, got {self.isolation_wait}")
         if self.final_rounds < 0:
             raise ConfigError("final_rounds", f"must be >= 0, got {self.final_rounds}")
+        if not self.final_tolerance >= 0:
+            raise ConfigError("final_tolerance", f"must be >= 0, got {self.final_tolerance}")
         if self.corroboration < 1:
             raise ConfigError("corroboration", f"must be >= 1, got {self.corroboration}")
         if self.max_pending < 1 or self.max_members < 1:
@@ -248,3 +252,5 @@ class ProtocolStats:
     fetch_failures: int = 0
     bad_control: int = 0
     holds: int = 0
+    #: final-agreement rounds skipped because every member was within the tolerance
+    final_skipped: int = 0

@@ -275,6 +275,7 @@ class Simulation:
             state_dir=self.state_dir, aggregation=learning.aggregation(),
             time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"), train_fns=fns,
             pool=self.pool, scored=self.sample.includes,
+            choco=learning.choco_config(),
         )
         runs = swarm.run(None if progress is None else lambda done, total: progress("swarm", done, total))
         result = ArmResult("swarm", rows=swarm.rows, attackers=tuple(sorted(swarm.attackers)))

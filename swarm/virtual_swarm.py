@@ -24,6 +24,7 @@ import numpy as np
 
 from gossip.signing import sim_keyring
 from gossip.transport import MAX_OFFERS
+from swarm.choco import Choco
 from swarm.attacks import by_peer
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.errors import SwarmError
@@ -79,6 +80,8 @@ class _Peer:
     alive: bool = False
     incarnation: int = 0
     served: dict[tuple[int, int], tuple[Any, str]] = field(default_factory=dict)
+    #: second payloads of a phase, fetched by digest only (CHOCO whole copies): digest -> (phase, payload)
+    extra_served: dict[str, tuple[tuple[int, int], Any]] = field(default_factory=dict)
     served_bytes: int = 0
     traffic: Traffic = field(default_factory=Traffic)
     timer_at: float | None = None
@@ -104,12 +107,17 @@ class _SimSeam:
     def send(self, peer: str, data: bytes) -> None:
         self.swarm._send(self.peer, peer, data)
 
-    def serve(self, round_: int, step: int, key: str, payload: Any) -> None:
-        served = self.peer.served
-        served[(round_, step)] = (payload, key)
+    def serve(self, round_: int, step: int, key: str, payload: Any, extra: bool = False) -> None:
+        served, extras = self.peer.served, self.peer.extra_served
+        if extra:
+            extras[key] = ((round_, step), payload)
+        else:
+            served[(round_, step)] = (payload, key)
         # as a real peer's transport: the newest MAX_OFFERS models (and none older than 2 rounds)
         for old in [k for k in served if k < (round_ - 2, 0)] + sorted(served)[:-MAX_OFFERS]:
             served.pop(old, None)
+        for old in [k for k, (phase, _) in extras.items() if phase < (round_ - 2, 0)]:
+            del extras[old]
 
     def fetch(self, fetch: Fetch) -> None:
         self.swarm._fetch(self.peer, fetch)
@@ -152,6 +160,7 @@ class VirtualSwarm:
         pool: TrainPool | None = None,
         scored: Callable[[int, int], bool] | None = None,
         train_fns: list[Callable[..., Any]] | None = None,
+        choco: Choco | None = None,
     ) -> None:
         faults.validate_for(len(federation.sites))
         self.trainer, self.federation, self.topology = trainer, federation, topology
@@ -182,7 +191,7 @@ class VirtualSwarm:
             node = make(self.ids[i], train, federation.sites[i].train, trainer.model_id,
                         self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
                         float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation,
-                        flat=True)
+                        flat=True, choco=choco)
             peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)
@@ -275,6 +284,8 @@ class VirtualSwarm:
         self._running += 1
         self._track_round(peer)
         peer.served.clear()
+        peer.extra_served.clear()
+        peer.node.forget_copies()  # a restarted peer has lost its CHOCO copies: they resync
         peer.timer_at = None
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
         protocol, seq_floor = resume(peer.id, neighbours, self.protocol, state,
@@ -362,6 +373,9 @@ class VirtualSwarm:
             self.transfers_dropped += 1
             return
         entry = srv.served.get((fetch.round, fetch.step))
+        extra = srv.extra_served.get(fetch.digest)
+        if extra is not None and extra[0] == (fetch.round, fetch.step):
+            entry = (extra[1], fetch.digest)
         if entry is None or entry[1] != fetch.digest:
             self._at(self.now + self._delay(), "fetch_response", client, client_inc, fetch, None)
             return
