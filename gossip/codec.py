@@ -18,7 +18,9 @@ is ``"<f4"`` travel as ``"<f2"``), ``body_len`` (int, body bytes including paddi
 ``checksum`` (xxh3-64 of the body as an unsigned int). One optional key: ``q8`` (list, one
 entry per tensor: nil, or the finite scale ``s >= 0`` of a ``"<f4"`` tensor that travels as
 ``"|i1"`` values ``q`` in ``[-127, 127]`` and decodes to ``q * s``: 8-bit quantisation with one
-scale per tensor, a quarter of float32's bytes). No other keys are allowed.
+scale per tensor, a quarter of float32's bytes) and ``choco`` (a map: the message is a
+CHOCO difference to the sender's public copy, or that copy itself; ``gossip.delta``). No
+other keys are allowed.
 
 The checksum catches corruption, not forgery: it is fast, not cryptographic. Use
 :func:`digest` (BLAKE2b) to check a fetched message against what its sender announced.
@@ -57,6 +59,7 @@ import msgpack
 import numpy as np
 import xxhash
 
+from gossip.delta import ChocoHeader
 from gossip.errors import CodecError
 from gossip.quantize import check_scales, dequantize_q8, quantize_q8
 
@@ -85,7 +88,7 @@ _HEADER_KEYS = frozenset(
     {"version", "model_id", "round", "sender", "sample_count", "names", "dtypes", "shapes",
      "float16", "body_len", "checksum"}
 )
-_OPTIONAL_KEYS = frozenset({"q8"})
+_OPTIONAL_KEYS = frozenset({"q8", "choco"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,13 +104,15 @@ class WeightsMessage:
     sender: str
     sample_count: int
     tensors: dict[str, np.ndarray]  # insertion order = wire order
+    #: a CHOCO difference or public copy (``gossip.delta.ChocoHeader``); None: a whole model
+    choco: Any = None
 
     def __eq__(self, other: object) -> bool:
         """Exact comparison (see the class docstring); arrays make the default one ambiguous."""
         if not isinstance(other, WeightsMessage):
             return NotImplemented
-        if (self.model_id, self.round, self.sender, self.sample_count) != (
-            other.model_id, other.round, other.sender, other.sample_count
+        if (self.model_id, self.round, self.sender, self.sample_count, self.choco) != (
+            other.model_id, other.round, other.sender, other.sample_count, other.choco
         ):
             return False
         if list(self.tensors) != list(other.tensors):
@@ -256,6 +261,8 @@ def encode(msg: WeightsMessage, *, float16: bool = False, q8: bool = False,
     }
     if q8:
         header["q8"] = scales
+    if msg.choco is not None:
+        header["choco"] = msg.choco.to_wire()
     try:
         packed = msgpack.packb(header)
     except Exception as exc:  # noqa: BLE001 - e.g. a lone surrogate cannot be UTF-8 encoded
@@ -336,6 +343,8 @@ def _check_header(header: dict[str, Any]) -> None:
             raise CodecError("bad-header", f"shape must be a list of ints, got {shape!r}")
     if "q8" in header:
         check_scales(header["q8"], header["dtypes"])
+    if "choco" in header:
+        header["choco"] = ChocoHeader.from_wire(header["choco"])
 
 
 def decode(data: bytes | bytearray | memoryview, *,
@@ -400,7 +409,7 @@ def decode(data: bytes | bytearray | memoryview, *,
         else:
             tensors[name] = arr.astype(dtype) if wdt != dtype else arr
     return WeightsMessage(header["model_id"], int(header["round"]), header["sender"],
-                          int(header["sample_count"]), tensors)
+                          int(header["sample_count"]), tensors, header.get("choco"))
 
 
 def digest(data: bytes | bytearray | memoryview) -> str:

@@ -46,7 +46,7 @@ from gossip.libp2p_host import describe_error, new_gated_host, parse_tcp_listen_
 from gossip.libp2p_identity import Consortium, NodeKey
 from gossip.libp2p_streams import remote_peer, reset_quietly
 from gossip.libp2p_weights import WEIGHTS_PROTOCOL, WeightsService
-from gossip.transport import Envelope, Payload
+from gossip.transport import MAX_OFFERS, Envelope, Payload
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Libp2pConfig:
     max_control_bytes: int = MAX_CONTROL_BYTES  #: largest control message sent or accepted
     max_payload_bytes: int = 1 << 30  #: largest payload offered or served, whatever is asked
     receive_queue: int = 1024  #: control messages buffered for ``receive``; more are dropped
-    max_offers: int = 8  #: offers kept; the oldest is forgotten first
+    max_offers: int = MAX_OFFERS  #: offers kept; the oldest is forgotten first
     fetch_timeout: float = 120.0  #: whole fetch, request to acknowledgement, in seconds
     serve_timeout: float = 300.0  #: how long a served fetch may take before it is reset
     send_timeout: float = 10.0  #: opening the control stream and writing one frame

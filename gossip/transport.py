@@ -14,6 +14,9 @@ from typing import Mapping, Protocol, Sequence, Union, runtime_checkable
 
 from gossip.errors import TransportError
 
+#: models a peer keeps offering (the newest; a real peer's transport and a simulated peer alike)
+MAX_OFFERS = 8
+
 #: Anything bytes-like; ``gossip.codec.encode`` returns a read-only memoryview.
 Payload = Union[bytes, bytearray, memoryview]
 

@@ -91,7 +91,6 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         from swarm.task import natural_site_count
 
         args.peers = natural_site_count(from_args(LearningConfig, args)) or DEFAULT_LAUNCH_PEERS
-
     return run_launch(args)
 
 

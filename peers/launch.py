@@ -134,6 +134,16 @@ def update_from_status(peer: LaunchedPeer, doc: dict | None) -> None:
         peer.state = doc["state"]
 
 
+def last_error(log: Path) -> str | None:
+    """The ``medswarm: error:`` line a failed peer wrote last in its log, if any."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.split("error:", 1)[1].strip() for line in lines if line.startswith("medswarm: error:")]
+    return errors[-1] if errors else None
+
+
 def _pump_stdout(peer: LaunchedPeer, stream: IO[str], sink: IO[str]) -> None:
     for line in stream:
         sink.write(line)
@@ -158,6 +168,8 @@ def collect(peers: list[LaunchedPeer], config: dict, wall_s: float) -> tuple[dic
     rows = [row for peer in peers for row in read_rows(peer.state_dir / "metrics.jsonl")]
     per_site = [{k: rep.get(k) for k in ("site", "name", "train_samples", "accuracy", "auroc",
                                          "local_accuracy", "local_auroc")} for rep in reports]
+    for entry, rep in zip(per_site, reports):  # under DP: each hospital's spend (swarm.privacy)
+        entry.update({k: v for k, v in rep.items() if k.startswith("dp_") and k != "dp_epsilon_budget"})
     stop_rounds = sorted({rep["stop_round"] for rep in reports if rep.get("stop_round") is not None})
     per_round = [(p.ended - p.started) / max(1, rep["rounds_completed"])
                  for p, rep in zip(peers, reports) if p.ended is not None]
@@ -168,6 +180,10 @@ def collect(peers: list[LaunchedPeer], config: dict, wall_s: float) -> tuple[dic
         "rejected": sum(sum(rep.get("rejected", {}).values()) for rep in reports),
         "peers": reports,
     }
+    private = [rep for rep in reports if "dp_epsilon_budget" in rep]
+    if private:
+        extra.update(dp_epsilon_budget=max(rep["dp_epsilon_budget"] for rep in private),
+                     dp_delta=max(rep["dp_delta"] for rep in private))
     arm = ArmResult("swarm", rows=rows, per_site=per_site, extra=extra)
     report = {"title": "medswarm launch report", "config": config, "arms": summarize([arm]), "wall_s": wall_s}
     return report, rows
@@ -213,7 +229,9 @@ class Launch:
             deadline = time.monotonic() + self.args.start_timeout
             while not peer.listening.wait(0.1):
                 if peer.proc.poll() is not None or time.monotonic() > deadline:
-                    raise LaunchError(f"peer {peer.name} did not start listening; see {peer.log}")
+                    why = last_error(peer.log) if peer.proc.poll() is not None else None
+                    raise LaunchError(f"peer {peer.name} did not start listening"
+                                      f"{f' ({why})' if why else ''}; see {peer.log}")
 
     def poll(self) -> bool:
         """Refresh each running peer's view from its ``/status`` and record exits; True once
@@ -227,7 +245,9 @@ class Launch:
                 peer.ended = time.monotonic()
                 peer.state = "done" if code == 0 else f"failed ({code})"
                 if code != 0:
-                    raise LaunchError(f"peer {peer.name} exited with code {code}; see {peer.log}")
+                    why = last_error(peer.log)
+                    raise LaunchError(f"peer {peer.name} exited with code {code}{f' ({why})' if why else ''}; "
+                                      f"see {peer.log}")
         return all(p.ended is not None for p in self.peers)
 
     def stop(self, grace: float = 10.0) -> None:
@@ -271,11 +291,15 @@ def run_launch(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from swarm.report import write_report
+    from swarm.task import prepare
 
     if args.peers < 2:
         raise LaunchError(f"--peers must be at least 2, got {args.peers}")
     bootstrap_for(0, args.peers, args.topology)  # validates the topology name
     console = Console(stderr=True, quiet=args.quiet)
+    with console.status("checking the task, the data and the model"):
+        # as every peer will: a bad file, row or task is one line here, not a peer that never listens
+        prepare(from_args(LearningConfig, args), args.peers)
     launch = Launch(args)
     start = time.monotonic()
     try:

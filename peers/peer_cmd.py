@@ -49,6 +49,7 @@ from swarm.executor import RoundInfo, Traffic, checkpoint_weights, resume
 from swarm.metrics import finite_or_none
 from swarm.node import SwarmNode
 from swarm.partition import Federation, Site
+from swarm.privacy import LedgerJournal, PrivacyLedger, PrivateTraining, plan
 from swarm.protocol import ProtocolConfig
 from swarm.schedule import OnePeerSchedule
 from swarm.options import from_args
@@ -80,6 +81,8 @@ class PeerSetup:
     start_round: int
     #: the one-peer exponential graph's partners per phase (``--onepeer-exp``); None: all neighbours
     schedule: OnePeerSchedule | None = None
+    #: under ``--dp-epsilon``: the private training with this hospital's ledger
+    training: PrivateTraining | None = None
 
     @property
     def site(self) -> Site:
@@ -135,6 +138,7 @@ def run_peer(args: argparse.Namespace) -> int:
         network_key=network_key, links=links, federation=federation, trainer=trainer, store=store, state=state,
         weights=checkpoint_weights(state) if state is not None else prepared.initial,
         start_round=state.round + 1 if state is not None else 0, schedule=schedule,
+        training=_private_training(learning, output, trainer, federation.sites[network.site], key.peer_id, state),
     )
     report_path = output.report or output.state_dir / "report.json"
     try:
@@ -191,9 +195,11 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
         # A restarted peer without --bootstrap waits for its former neighbours to redial it.
         first_wait = max(deadline_max, 2 * links.discovery.backoff_max)
 
-        node = SwarmNode(key.peer_id, trainer.train, site.train, trainer.model_id, setup.weights, {},
+        if setup.training is not None:
+            status.privacy = setup.training.summary
+        node = SwarmNode(key.peer_id, setup.training or trainer.train, site.train, trainer.model_id, setup.weights, {},
                          float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted,
-                         aggregation=learning.aggregation())
+                         aggregation=learning.aggregation(), choco=learning.choco_config())
         schedule = None if setup.schedule is None else partial(setup.schedule.partners, key.peer_id)
         protocol, state_seq = resume(key.peer_id, [], setup.protocol, state, schedule=schedule,
                                      is_member=consortium.allows if consortium is not None else None,
@@ -212,8 +218,11 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
             if rows is not None:
                 glob = trainer.evaluate(node.weights, federation.global_test)
                 loc = trainer.evaluate(node.weights, site.test)
-                rows.append(metrics_row("swarm", info.round, network.site, info.loss, glob, loc, info.distance,
-                                        info.bytes_sent))
+                row = metrics_row("swarm", info.round, network.site, info.loss, glob, loc, info.distance,
+                                  info.bytes_sent)
+                if setup.training is not None:
+                    row["dp_epsilon_spent"] = setup.training.last_spent
+                rows.append(row)
 
         runner = PeerRunner(transport, node, protocol, evaluate=metric, store=setup.store,
                             train_seed=lambda r: train_seed(learning.seed, network.site, r), on_round=on_round,
@@ -280,7 +289,25 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
             "dials": discovery.stats.dials, "redials": discovery.stats.redials,
             "dial_failures": discovery.stats.dial_failures,
             "finished_at": time.time(),
+            **(setup.training.summary() if setup.training is not None else {}),
         }
+
+
+def _private_training(learning: LearningConfig, output: OutputConfig, trainer: Trainer, site: Site,
+                      peer_id: str, state: PeerState | None) -> PrivateTraining | None:
+    """Under ``--dp-epsilon``, this hospital's private training, its ledger restored from the
+    checkpoint and the write-ahead journal (their union: no round lost, none counted twice)."""
+    privacy = learning.privacy()
+    if privacy is None:
+        return None
+    dp = plan(privacy, len(site.train), learning.batch_size, learning.local_epochs, learning.rounds)
+    journal = LedgerJournal(output.state_dir / "dp-ledger.json")
+    training = PrivateTraining(trainer, PrivacyLedger(dp), peer=peer_id, journal=journal.save)
+    training.restore(state.extra.get("dp") if state is not None else None, journal.load())
+    log.info("event=dp-plan peer=%s epsilon=%g delta=%.3g noise=%.4g sample_rate=%.4g steps_per_round=%d "
+             "accountant=%s spent=%.4g rounds_charged=%d", peer_id, dp.epsilon, dp.delta, dp.noise,
+             dp.sample_rate, dp.steps_per_round, dp.accountant, training.last_spent, len(training.ledger.entries))
+    return training
 
 
 def _bootstrap_peers(addrs: list[str], key: NodeKey, consortium: Consortium | None) -> list[tuple[str, str]]:

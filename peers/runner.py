@@ -220,7 +220,7 @@ class PeerRunner:
     def send(self, peer: str, data: bytes) -> None:
         self._spawn(self._send, peer, data)
 
-    def serve(self, round_: int, step: int, key: str, payload: Payload) -> None:
+    def serve(self, round_: int, step: int, key: str, payload: Payload, extra: bool = False) -> None:
         self.transport.offer(key, payload)
 
     def fetch(self, fetch: Fetch) -> None:

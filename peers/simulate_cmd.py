@@ -34,6 +34,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         "config": {**config_dict(config), "peers": sim.n},
         "arms": summarize(results),
         "wall_s": wall,
+        "training": sim.training,
         "dataset": {
             "name": sim.federation.name,
             "num_classes": sim.federation.num_classes,

@@ -9,7 +9,7 @@ from swarm.faults import FaultConfig
 from swarm.options import add_arguments as add_config_arguments
 
 #: the output options simulate has
-SIMULATE_OUTPUT = ("out", "state_dir", "quiet", "eval_every")
+SIMULATE_OUTPUT = ("out", "state_dir", "quiet", "eval_every", "eval_peers")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

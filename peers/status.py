@@ -62,6 +62,8 @@ class PeerStatus:
     state: str = "starting"
     runner: PeerRunner | None = None
     updated_at: float = field(default_factory=time.time)
+    #: under DP, the ledger's figures (``swarm.privacy.PrivateTraining.summary``)
+    privacy: Callable[[], Mapping[str, Any]] | None = None
 
     def touch(self) -> None:
         """Note that something changed now."""
@@ -83,6 +85,17 @@ def status_snapshot(status: PeerStatus, view: RunnerView | None) -> dict[str, An
 
     Non-finite numbers become ``null`` so the document is always valid JSON.
     """
+    doc = _snapshot(status, view)
+    doc["privacy"] = None
+    if status.privacy is not None:
+        dp = status.privacy()
+        doc["privacy"] = {"epsilon_spent": finite_or_none(dp["dp_epsilon_spent"]),
+                          "epsilon_budget": dp["dp_epsilon_budget"], "delta": dp["dp_delta"],
+                          "rounds_charged": dp["dp_rounds_charged"], "budget_exhausted": dp["dp_budget_exhausted"]}
+    return doc
+
+
+def _snapshot(status: PeerStatus, view: RunnerView | None) -> dict[str, Any]:
     if view is None:
         return {
             "peer_id": status.peer_id, "name": status.name, "site": status.site,
@@ -134,6 +147,11 @@ def render_metrics(snapshot: Mapping[str, Any]) -> str:
           last["distance"])
     gauge("medswarm_converged", "1 if this peer's latest convergence vote is yes.", 1 if vote["voted"] else 0)
     gauge("medswarm_stop_round", "Agreed stop round, once decided.", vote["stop_round"])
+    dp = snapshot.get("privacy") or {}
+    gauge("medswarm_dp_epsilon_spent", "Differential privacy: epsilon this hospital has spent (DP only).",
+          dp.get("epsilon_spent"))
+    gauge("medswarm_dp_epsilon_budget", "Differential privacy: this hospital's epsilon budget (DP only).",
+          dp.get("epsilon_budget"))
     rejected = CounterMetricFamily("medswarm_rejected_total", "Received models rejected, by reason.",
                                    labels=["reason"])
     for reason, count in sorted(snapshot["rejected"].items()):

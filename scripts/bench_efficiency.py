@@ -43,18 +43,26 @@ from swarm.atomic_file import atomic_write  # noqa: E402
 
 MEAN_TARGET, WORST_TARGET, BYTES_TARGET = 0.01, 0.03, 1.5
 DATASETS = ("breastmnist", "pneumoniamnist", "heart")
-#: configuration name -> (topology, compress, float16, final agreement rounds); the first is
-#: today's default
-CONFIGS: dict[str, tuple[str, str, bool, int]] = {
-    "ring": ("ring", "none", False, 0),
-    "ring q8": ("ring", "q8", False, 0),
-    "ring fa2": ("ring", "none", False, 2),
-    "onepeer-exp": ("onepeer-exp", "none", False, 0),
-    "onepeer-exp f16": ("onepeer-exp", "none", True, 0),
-    "onepeer-exp q8": ("onepeer-exp", "q8", False, 0),
-    "onepeer-exp q8 fa1": ("onepeer-exp", "q8", False, 1),
+#: the final tolerance of the ``ft`` configurations (``--final-tolerance``), with a cap of 3 rounds
+FINAL_TOLERANCE = 0.01
+#: configuration name -> (topology, compress, float16, final agreement rounds, CHOCO, final
+#: tolerance); the first is today's default
+CONFIGS: dict[str, tuple[str, str, bool, int, bool, float]] = {
+    "ring": ("ring", "none", False, 0, False, 0.0),
+    "ring q8": ("ring", "q8", False, 0, False, 0.0),
+    "ring fa2": ("ring", "none", False, 2, False, 0.0),
+    "onepeer-exp": ("onepeer-exp", "none", False, 0, False, 0.0),
+    "onepeer-exp f16": ("onepeer-exp", "none", True, 0, False, 0.0),
+    "onepeer-exp q8": ("onepeer-exp", "q8", False, 0, False, 0.0),
+    "onepeer-exp q8 fa1": ("onepeer-exp", "q8", False, 1, False, 0.0),
+    "ring choco q8": ("ring", "q8", False, 0, True, 0.0),
+    "ring choco topk0.1": ("ring", "topk:0.1", False, 0, True, 0.0),
+    "onepeer-exp choco q8": ("onepeer-exp", "q8", False, 0, True, 0.0),
+    "onepeer-exp choco topk0.1": ("onepeer-exp", "topk:0.1", False, 0, True, 0.0),
+    "ring choco q8 ft": ("ring", "q8", False, 3, True, FINAL_TOLERANCE),
+    "onepeer-exp choco q8 ft": ("onepeer-exp", "q8", False, 3, True, FINAL_TOLERANCE),
 }
-FIELDS = ("topology", "compress", "float16", "final_agreement")
+FIELDS = ("topology", "compress", "float16", "final_agreement", "choco", "final_tolerance")
 
 
 def run_one(dataset: str, seed: int, config: str | None) -> dict:
@@ -65,12 +73,13 @@ def run_one(dataset: str, seed: int, config: str | None) -> dict:
     from swarm.simulate import SimConfig, Simulation, summarize
 
     torch.set_num_threads(1)
-    topology, compress, float16, final = CONFIGS[config] if config is not None else ("ring", "none", False, 0)
+    topology, compress, float16, final, choco, tolerance = \
+        CONFIGS[config] if config is not None else CONFIGS["ring"]
     arm = "swarm" if config is not None else "fedavg"
     # the default number of peers: 8, or heart's four hospitals (its default split is by site)
     sim_config = SimConfig(setup=SimSetup(arms=(arm,), topology=topology),
                            learning=LearningConfig(data=dataset, seed=seed, compress=compress, float16=float16,
-                                                   final_agreement=final),
+                                                   final_agreement=final, choco=choco, final_tolerance=tolerance),
                            output=OutputConfig())
     start = time.perf_counter()
     sim = Simulation(sim_config)
@@ -118,7 +127,8 @@ def markdown(summary: dict) -> str:
     for d, rows in summary.items():
         for c, row in rows.items():
             seeds = row["seeds"]
-            span = f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
+            span = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}" \
+                if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
             lines.append(f"| {d} | {c} | {span} | {row['mean_minus_fedavg']:+.3f} | {row['worst_minus_fedavg']:+.3f} "
                          f"| {row['bytes_vs_fedavg']:.2f}x | {'met' if row['meets_target'] else 'missed'} |")
     return "\n".join(lines)
@@ -129,11 +139,11 @@ def plot(summary: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 4.5), squeeze=False)
     for ax, (d, rows) in zip(axes[0], summary.items()):
         for c, row in rows.items():
-            k = list(CONFIGS).index(c) % 10  # one colour per configuration in every panel
+            colour = plt.cm.tab20(list(CONFIGS).index(c) % 20)  # one colour per configuration in every panel
             x = row["bytes_vs_fedavg"]
-            ax.plot([x, x], [row["worst_minus_fedavg"], row["mean_minus_fedavg"]], color=f"C{k}", lw=1)
-            ax.scatter([x], [row["mean_minus_fedavg"]], color=f"C{k}", label=c, zorder=3)
-            ax.scatter([x], [row["worst_minus_fedavg"]], facecolors="none", edgecolors=f"C{k}", zorder=3)
+            ax.plot([x, x], [row["worst_minus_fedavg"], row["mean_minus_fedavg"]], color=colour, lw=1)
+            ax.scatter([x], [row["mean_minus_fedavg"]], color=colour, label=c, zorder=3)
+            ax.scatter([x], [row["worst_minus_fedavg"]], facecolors="none", edgecolors=colour, zorder=3)
         ax.axvline(BYTES_TARGET, color="grey", ls="--", lw=0.8)
         ax.axhline(-MEAN_TARGET, color="grey", ls="--", lw=0.8)
         ax.axhline(-WORST_TARGET, color="grey", ls=":", lw=0.8)
@@ -145,7 +155,7 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_xlabel("bytes per peer / FedAvg's")
         ax.set_ylabel("AUROC - FedAvg (filled: mean peer, hollow: worst)")
         ax.set_title(d)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

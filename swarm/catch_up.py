@@ -117,9 +117,9 @@ class CatchUp:
         self.wake = math.inf
         self.targets = {a.sender: a for a in chosen}
         self._outcome = {}
-        self.due = now + self.config.fetch_timeout
-        return [Fetch(a.sender, a.round, a.step, a.digest, a.size, self.config.fetch_timeout, True)
-                for a in chosen]
+        timeout = max(self.config.fetch_timeout, max(self.config.transfer_floor(a.size) for a in chosen))
+        self.due = now + timeout
+        return [Fetch(a.sender, a.round, a.step, a.digest, a.size, timeout, True) for a in chosen]
 
     def matches(self, event: FetchDone) -> bool:
         """Whether ``event`` ends one of the catch-up fetches under way."""

@@ -25,8 +25,10 @@ from swarm.errors import ConfigError, TopologyError
 from swarm.options import option, positive
 
 if TYPE_CHECKING:
+    from swarm.choco import Choco
     from swarm.convergence import ConvergenceConfig
     from swarm.task import DataRequest
+    from swarm.privacy import PrivacyConfig
     from swarm.protocol import ProtocolConfig
     from swarm.robust import Aggregation
     from swarm.training import TrainConfig
@@ -45,7 +47,7 @@ LAUNCH_TIMING = {"heartbeat": 1.0, "suspect_after": 10.0, "deadline_max": 20.0, 
 LAUNCH_OUTPUT = {"out": Path("runs/launch")}
 
 
-#: how a peer's weights travel (``--compress``)
+#: how a peer's weights travel (``--compress``; ``topk:F`` too, with ``--choco``)
 COMPRESSIONS = ("none", "q8")
 
 
@@ -110,8 +112,13 @@ class LearningConfig:
     optimizer: str = option("sgd", "sgd | adam")
     seed: int = option(0, "seed for split, initial weights and training, shared by the swarm")
     float16: bool = option(False, "send float32 weights as float16 (half the bytes)")
-    compress: str = option("none", "none | q8: send float32 weights as 8-bit values with a scale per "
-                                   "tensor (a quarter of the bytes)")
+    compress: str = option("none", "none | q8 | topk:F: send float32 weights as 8-bit values with a scale "
+                                   "per tensor (a quarter of the bytes); with --choco, the difference to the "
+                                   "public copy as 8-bit values (q8) or its largest fraction F (topk:F)")
+    choco: bool = option(False, "CHOCO-gossip: send the compressed difference to a public copy that "
+                                "neighbours hold, with error feedback (needs --compress q8 or topk:F)")
+    choco_gamma: float = option(1.0, "CHOCO's consensus step size in (0, 1]: how far a mix moves the model "
+                                     "towards the mix of the public copies")
     uniform_mixing: bool = option(False, "plain Metropolis weights (uniform mean) instead of sample-aware ones")
     aggregator: str = option("clipped", "mean | clipped | trimmed | median: how a peer combines its "
                                         "neighbours' models (all but mean bound one neighbour's influence)")
@@ -128,10 +135,21 @@ class LearningConfig:
                                    "tolerates F colluding members)")
     final_agreement: int = option(0, "rounds of pure averaging (no training) after the stop round, so every "
                                      "peer leaves with nearly the swarm's average model; 0 = none")
+    final_tolerance: float = option(0.0, "with --final-agreement R: skip its remaining exchanges once every "
+                                         "member's signed distance to its neighbours' average is at most this "
+                                         "(all still stop after the same round, R being the cap); 0 = off")
     converge: bool = option(True, "run all --rounds, never stop early", flag="--no-converge")
     converge_window: int = option(8, "rounds the validation loss must plateau before a peer votes")
     metric_tol: float = option(0.02, "smallest validation-loss improvement that counts")
     distance_tol: float = option(0.1, "largest relative distance to the neighbours' average when voting")
+    dp_epsilon: float | None = option(None, "train with DP-SGD within this total privacy budget per hospital "
+                                            "for the run (needs medswarm[dp]; inf = no privacy)", type=float, metavar="EPS")
+    dp_delta: float | None = option(None, "DP delta (default 1 / (10 x the hospital's training records))",
+                                    type=float, metavar="D")
+    dp_max_grad_norm: float = option(1.0, "DP-SGD: clip each record's gradient to this norm")
+    dp_noise: float | None = option(None, "DP-SGD noise multiplier (default: the smallest that fits --rounds "
+                                          "into --dp-epsilon)", type=float, metavar="SIGMA")
+    dp_accountant: str = option("prv", "prv | rdp: the privacy accountant")
 
     def __post_init__(self) -> None:
         from swarm.partition import parse_partition
@@ -144,10 +162,10 @@ class LearningConfig:
                       corroboration=self.corroboration)
         positive("lr", self.lr)
         positive("final_agreement", self.final_agreement, strict=False)
+        positive("final_tolerance", self.final_tolerance, strict=False)
         positive("metric_tol", self.metric_tol, strict=False)
         positive("distance_tol", self.distance_tol, strict=False)
-        if self.compress not in COMPRESSIONS:
-            raise ConfigError("compress", f"expected one of {', '.join(COMPRESSIONS)}, got {self.compress!r}")
+        self._check_compress()
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError("optimizer", f"expected sgd or adam, got {self.optimizer!r}")
         if not (math.isfinite(self.max_norm_ratio) and self.max_norm_ratio > 1):
@@ -155,11 +173,35 @@ class LearningConfig:
         if not -1 <= self.min_cosine <= 1:
             raise ConfigError("min_cosine", f"must be in [-1, 1], got {self.min_cosine!r}")
         self.aggregation()  # validates --aggregator
+        self.privacy()  # validates --dp-*
         self._check_data_options()
         if self.task is not None:  # a broken task fails here, before any data is loaded
             from swarm.task import load_task
 
             load_task(self.task)
+
+    def _check_compress(self) -> None:
+        if self.choco:
+            if self.compress == "none":
+                raise ConfigError("compress", "--choco needs --compress q8 or topk:F")
+            self.choco_config()  # validates topk:F
+            if not 0 < self.choco_gamma <= 1:
+                raise ConfigError("choco_gamma", f"must be in (0, 1], got {self.choco_gamma!r}")
+        elif self.compress not in COMPRESSIONS:
+            hint = " (topk:F needs --choco)" if self.compress.startswith("topk:") else ""
+            raise ConfigError("compress", f"expected one of {', '.join(COMPRESSIONS)}, got {self.compress!r}{hint}")
+
+    def choco_config(self) -> Choco | None:
+        """The CHOCO settings every peer runs with (``swarm.choco``), None without ``--choco``."""
+        if not self.choco:
+            return None
+        from gossip.delta import parse_compressor
+        from swarm.choco import Choco
+
+        try:
+            return Choco(parse_compressor(self.compress), self.choco_gamma)
+        except ValueError as err:
+            raise ConfigError("compress", str(err)) from None
 
     def _check_data_options(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -187,10 +229,29 @@ class LearningConfig:
         return Aggregation(self.aggregator, clip_factor=self.clip_factor, max_norm_ratio=self.max_norm_ratio,
                            min_cosine=None if self.min_cosine <= -1 else self.min_cosine)
 
+    def privacy(self) -> PrivacyConfig | None:
+        """Each hospital's DP settings (``swarm.privacy``), or None without ``--dp-epsilon``.
+
+        Raises
+        ------
+        ConfigError
+            For a bad ``--dp-*`` value, a ``--dp-*`` option without ``--dp-epsilon``, or
+            ``--dp-epsilon`` without Opacus installed (naming the ``dp`` extra).
+        """
+        from swarm.privacy import PrivacyConfig
+
+        if self.dp_epsilon is None or self.dp_epsilon == math.inf:
+            for name in ("dp_delta", "dp_noise"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(name, "applies with --dp-epsilon only")
+            return None
+        return PrivacyConfig(self.dp_epsilon, self.dp_delta, self.dp_max_grad_norm, self.dp_noise,
+                             self.dp_accountant)
+
     @property
     def q8(self) -> bool:
-        """Whether weights travel as 8-bit values (``--compress q8``)."""
-        return self.compress == "q8"
+        """Whether whole models travel as 8-bit values (``--compress q8`` without ``--choco``)."""
+        return self.compress == "q8" and not self.choco
 
     @property
     def sample_weighted(self) -> bool:
@@ -226,7 +287,11 @@ class TimingConfig:
     deadline_max: float = option(50.0, "longest wait for neighbours' models per phase, s; also how long "
                                         "a real peer waits for --wait-neighbours")
     spread_factor: float = option(5.0, "adaptive deadline = median + this x scaled MAD of the arrival delays")
-    fetch_timeout: float = option(10.0, "longest try of one model transfer, s (at most --deadline-max)")
+    fetch_timeout: float = option(10.0, "longest try of one model transfer, s (at most --deadline-max), "
+                                        "unless the model needs longer at --min-throughput")
+    min_throughput: float = option(2.0, "slowest link a model transfer is allowed for, MB/s: a fetch try "
+                                        "lasts at least the model's size at this rate (at most --deadline-max)",
+                                   metavar="MB_PER_S")
     linger: float = option(15.0, "after stopping, how long to wait for a neighbour that has not reached the "
                                  "stop round (to give it the final model); with none missing, a peer "
                                  "leaves after two heartbeats")
@@ -237,7 +302,8 @@ class TimingConfig:
     def __post_init__(self) -> None:
         if not 0 < self.quorum <= 1:
             raise ConfigError("quorum", f"must be in (0, 1], got {self.quorum}")
-        for name in ("heartbeat", "suspect_after", "deadline_initial", "deadline_max", "fetch_timeout"):
+        for name in ("heartbeat", "suspect_after", "deadline_initial", "deadline_max", "fetch_timeout",
+                     "min_throughput"):
             positive(name, getattr(self, name))
         for name in ("deadline_min", "spread_factor", "linger", "isolation_wait"):
             positive(name, getattr(self, name), strict=False)
@@ -267,11 +333,13 @@ def protocol_config(learning: LearningConfig, timing: TimingConfig) -> ProtocolC
         suspect_after=timing.suspect_after,
         heartbeat=timing.heartbeat,
         fetch_timeout=min(timing.fetch_timeout, timing.deadline_max),
+        min_throughput=timing.min_throughput * 1e6,
         linger=timing.linger,
         isolation_wait=timing.isolation_wait,
         convergence=learning.convergence_config(),
         corroboration=learning.corroboration,
         final_rounds=learning.final_agreement,
+        final_tolerance=learning.final_tolerance,
     )
 
 
@@ -285,12 +353,17 @@ class OutputConfig:
     report: Path | None = option(None, "final JSON report (default STATE_DIR/report.json)", type=Path)
     quiet: bool = option(False, "no progress bar or live table")
     eval_every: int = option(1, "evaluate every N rounds (and the last)")
+    eval_peers: int | None = option(None, "simulate: score K peers on the global test set per evaluated round "
+                                          "(a seeded sample rotating over the peers), every peer in the last "
+                                          "round (default: every peer every time)", type=int, metavar="K")
     eval_global: bool = option(False, "demos: evaluate on the split's held-out global test set every round "
                                       "and append a row to STATE_DIR/metrics.jsonl (what medswarm launch "
                                       "collects)")
 
     def __post_init__(self) -> None:
         _at_least_one(eval_every=self.eval_every)
+        if self.eval_peers is not None:
+            _at_least_one(eval_peers=self.eval_peers)
 
 
 @dataclass(frozen=True)
@@ -302,6 +375,10 @@ class SimSetup:
     topology: str = option("ring", "ring | full | kregular[:K] | smallworld[:K[:P]] | exponential | onepeer-exp")
     site_shift: float = option(0.0, "per-site scanner shift strength for images, 0 = none")
     arms: tuple[str, ...] = option(ARMS, "comma-separated arms", type=str, parse=_split_arms)
+    ray: str | None = option(None, "run the peers' training as Ray tasks (pip install 'medswarm[ray]'): "
+                                   "--ray alone starts Ray on this host; --ray ADDRESS joins a cluster "
+                                   "(auto, HOST:6379 or ray://HOST:10001); same results as without",
+                             metavar="ADDRESS", const="local")
 
     def __post_init__(self) -> None:
         from swarm.topology import parse_topology
@@ -314,6 +391,8 @@ class SimSetup:
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown:
             raise ConfigError("arms", f"unknown {unknown}; expected some of {', '.join(ARMS)}")
+        if self.ray is not None and not self.ray.strip():
+            raise ConfigError("ray", "give a cluster address, or --ray alone for a local Ray")
         try:
             parse_topology(self.topology)
         except TopologyError as err:

@@ -1,17 +1,15 @@
-"""Dataset loaders: MedMNIST ``.npz`` files and the four-hospital UCI Heart Disease files.
+"""Dataset loaders: MedMNIST ``.npz`` files, and the arrays every data set becomes.
 
 Numpy only, local files only. Every loader validates what it reads and raises
 :class:`~swarm.errors.DataError` with a one-line message naming the file (and line, for text
 files), so a bad path or a corrupt download is reported where it happens, not as a shape
 error deep inside training.
 
-Heart Disease preprocessing (see :class:`HeartScaler`) is fitted per site, on that site's own
-rows: in a federation no hospital sees another's statistics.
+The shipped heart data is a CSV read like any hospital's table (:mod:`swarm.heart`).
 """
 
 from __future__ import annotations
 
-import math
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -25,40 +23,8 @@ from swarm.errors import DataError
 
 #: Names of the MedMNIST files shipped in ``swarm/assets``.
 BUILTIN_MEDMNIST = ("breastmnist", "pneumoniamnist")
-#: The four hospitals of the UCI Heart Disease data, in the fixed order :func:`load_heart` uses.
-HEART_SITES = ("cleveland", "hungarian", "switzerland", "va")
-#: Columns of a ``processed.*.data`` file; the last, ``num``, is the target.
-HEART_COLUMNS = (
-    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
-    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
-)  # fmt: skip
-
 _SPLITS = ("train", "val", "test")
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
-
-_RAW = HEART_COLUMNS[:-1]
-_CONTINUOUS = ("age", "trestbps", "chol", "thalach", "oldpeak", "ca")
-_CODES: dict[str, tuple[int, ...]] = {
-    "sex": (0, 1), "fbs": (0, 1), "exang": (0, 1),
-    "cp": (1, 2, 3, 4), "restecg": (0, 1, 2), "slope": (1, 2, 3), "thal": (3, 6, 7),
-}  # fmt: skip
-_BINARY = ("sex", "fbs", "exang")
-_ONE_HOT = ("cp", "restecg", "slope", "thal")
-#: A recorded 0 is physiologically impossible for these; the files use it for "not measured".
-_ZERO_IS_MISSING = ("trestbps", "chol")
-#: Every feature some hospital leaves blank; each gets a 0/1 "was missing" column.
-_FLAGGED = (
-    "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak", "slope", "ca", "thal",
-)  # fmt: skip
-
-#: Names of the columns :class:`HeartScaler` produces, in order.
-HEART_FEATURE_NAMES: tuple[str, ...] = (
-    *_CONTINUOUS,
-    *_BINARY,
-    *(f"{c}={v}" for c in _ONE_HOT for v in _CODES[c]),
-    *(f"{c}_missing" for c in _FLAGGED),
-)
-
 
 @dataclass(frozen=True, eq=False)
 class ArrayDataset:
@@ -135,7 +101,8 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _asset(relative: str) -> Path:
+def builtin_asset(relative: str) -> Path:
+    """The path of a file shipped in ``swarm/assets`` (``relative`` to that folder)."""
     return Path(str(files("swarm") / "assets" / relative))
 
 
@@ -151,7 +118,7 @@ def builtin_path(name: str) -> Path:
     if key not in BUILTIN_MEDMNIST:
         known = ", ".join(BUILTIN_MEDMNIST)
         raise DataError(f"unknown built-in dataset '{name}': known names are {known}")
-    return _asset(f"{key}.npz")
+    return builtin_asset(f"{key}.npz")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -245,180 +212,3 @@ def load_medmnist(path: str | Path, name: str | None = None) -> MedMNIST:
         channels=splits["train"].x.shape[1],
         num_classes=num_classes,
     )
-
-
-# --------------------------------------------------------------------------- heart disease
-
-
-@dataclass(frozen=True, eq=False)
-class HeartSite:
-    """One hospital's raw heart rows: ``features`` (N, 13) float64 with NaN for missing,
-    ``target`` int64 (N,) equal to 1 where ``num > 0`` (disease)."""
-
-    name: str
-    features: np.ndarray
-    target: np.ndarray
-
-
-def _parse_heart_value(path: Path, lineno: int, column: str, field: str) -> float:
-    text = field.strip()
-    if text == "?":
-        return math.nan
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{path}, line {lineno}: {column} is not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise DataError(f"{path}, line {lineno}: {column} is not finite: {text!r}")
-    if column in _CODES and value not in _CODES[column]:
-        allowed = ", ".join(str(v) for v in _CODES[column])
-        raise DataError(f"{path}, line {lineno}: {column} is {text}; expected one of {allowed}")
-    if column in _ZERO_IS_MISSING and value == 0:
-        return math.nan
-    return value
-
-
-def _read_heart_file(path: Path, name: str) -> HeartSite:
-    """Parse one ``processed.*.data`` file; errors name the file and line."""
-    try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({_one_line(exc)})") from exc
-    rows: list[list[float]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split(",")
-        if len(fields) != len(HEART_COLUMNS):
-            raise DataError(
-                f"{path}, line {lineno}: expected {len(HEART_COLUMNS)} comma-separated values,"
-                f" found {len(fields)}"
-            )
-        row = [
-            _parse_heart_value(path, lineno, c, f)
-            for c, f in zip(HEART_COLUMNS, fields, strict=True)
-        ]
-        if math.isnan(row[-1]) or row[-1] < 0 or row[-1] != int(row[-1]):
-            raise DataError(f"{path}, line {lineno}: num (the target) must be an integer >= 0")
-        rows.append(row)
-    if not rows:
-        raise DataError(f"{path}: no data rows")
-    table = np.array(rows, dtype=np.float64)
-    return HeartSite(name, table[:, :-1], (table[:, -1] > 0).astype(np.int64))
-
-
-def read_heart(directory: str | Path | None = None) -> list[HeartSite]:
-    """Read the four hospitals' raw rows (missing values as NaN), in :data:`HEART_SITES` order.
-
-    ``directory`` holds ``processed.<site>.data``; ``None`` means the shipped copy. ``chol``
-    and ``trestbps`` equal to 0 are read as missing (Switzerland records every ``chol`` as 0).
-
-    Raises
-    ------
-    DataError
-        If a file is missing or malformed (wrong column count, non-numeric value, unknown
-        category code); the message names the file and line.
-    """
-    root = _asset("heart") if directory is None else Path(directory)
-    return [_read_heart_file(root / f"processed.{site}.data", site) for site in HEART_SITES]
-
-
-def _fill_value(column: np.ndarray, name: str) -> float:
-    observed = column[~np.isnan(column)]
-    if name in _CODES:
-        if observed.size == 0:
-            return float(_CODES[name][0])
-        values, counts = np.unique(observed, return_counts=True)
-        return float(values[np.argmax(counts)])
-    return float(np.median(observed)) if observed.size else 0.0
-
-
-def _encode(raw: np.ndarray, fill: np.ndarray) -> np.ndarray:
-    missing = np.isnan(raw)
-    filled = np.where(missing, fill, raw)
-    col = {name: filled[:, j] for j, name in enumerate(_RAW)}
-    parts = [col[c] for c in (*_CONTINUOUS, *_BINARY)]
-    parts += [(col[c] == v).astype(np.float64) for c in _ONE_HOT for v in _CODES[c]]
-    parts += [missing[:, _RAW.index(c)].astype(np.float64) for c in _FLAGGED]
-    return np.stack(parts, axis=1)
-
-
-def _check_raw(features: np.ndarray) -> np.ndarray:
-    if not isinstance(features, np.ndarray) or features.ndim != 2 or features.shape[1] != len(_RAW):
-        raise DataError(f"heart features must be an array of shape (N, {len(_RAW)})")
-    return features.astype(np.float64)
-
-
-@dataclass(frozen=True, eq=False)
-class HeartScaler:
-    """Imputation, encoding and standardization of heart features, fitted on one site's rows.
-
-    Choices (fitted by :meth:`fit` on the rows it is given, normally one site's training rows,
-    so no statistic crosses a hospital boundary):
-
-    * missing continuous values (age, trestbps, chol, thalach, oldpeak, ca) take the median of
-      the observed values; missing binary or categorical values take the most frequent code;
-      a feature the site never records takes 0 / the first code (it is constant, so it
-      standardizes to 0 and carries no signal at that site);
-    * cp, restecg, slope and thal are one-hot encoded (their codes are not ordered);
-    * every feature some hospital leaves blank gets a 0/1 ``<name>_missing`` column, so the model
-      can tell an imputed value from a measured one;
-    * every column is then standardized with the fitted mean and standard deviation (a
-      constant column is only centered).
-
-    The output columns are :data:`HEART_FEATURE_NAMES`.
-    """
-
-    fill: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
-
-    @classmethod
-    def fit(cls, features: np.ndarray) -> HeartScaler:
-        """Fit imputation values and standardization statistics to raw ``(N, 13)`` rows.
-
-        Raises
-        ------
-        DataError
-            If ``features`` has the wrong shape or no rows.
-        """
-        raw = _check_raw(features)
-        if len(raw) == 0:
-            raise DataError("cannot fit heart preprocessing on zero rows")
-        fill = np.array([_fill_value(raw[:, j], name) for j, name in enumerate(_RAW)])
-        encoded = _encode(raw, fill)
-        std = encoded.std(axis=0)
-        return cls(fill, encoded.mean(axis=0), np.where(std > 1e-8, std, 1.0))
-
-    def transform(self, features: np.ndarray) -> np.ndarray:
-        """Impute, encode and standardize raw ``(N, 13)`` rows into float32 ``(N, F)``.
-
-        Raises
-        ------
-        DataError
-            If ``features`` has the wrong shape.
-        """
-        encoded = _encode(_check_raw(features), self.fill)
-        return ((encoded - self.mean) / self.scale).astype(np.float32)
-
-
-def load_heart(directory: str | Path | None = None) -> list[tuple[str, ArrayDataset]]:
-    """Load the four hospitals as ``[(site name, data)]`` in :data:`HEART_SITES` order.
-
-    Each site is preprocessed with a :class:`HeartScaler` fitted on all of that site's rows
-    (per-site standardization: data and statistics stay local, as in a real federation).
-    :func:`swarm.partition.build_federation` instead fits on each site's training rows only,
-    so its test rows do not leak into the statistics. Target is ``num > 0``; two classes.
-
-    Raises
-    ------
-    DataError
-        If a file is missing or malformed; the message names the file and line.
-    """
-    out = []
-    for site in read_heart(directory):
-        x = HeartScaler.fit(site.features).transform(site.features)
-        out.append((site.name, ArrayDataset(x, site.target, 2)))
-    return out

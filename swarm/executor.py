@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,9 +28,11 @@ from gossip.signing import RecordSigner
 from gossip.transport import Payload
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.membership import Verify
+from swarm.choco import Resync
 from swarm.node import SwarmNode
 from swarm.swarm_view import MemberIndex
 from swarm.peer_state import accept_transfer, fetch_limit, snapshot
+from swarm.privacy import spent_of
 from swarm.protocol import (
     Action, Adopt, Checkpoint, ControlIn, Event, Exit, Fetch, FetchDone, Mix, Mixed, ModelReady,
     Offer, PeerProtocol, ProtocolConfig, Reject, SendControl, Stop, Train,
@@ -57,8 +59,9 @@ class Seam(Protocol):
     def send(self, peer: str, data: bytes) -> None:
         """Send an encoded control message to ``peer`` (best effort; losses are the protocol's)."""
 
-    def serve(self, round_: int, step: int, key: str, payload: Payload) -> None:
-        """Make ``payload`` (digest ``key``) fetchable by neighbours as the model of ``(round_, step)``."""
+    def serve(self, round_: int, step: int, key: str, payload: Payload, extra: bool = False) -> None:
+        """Make ``payload`` (digest ``key``) fetchable by neighbours as the model of ``(round_, step)``;
+        ``extra``: a second payload of the phase, fetched by digest only (a CHOCO whole copy)."""
 
     def fetch(self, fetch: Fetch) -> None:
         """Start pulling a model; report with ``PeerExecutor.fetched`` (or never, if lost)."""
@@ -178,6 +181,8 @@ class PeerExecutor:
         self.hooks = hooks or ExecutorHooks()
         self.traffic = traffic or Traffic()
         self.inbox = Inbox()
+        #: CHOCO resyncs in flight: the whole copy's fetch -> the announced fetch it stands for
+        self.resyncs: dict[Fetch, Fetch] = {}
         self.degrees: dict[str, int] = {}
         #: set by a driver when the peer dies mid-batch: the remaining actions are dropped
         self.halted = False
@@ -227,13 +232,37 @@ class PeerExecutor:
     def fetched(self, fetch: Fetch, payload: Payload | None, reason: str = "") -> None:
         """A fetch ended: ``payload`` is what arrived (None: nothing did, ``reason`` says why)."""
         ok = False
+        self.node.replicas.retain(self.protocol.neighbours)  # one replica per current neighbour
+        announced = self.resyncs.pop(fetch, None)
+        target = announced or fetch
         if payload is not None:
-            msg, reason = accept_transfer(self.node, fetch, payload)
+            msg, reason = accept_transfer(self.node, fetch, payload, whole=announced is not None)
+            if isinstance(msg, Resync):
+                if self._resync(fetch, msg):
+                    return  # reported when the whole copy arrives (or its fetch times out)
+                msg, reason = None, "rejected"
             if msg is not None:
-                self.inbox.put(fetch, msg)
+                self.inbox.put(target, msg)
                 ok = True
-        self.handle(FetchDone(fetch.peer, fetch.round, fetch.step, ok, reason))
+        self.handle(FetchDone(target.peer, target.round, target.step, ok, reason))
         self.inbox.prune(self.protocol.phase)
+
+    def _resync(self, fetch: Fetch, resync: Resync) -> bool:
+        """Fetch the whole public copy a CHOCO difference could not be applied without; False
+        (refused, counted) if it is larger than any model this peer accepts."""
+        limit = self.protocol.max_model_bytes
+        if limit is not None and resync.size > limit:
+            self.node.reject(fetch.peer, "oversized-announcement",
+                             f"whole copy of {resync.size} bytes, limit {limit}", fetch.round)
+            return False
+        whole = replace(fetch, digest=resync.digest, size=resync.size)
+        log.info("event=resync peer=%s round=%d from=%s bytes=%d", self.node.peer_id, fetch.round, fetch.peer,
+                 resync.size)
+        self.resyncs[whole] = fetch
+        while len(self.resyncs) > 2 * max(1, len(self.protocol.neighbours)):
+            del self.resyncs[next(iter(self.resyncs))]  # oldest first: lost transfers
+        self.seam.fetch(whole)
+        return True
 
     def train_now(self, round_: int) -> Any:
         """Run round ``round_``'s local training on the current weights (in the driver's worker)."""
@@ -268,7 +297,7 @@ class PeerExecutor:
             self.seam.send(action.peer, data)
         elif isinstance(action, Fetch):
             degree = self.protocol.announced_degree(action.peer)
-            if degree is not None:
+            if degree is not None and degree >= 1:  # 0: announced before its partner's link was up
                 self.degrees[action.peer] = degree
             self.seam.fetch(action)
         elif isinstance(action, Train):
@@ -293,13 +322,30 @@ class PeerExecutor:
         else:
             raise TypeError(f"unknown action {action!r}")
 
-    def _limit_fetches(self, own_size: int) -> None:
-        self.protocol.limit_model_bytes(fetch_limit(own_size, self.node.float16, self.node.q8))
+    def _limit_fetches(self, own_size: int, whole: bool = False) -> None:
+        """Derive the largest model accepted from this peer's own encoded one (``whole``: a
+        float32 CHOCO copy, which no neighbour's model or copy may exceed by much)."""
+        compact = not whole
+        self.protocol.limit_model_bytes(fetch_limit(own_size, self.node.float16 and compact,
+                                                    self.node.q8 and compact))
+
+    def _audience(self, round_: int, step: int) -> str:
+        """Whose CHOCO public copy a phase uses: the partner's on a time-varying graph, else
+        ``""`` (the copy every neighbour holds; also for the final model, offered to all)."""
+        schedule = self.protocol.exchange.schedule
+        if schedule is None or step >= self.protocol.config.gossip_steps:
+            return ""
+        partners = schedule((round_, step))
+        return next(iter(partners)) if len(partners) == 1 else ""
 
     def _offer(self, round_: int, step: int, loss: float | None) -> None:
-        payload = self.node.encode_model(round_)
-        self._limit_fetches(len(payload))
+        if self.node.choco is not None:
+            self.node.public.retain(self.protocol.neighbours)
+        payload, full = self.node.offer_payloads(round_, self._audience(round_, step))
+        self._limit_fetches(len(full if full is not None else payload), whole=self.node.choco is not None)
         key = digest(payload)
+        if full is not None:
+            self.seam.serve(round_, step, digest(full), full, extra=True)
         self.seam.serve(round_, step, key, payload)
         self.handle(ModelReady(round_, step, key, len(payload), len(self.node.data), loss))
 
@@ -307,12 +353,13 @@ class PeerExecutor:
         received = self.inbox.take(action.senders, action.round, action.step)
         self.inbox.prune((action.round, action.step + 1))
         degrees = {p: self.degrees.get(p, d) for p, d in self.node.neighbour_degrees.items()}
-        distance = self.node.mix(received, degrees, measure=action.final, self_degree=action.degree)
+        distance = self.node.mix(received, degrees, measure=action.final, self_degree=action.degree,
+                                 audience=self._audience(action.round, action.step))
         metric = None
         if action.final:
             metric = self.evaluate(self.node.weights)
-            log.info("event=round peer=%s round=%d loss=%s metric=%s distance=%s", self.node.peer_id,
-                     action.round, self.node.last_loss, metric, distance)
+            log.info("event=round peer=%s round=%d loss=%s metric=%s distance=%s%s", self.node.peer_id,
+                     action.round, self.node.last_loss, metric, distance, _dp_field(self.node))
             if self.hooks.on_round is not None:
                 self.hooks.on_round(RoundInfo(action.round, self.node.last_loss, metric, distance,
                                               self.bytes_sent))
@@ -342,6 +389,12 @@ class PeerExecutor:
         self.protocol.stats.bad_control += 1
         log.warning("event=bad-control peer=%s round=%d from=%s reason=%s",
                     self.node.peer_id, self.protocol.round, sender, reason)
+
+
+def _dp_field(node: SwarmNode) -> str:
+    """`` dp_epsilon_spent=X`` for the round log line under DP, else nothing."""
+    spent = spent_of(node.train_fn)
+    return "" if spent is None else f" dp_epsilon_spent={spent:.4g}"
 
 
 def resume(peer_id: str, neighbours: list[str], config: ProtocolConfig,

@@ -13,20 +13,23 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Protocol
 
 import numpy as np
 
-from gossip.codec import CodecError, WeightsMessage, decode, encode
+from gossip.codec import CodecError, WeightsMessage, decode, digest, encode
+from gossip.delta import ChocoHeader
 from gossip.errors import RejectedMessage
 from gossip.transport import Payload
 from gossip.validate import validate_weights
+from swarm.choco import Choco, PublicCopies, Replicas, Resync, choco_mix
 from swarm.averaging import Contribution, coordinate_median, mixing_row, weighted_average
 from swarm.mixing import sample_weighted_row
 from swarm.robust import Aggregation, robust_mix
 from swarm.datasets import ArrayDataset
 from swarm.errors import AveragingError
+from swarm.flat_weights import FlatWeights
 
 log = logging.getLogger("medswarm.node")
 
@@ -53,6 +56,8 @@ class NodeStats:
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     stale: int = 0
+    #: CHOCO differences that did not apply to the replica held (a whole copy was fetched)
+    resyncs: int = 0
     train_s: float = 0.0
     codec_s: float = 0.0
     averaging_s: float = 0.0
@@ -92,6 +97,13 @@ class SwarmNode:
         or direction is far from this node's own (``gossip.validate``).
     max_abs:
         A received model is refused if any value exceeds it in magnitude.
+    flat:
+        Keep the weights in one contiguous float32 buffer (``swarm.flat_weights``): each
+        model assigned is copied into a new one (the simulation's choice: one allocation
+        per peer's model, one contiguous vector to hash or ship to Ray).
+    choco:
+        Exchange compressed differences to public copies instead of whole models
+        (``swarm.choco``, CHOCO-gossip); None: whole models.
     """
 
     def __init__(
@@ -108,12 +120,16 @@ class SwarmNode:
         sample_weighted: bool = True,
         aggregation: Aggregation = Aggregation(),
         max_abs: float = 1e4,
+        flat: bool = False,
+        choco: Choco | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.train_fn = train_fn
         self.data = data
         self.model_id = model_id
-        self.weights: dict[str, np.ndarray] = {k: np.array(v, copy=True) for k, v in weights.items()}
+        self._weights: dict[str, np.ndarray] = {}
+        self._use_flat = flat
+        self.weights = {k: np.array(v, copy=True) for k, v in weights.items()} if not flat else weights
         self.neighbour_degrees = dict(neighbour_degrees)
         self.float16 = float16
         self.q8 = q8
@@ -122,6 +138,21 @@ class SwarmNode:
         self.max_abs = max_abs
         self.stats = NodeStats()
         self.last_loss = float("nan")
+        self.choco = choco
+        self.public = PublicCopies()
+        self.replicas = Replicas(self.neighbour_degrees)
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """The current model (with ``flat``: views into this node's one buffer)."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, new: Mapping[str, np.ndarray]) -> None:
+        if self._use_flat:  # a copy into a new buffer: views handed out earlier keep their values
+            self._weights = FlatWeights(new).views
+        else:
+            self._weights = new if isinstance(new, dict) else dict(new)
 
     def encode_model(self, round_: int) -> memoryview:
         """The current weights as a wire message of round ``round_`` (what neighbours fetch)."""
@@ -141,30 +172,72 @@ class SwarmNode:
         self.stats.codec_s += time.perf_counter() - start
         return payload
 
+    def forget_copies(self) -> None:
+        """Lose the CHOCO public copy and replicas (a restart): every copy travels whole again."""
+        self.public.reset()
+        self.replicas.copies.clear()
+
+    def offer_payloads(self, round_: int, audience: str = "") -> tuple[memoryview, memoryview | None]:
+        """What this node serves for an exchange of round ``round_``: the announced message
+        and, with CHOCO, the whole public copy for neighbours that must resync (None if the
+        announced message is that copy already). ``audience``: whose copy advances (``""``
+        every neighbour's; a partner's id on a time-varying graph)."""
+        if self.choco is None:
+            return self.encode_model(round_), None
+        start = time.perf_counter()
+        public = self.public.get(audience)
+        tensors, header = public.advance(self.outgoing(), self.choco.compressor)
+        full = self._encode_choco(round_, public.tensors or {}, public.whole())
+        if header is None:
+            self.stats.codec_s += time.perf_counter() - start
+            return full, None
+        header = replace(header, full=digest(full), full_size=len(full))
+        announced = self._encode_choco(round_, tensors, header)
+        self.stats.codec_s += time.perf_counter() - start
+        return announced, full
+
+    def _encode_choco(self, round_: int, tensors: Mapping[str, np.ndarray], header: ChocoHeader) -> memoryview:
+        return encode(WeightsMessage(self.model_id, round_, self.peer_id, len(self.data), dict(tensors), header))
+
     def check(self, sender: str, payload: Payload, round_: int, *,
-              exact_round: bool = False) -> WeightsMessage | None:
+              exact_round: bool = False, whole: bool = False) -> WeightsMessage | Resync | None:
         """Decode and validate a model from ``sender``; None (counted, logged) if refused.
 
         A model of another round than ``round_`` is refused: counted as stale when it was
         pushed (it may just be late), or rejected as ``wrong-round`` with ``exact_round``,
         for a model fetched under an announcement of ``round_`` (the sender's own header
         contradicts what it announced).
+
+        With CHOCO, the message is a difference to ``sender``'s public copy (or the copy
+        itself; ``whole`` demands the copy, for a resync): the rebuilt copy is what is
+        validated, kept as the replica and returned; ``Resync`` if the difference does not
+        apply to the replica held. A refused copy drops the replica.
         """
         start = time.perf_counter()
         try:
             msg = decode(payload)
+            if self.choco is not None:
+                rebuilt = self._rebuild(sender, msg, whole)
+                if isinstance(rebuilt, Resync):
+                    return rebuilt
+                msg = rebuilt
             validate_weights(msg, link_peer=sender, model_id=self.model_id,
                              reference=self.weights, max_abs=self.max_abs,
                              max_norm_ratio=self.aggregation.max_norm_ratio,
                              min_cosine=self.aggregation.min_cosine)
         except CodecError as err:
+            self.replicas.drop(sender)
             self.reject(sender, f"codec:{err.reason}", str(err), round_)
             return None
         except RejectedMessage as err:
+            self.replicas.drop(sender)
             self.reject(sender, err.reason, str(err), round_)
             return None
         finally:
             self.stats.codec_s += time.perf_counter() - start
+        if self.choco is not None and msg.choco is not None:
+            self.replicas.keep(sender, msg.tensors, msg.choco.result)
+            msg = replace(msg, choco=None)
         if msg.round != round_:
             if exact_round:
                 self.reject(sender, "wrong-round", f"header round {msg.round}, announced {round_}", round_)
@@ -174,15 +247,32 @@ class SwarmNode:
         self.stats.accepted += 1
         return msg
 
+    def _rebuild(self, sender: str, msg: WeightsMessage, whole: bool) -> WeightsMessage | Resync:
+        """The public copy ``msg`` makes of ``sender``'s (header kept for ``keep``); raises
+        ``CodecError`` for a message that is no CHOCO one, or no whole copy when ``whole``."""
+        header = msg.choco
+        if header is None or (whole and header.kind != "full"):
+            raise CodecError("bad-header", "expected a CHOCO " + ("whole copy" if whole else "message"))
+        if msg.sender != sender:
+            raise RejectedMessage(sender, "sender-mismatch", f"message claims sender {msg.sender!r}")
+        rebuilt = self.replicas.receive(sender, header, msg.tensors)
+        if rebuilt is None:
+            raise CodecError("bad-header", "whole copy does not match its digest")
+        if isinstance(rebuilt, Resync):
+            self.stats.resyncs += 1
+            return rebuilt
+        return replace(msg, tensors=rebuilt)
+
     def mix(self, received: Mapping[str, WeightsMessage],
             degrees: Mapping[str, int] | None = None, measure: bool = True,
-            self_degree: int | None = None) -> float | None:
+            self_degree: int | None = None, audience: str = "") -> float | None:
         """Replace the weights by their Metropolis-Hastings mix with the received models.
 
         The mix follows ``self.aggregation`` (``swarm.robust.robust_mix``). Only neighbours whose model arrived get a weight; the share of a missing one stays
         with this node, so the mix is always a convex combination. ``degrees`` overrides
         the neighbours' degrees (a real peer learns them from announcements), ``self_degree``
-        this node's (a time-varying graph's degree in this phase; None: its neighbour count). Returns the
+        this node's (a time-varying graph's degree in this phase; None: its neighbour count);
+        with CHOCO, ``audience`` names the public copy the phase's neighbours hold. Returns the
         local consensus-distance estimate: the distance from the weights before mixing to
         the plain average of the received models, relative to the weights' norm (None if
         nothing arrived, or if ``measure`` is false: it costs a pass over every tensor).
@@ -198,10 +288,14 @@ class SwarmNode:
         else:
             self_w, neigh_w = mixing_row(degree, heard)
         distance = _relative_distance(self.weights, [received[p].tensors for p in heard]) if measure else None
-        own = Contribution(self.peer_id, self.weights, self_w)
+        public = self.public.tensors(audience) if self.choco is not None else None
+        own = Contribution(self.peer_id, self.weights if public is None else public, self_w)
         neighbours = [Contribution(p, received[p].tensors, w) for p, w in neigh_w.items()]
         try:
-            self.weights = robust_mix(self.aggregation, own, neighbours)
+            mixed = robust_mix(self.aggregation, own, neighbours)
+            # CHOCO's consensus step: x + gamma * (mix of the public copies - own public copy)
+            self.weights = mixed if public is None or self.choco is None else \
+                choco_mix(self.weights, public, mixed, self.choco.gamma)
         except AveragingError as err:
             # validation makes this unreachable in practice; keep the local model if not
             self.reject(err.peer or "?", "averaging", str(err), -1)

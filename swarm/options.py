@@ -31,7 +31,7 @@ _KEY = "medswarm_option"
 
 def option(default: Any, help: str, *, type: Callable[[str], Any] | None = None, flag: str | None = None,
            metavar: str | None = None, repeat: bool = False, parse: Callable[[str], Any] | None = None,
-           required: bool = False) -> Any:
+           required: bool = False, const: Any = None) -> Any:
     """A dataclass field that is also a command-line option.
 
     Parameters
@@ -51,11 +51,13 @@ def option(default: Any, help: str, *, type: Callable[[str], Any] | None = None,
         Turns one given text into the field's value (or one item of it) in ``from_args``.
     required:
         The command line (or a ``--config`` file) must give it.
+    const:
+        The option's value may be left out: the flag alone gives ``const`` (``--ray``).
     """
     if type is None:
         type = str if default is None or repeat else default.__class__
     spec = {"help": help, "type": type, "flag": flag, "metavar": metavar, "repeat": repeat,
-            "parse": parse, "required": required}
+            "parse": parse, "required": required, "const": const}
     return field(default=default, metadata={_KEY: spec})
 
 
@@ -104,6 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
             kwargs.update(action="append", default=list(default), type=spec["type"], metavar=spec["metavar"])
         else:
             kwargs.update(type=spec["type"], default=default, metavar=spec["metavar"])
+            if spec.get("const") is not None:
+                kwargs.update(nargs="?", const=spec["const"])
         if spec["required"] or f.name in required:
             kwargs.update(required=True)
             kwargs.pop("default", None)

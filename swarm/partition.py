@@ -20,19 +20,14 @@ import numpy as np
 
 from swarm.datasets import (
     BUILTIN_MEDMNIST,
-    HEART_FEATURE_NAMES,
     ArrayDataset,
-    HeartScaler,
     MedMNIST,
     builtin_path,
     concatenate,
     load_medmnist,
-    read_heart,
 )
 from swarm.errors import ConfigError, DataError
 
-#: Share of every heart hospital's rows held out for the global test set.
-HEART_HOLDOUT_FRACTION = 0.2
 _KINDS = ("iid", "dirichlet", "quantity", "sites")
 _MAX_ATTEMPTS = 1000
 
@@ -303,9 +298,10 @@ def spawn_rngs(seq: np.random.SeedSequence, n: int) -> list[np.random.Generator]
 
 
 def _federation(
-    name: str, sites: list[Site], global_test: ArrayDataset, input_shape: tuple[int, ...]
+    name: str, sites: list[Site], global_test: ArrayDataset, input_shape: tuple[int, ...],
+    central: ArrayDataset | None = None,
 ) -> Federation:
-    central = concatenate([s.train for s in sites])
+    central = concatenate([s.train for s in sites]) if central is None else central
     return Federation(name, sites, global_test, central, central.num_classes, input_shape)
 
 
@@ -319,69 +315,33 @@ def _medmnist_federation(
 ) -> Federation:
     if spec.kind == "sites":
         raise ConfigError(
-            "partition", f"'sites' needs natural hospitals (dataset heart); {data.name} has none"
+            "partition", f"'sites' needs natural hospitals (heart, or a CSV's site column); {data.name} has none"
         )
     pool = concatenate([data.train, data.val])
     parts = partition_labels(pool.y, n_sites, spec, np.random.default_rng(streams[0]))
     split_rngs, shift_rngs = spawn_rngs(streams[2], n_sites), spawn_rngs(streams[3], n_sites)
-    sites = []
+    splits = []
     for i, idx in enumerate(parts):
         keep, test = split_stratified(pool.y[idx], fraction, split_rngs[i])
-        train, local = pool.subset(idx[keep]), pool.subset(idx[test])
+        splits.append((idx[keep], idx[test]))
+    # one copy of the pool in site order (every site's train, then every site's local test):
+    # each site's splits and the pooled training data are slices (views) of it, not copies
+    trains, tests = [len(tr) for tr, _ in splits], [len(te) for _, te in splits]
+    order = np.concatenate([tr for tr, _ in splits] + [te for _, te in splits])
+    x, y = pool.x[order], pool.y[order]
+    del pool
+    train_at = np.concatenate([[0], np.cumsum(trains)])
+    test_at = train_at[-1] + np.concatenate([[0], np.cumsum(tests)])
+    sites = []
+    for i in range(n_sites):
+        tr, te = slice(train_at[i], train_at[i + 1]), slice(test_at[i], test_at[i + 1])
         if site_shift > 0:
-            both = shift_images(np.concatenate([train.x, local.x]), shift_rngs[i], site_shift)
-            train = ArrayDataset(both[: len(train)], train.y, pool.num_classes)
-            local = ArrayDataset(both[len(train) :], local.y, pool.num_classes)
-        sites.append(Site(i, f"site-{i}", train, local))
-    return _federation(data.name, sites, data.test, tuple(data.train.x.shape[1:]))
-
-
-def _heart_federation(
-    directory: str | Path | None,
-    n_sites: int | None,
-    spec: PartitionSpec,
-    streams: list[np.random.SeedSequence],
-    fraction: float,
-) -> Federation:
-    hospitals = read_heart(directory)
-    shape = (len(HEART_FEATURE_NAMES),)
-    if n_sites is None:  # only with 'sites' (build_federation checks): the natural hospitals
-        n_sites = len(hospitals)
-    split_rngs = spawn_rngs(streams[2], n_sites)
-    if spec.kind == "sites":
-        if n_sites != len(hospitals):
-            raise ConfigError("n_sites", f"heart has {len(hospitals)} hospitals; 'sites' needs "
-                                         f"{len(hospitals)}, got {n_sites}")
-        sites: list[Site] = []
-        holdouts: list[ArrayDataset] = []
-        for i, (h, rng) in enumerate(zip(hospitals, split_rngs, strict=True)):
-            rest, hold = split_stratified(h.target, HEART_HOLDOUT_FRACTION, rng)
-            keep, test = split_stratified(h.target[rest], fraction, rng)
-            scaler = HeartScaler.fit(h.features[rest[keep]])
-            train, local, held = (
-                ArrayDataset(scaler.transform(h.features[j]), h.target[j], 2)
-                for j in (rest[keep], rest[test], hold)
-            )
-            sites.append(Site(i, h.name, train, local))
-            holdouts.append(held)
-        return _federation("heart", sites, concatenate(holdouts), shape)
-    features = np.concatenate([h.features for h in hospitals])
-    target = np.concatenate([h.target for h in hospitals])
-    rest, hold = split_stratified(
-        target, HEART_HOLDOUT_FRACTION, np.random.default_rng(streams[1])
-    )
-    parts = partition_labels(target[rest], n_sites, spec, np.random.default_rng(streams[0]))
-    pairs = []
-    for idx, rng in zip(parts, split_rngs, strict=True):
-        keep, test = split_stratified(target[rest[idx]], fraction, rng)
-        pairs.append((rest[idx[keep]], rest[idx[test]]))
-    scaler = HeartScaler.fit(features[np.concatenate([train for train, _ in pairs])])
-
-    def rows(j: np.ndarray) -> ArrayDataset:
-        return ArrayDataset(scaler.transform(features[j]), target[j], 2)
-
-    sites = [Site(i, f"site-{i}", rows(tr), rows(te)) for i, (tr, te) in enumerate(pairs)]
-    return _federation("heart", sites, rows(hold), shape)
+            both = shift_images(np.concatenate([x[tr], x[te]]), shift_rngs[i], site_shift)
+            x[tr], x[te] = both[: trains[i]], both[trains[i]:]
+        sites.append(Site(i, f"site-{i}", ArrayDataset(x[tr], y[tr], data.num_classes),
+                          ArrayDataset(x[te], y[te], data.num_classes)))
+    central = ArrayDataset(x[: train_at[-1]], y[: train_at[-1]], data.num_classes)
+    return _federation(data.name, sites, data.test, tuple(data.train.x.shape[1:]), central)
 
 
 def _resolve_medmnist(dataset: str | Path, data_path: str | Path | None) -> tuple[Path, str]:
@@ -389,7 +349,7 @@ def _resolve_medmnist(dataset: str | Path, data_path: str | Path | None) -> tupl
     if name in BUILTIN_MEDMNIST:
         return (Path(data_path) if data_path is not None else builtin_path(name)), name
     if data_path is not None:
-        raise ConfigError("data_path", "only used with breastmnist, pneumoniamnist or heart")
+        raise ConfigError("data_path", "only used with breastmnist or pneumoniamnist")
     path = Path(dataset)
     if not path.exists():
         raise DataError(
@@ -415,21 +375,14 @@ def build_federation(
     has hospitals.
 
     ``dataset`` is ``breastmnist``, ``pneumoniamnist``, ``heart`` or a path to a MedMNIST
-    ``.npz``; ``data_path`` replaces the shipped copy of a named dataset (the ``.npz`` file, or
-    the heart directory).
+    ``.npz``; ``data_path`` replaces the shipped copy of a named MedMNIST dataset.
 
     * MedMNIST: train and val are pooled and partitioned (the sites' local test splits play
       the role of validation); each site's share is split stratified into train and local
       test (``local_test_fraction``, at least one sample each). The file's test split is the
       global test set. ``site_shift > 0`` applies :func:`shift_images` with one draw per site
       to that site's train and local test; the global test set stays unshifted.
-    * heart with ``sites``: the four hospitals (``n_sites`` must be 4). Each hospital's rows
-      are split stratified into a global holdout (:data:`HEART_HOLDOUT_FRACTION`), local test
-      and train; a :class:`~swarm.datasets.HeartScaler` fitted on that hospital's train rows
-      preprocesses all three. The global test set is the concatenation of the holdouts.
-    * heart with iid/dirichlet/quantity: all rows are pooled, 20 % held out, the rest
-      partitioned; one scaler fitted on the union of the sites' train rows is used throughout
-      (the sites are synthetic, like the shared /255 scaling of images).
+    * heart: its shipped CSV through the tabular loader (:func:`swarm.heart.heart_federation`).
 
     Raises
     ------
@@ -453,9 +406,12 @@ def build_federation(
     # Independent streams: partition, global holdout, per-site split, per-site shift.
     streams = np.random.SeedSequence(int(seed)).spawn(4)
     if str(dataset).strip().lower() == "heart":
-        if site_shift > 0:
-            raise ConfigError("site_shift", "applies to image datasets only, not heart")
-        return _heart_federation(data_path, n_sites, partition, streams, local_test_fraction)
+        if data_path is not None:
+            raise ConfigError("data_path", "heart is a CSV: give its path as the data instead")
+        from swarm.heart import heart_federation  # the CSV loader builds on this module
+
+        return heart_federation(n_sites, partition, seed=int(seed), site_shift=site_shift,
+                                local_test_fraction=local_test_fraction)
     path, name = _resolve_medmnist(dataset, data_path)
     data = load_medmnist(path, name=name)
     if n_sites is None:

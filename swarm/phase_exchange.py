@@ -165,7 +165,7 @@ class PhaseExchange:
         self.fetching.add(sender)
         # each retry may take twice as long: a transfer merely slower than usual gets through
         tries = self.retries.get(sender, 0)
-        timeout = min(self.config.fetch_timeout, self.retry_after() * 2 ** tries)
+        timeout = max(self.config.transfer_floor(ann.size), min(self.config.fetch_timeout, self.retry_after() * 2 ** tries))
         self.fetch_deadline[sender] = now + timeout
         self.fetch_started[sender] = now
         return Fetch(sender, ann.round, ann.step, ann.digest, ann.size, timeout, False)

@@ -121,8 +121,8 @@ class HostileNode(SwarmNode):
         return poisoned(self.model_attack, self.weights, list(self.last_received.values()), self.rng)
 
     def mix(self, received: Mapping[str, WeightsMessage], degrees: Mapping[str, int] | None = None,
-            measure: bool = True, self_degree: int | None = None) -> float | None:
+            measure: bool = True, self_degree: int | None = None, audience: str = "") -> float | None:
         """Mix honestly, remembering what arrived (``alie`` builds on it)."""
         if received:
             self.last_received = {peer: msg.tensors for peer, msg in received.items()}
-        return super().mix(received, degrees, measure, self_degree)
+        return super().mix(received, degrees, measure, self_degree, audience)

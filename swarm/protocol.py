@@ -56,6 +56,7 @@ from swarm.answers import Answers
 from swarm.catch_up import CatchUp, skipped_phases
 from swarm.convergence import ConvergenceConfig, ConvergenceTracker
 from swarm.errors import ConfigError
+from swarm.final_tolerance import FinalTolerance
 from swarm.hold import Hold
 from swarm.membership import Membership, Verify
 from swarm.neighbourhood import Neighbourhood
@@ -127,6 +128,7 @@ class PeerProtocol:
                                       self.deadline, self.transfer, (start_round, 0), schedule)
         self.catch_up = CatchUp(config, self.stats)
         self.stop = StopAgreement(self.links, self.membership, self.convergence, config, self.stats)
+        self.tolerance = FinalTolerance(config.final_tolerance, config.final_rounds + 1)
 
     # ------------------------------------------------------------ public API
     @property
@@ -278,6 +280,7 @@ class PeerProtocol:
         self.stats.rounds_completed += 1
         self.membership.metric, self.membership.distance = event.metric, event.distance
         self.convergence.record_round(round_, event.metric, event.distance, now)
+        self.tolerance.note(self.peer_id, round_, event.distance)
         actions: list[Action] = [Checkpoint(round_)]
         actions += self._settle(now)
         actions += self.stop.maybe_decide(self.round, now)
@@ -292,9 +295,27 @@ class PeerProtocol:
             # catches up to it instead of training the remaining rounds alone
             return [Stop(done, self.stop.stop_reason), Offer(done, self.config.gossip_steps)]
         if self.stop.agreeing(done + 1):
+            end = self.stop.end_round
+            if end is not None and self.tolerance.settled(self.membership.alive(now), self.peer_id,
+                                                          self.stop.stop_round):
+                return self._skip_to_end(done, end, now)
             # the final agreement: the next round only averages (the current weights are its model)
             return self._enter((done + 1, 0), now) + [Offer(done + 1, 0)]
         return self._enter((done + 1, 0), now) + [Train(done + 1)]
+
+    def _skip_to_end(self, done: int, end: int, now: float) -> list[Action]:
+        """Every member is within the final tolerance: skip the final agreement's remaining
+        exchanges (telling the neighbours) and stop after ``end``, like every other peer."""
+        steps = self.config.gossip_steps
+        skipped = skipped_phases((done + 1, 0), end, steps)
+        self.exchange.move_to((end, steps - 1))
+        self.stats.final_skipped += end - done
+        actions: list[Action] = []
+        for phase in skipped:
+            skip = Skip(self.peer_id, *phase)
+            self.answers.remember(phase, skip, self.round)
+            actions += self.answers.send(self.neighbours, phase, now, skip)
+        return actions + [Checkpoint(end)] + self._next_round(end, now)
 
     # ------------------------------------------------------------ control
     def _on_control(self, sender: str, msg: ControlMessage, now: float) -> list[Action]:
@@ -343,6 +364,7 @@ class PeerProtocol:
                 return out
             if any(isinstance(a, Reject) for a in forwards):  # a bad signature: nothing changed
                 return out + forwards
+            self.tolerance.note(msg.origin, msg.round, msg.distance)
             settled = self._settle(now) if self.stop.proposals else []
             # a round newly corroborated may let a buffered far-ahead announcement start a catch-up
             more = self._check_catch_up(now) if self.membership.supported_round(self.round) > supported else []
@@ -384,8 +406,9 @@ class PeerProtocol:
             return []  # the other sources of the same final model are still on their way
         if adopt is None:
             return self._check_catch_up(now)
-        if adopt.others:  # final models of several members: they stopped there
-            self.stop.agree(adopt.round, f"stopped: final models of {1 + len(adopt.others)} members")
+        if adopt.others:  # final models of several members: they stopped there, after the final agreement
+            self.stop.agree(adopt.round - self.config.final_rounds,
+                            f"stopped: final models of {1 + len(adopt.others)} members")
         # tell neighbours not to wait for this peer in the phases it skips
         skipped = skipped_phases(self.phase, adopt.round, self.config.gossip_steps)
         self.exchange.move_to((adopt.round, self.config.gossip_steps - 1))

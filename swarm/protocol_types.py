@@ -29,6 +29,8 @@ class ProtocolConfig:
     stale_weight: float = 0.5
     fetch_timeout: float = 30.0
     fetch_retries: int = 2
+    #: slowest transfer a fetch try allows for, bytes/s (None: tries follow ``fetch_timeout`` only)
+    min_throughput: float | None = None
     linger: float = 5.0
     isolation_wait: float = 300.0
     progress_ttl: int = 16
@@ -42,6 +44,8 @@ class ProtocolConfig:
     corroboration: int = 2
     #: rounds of pure averaging (no training) after the agreed stop round, before a peer stops
     final_rounds: int = 0
+    #: end the final agreement's exchanges once every member's distance is at most this (0: never)
+    final_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.gossip_steps < 1:
@@ -56,14 +60,27 @@ class ProtocolConfig:
             raise ConfigError("stale_weight", f"must be in [0, 1), got {self.stale_weight}")
         if self.fetch_retries < 0 or self.fetch_timeout <= 0:
             raise ConfigError("fetch", "fetch_timeout > 0 and fetch_retries >= 0")
+        if self.min_throughput is not None and not self.min_throughput > 0:
+            raise ConfigError("min_throughput", f"must be > 0, got {self.min_throughput}")
         if not self.isolation_wait >= 0:
             raise ConfigError("isolation_wait", f"must be >= 0, got {self.isolation_wait}")
         if self.final_rounds < 0:
             raise ConfigError("final_rounds", f"must be >= 0, got {self.final_rounds}")
+        if not self.final_tolerance >= 0:
+            raise ConfigError("final_tolerance", f"must be >= 0, got {self.final_tolerance}")
         if self.corroboration < 1:
             raise ConfigError("corroboration", f"must be >= 1, got {self.corroboration}")
         if self.max_pending < 1 or self.max_members < 1:
             raise ConfigError("max_pending" if self.max_pending < 1 else "max_members", "must be >= 1")
+
+    def transfer_floor(self, size: int) -> float:
+        """Shortest try of a fetch of ``size`` bytes: the transfer at ``min_throughput``, so that a
+        large model (a ResNet's 45 MB) is not cut off by a timeout learnt or set for small ones;
+        never longer than the phase's longest wait (``size`` is announced: already bounded by
+        the own model's size, and bounded here again)."""
+        if self.min_throughput is None:
+            return 0.0
+        return min(max(size, 0) / self.min_throughput, self.deadline.maximum)
 
     @property
     def round_limit(self) -> int:
@@ -235,3 +252,5 @@ class ProtocolStats:
     fetch_failures: int = 0
     bad_control: int = 0
     holds: int = 0
+    #: final-agreement rounds skipped because every member was within the tolerance
+    final_skipped: int = 0

@@ -58,6 +58,20 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"Swarm: the average of {whose} final models scores AUROC "
                       f"{_fmt(arms['swarm']['mean_model']['auroc'])}; "
                       f"{arms['swarm'].get('rejected', 0)} message(s) rejected."]
+    sampled = next((arm["evaluated_peers"] for arm in arms.values() if "evaluated_peers" in arm), None)
+    if sampled is not None:
+        lines += ["", f"Scored per evaluated round: {sampled['k']} of {sampled['n']} peers ({sampled['sample']}; "
+                      "`evaluated_peers` in report.json lists them per round)."]
+    training = report.get("training") or {}
+    if training.get("backend") == "ray":
+        lines += ["", f"Trainings ran as Ray tasks at `{training['address']}` ({training['cluster_cpus']:g} CPUs): "
+                      f"{training['trainings']} trainings on {len(training['trainings_per_node'])} node(s)."]
+    private = {name: arm for name, arm in arms.items() if "dp_epsilon_budget" in arm}
+    if private:
+        lines += ["", "Differential privacy: " + "; ".join(
+            f"{name} epsilon budget {arm['dp_epsilon_budget']:g} per hospital, delta up to {arm['dp_delta']:.2g}, "
+            f"spent up to {max(s.get('dp_epsilon_spent') or 0.0 for s in arm['per_site']):.3g}"
+            for name, arm in private.items()) + "."]
     swarm = arms.get("swarm", {})
     if "attacks" in swarm:
         lines += render_attacks(swarm["attacks"])

@@ -32,15 +32,20 @@ from gossip.codec import WeightsMessage, decode, encode
 from swarm.attack_report import attack_summary
 from swarm.averaging import Contribution, weighted_average
 from swarm.config import ARMS, DEFAULT_PEERS, LearningConfig, OutputConfig, SimSetup, TimingConfig, protocol_config  # noqa: F401
+from swarm.errors import ConfigError
+from swarm.eval_sample import EvalSample
 from swarm.faults import FaultConfig
 from swarm.metrics import finite_mapping, finite_or_none
 from swarm.options import from_args
 from swarm.partition import Federation, parse_partition
+from swarm.privacy import PrivacyLedger, PrivateTraining, plan
 from swarm.task import prepare, resolve_task
 from swarm.protocol import ProtocolConfig
 from swarm.topology import build_topology, parse_topology
+from swarm.train_pool import LocalPool, TrainJob, TrainPool, make_pool
 from swarm.training import Metrics, TrainConfig, Trainer
 from swarm.virtual_swarm import VirtualSwarm
+from swarm.weights import weights_digest
 
 #: the pseudo site index that seeds the pooled (central) model
 CENTRAL_SITE = 1_000_000
@@ -154,6 +159,11 @@ class Simulation:
         config.faults.validate_for(self.n)
         name, params = parse_topology(config.setup.topology)
         self.topology = build_topology(name, self.n, seed=learning.seed, **params)
+        #: the peers scored per evaluated round (``--eval-peers``), the same in every arm
+        self.sample = EvalSample(self.n, config.output.eval_peers, learning.seed, config.output.eval_every)
+        #: where trainings run (``--ray``); None while no arm runs, inline without Ray
+        self.pool: TrainPool | None = None
+        self.training: dict = {}
 
     def run(self, progress: ProgressFn | None = None) -> list[ArmResult]:
         """Run every configured arm in order and return their results."""
@@ -164,13 +174,55 @@ class Simulation:
             "central": self.run_central,
             "cwt": self.run_cwt,
         }
-        return [runners[arm](progress) for arm in self.config.setup.arms]
+        if self.config.setup.ray is not None and self.config.learning.privacy() is not None:
+            raise ConfigError("ray", "--ray with --dp-epsilon is not supported: each hospital's privacy ledger "
+                                     "lives in this process")
+        self.pool = make_pool(self.config.setup.ray, self.trainer, [s.train for s in self.federation.sites])
+        try:
+            results = [runners[arm](progress) for arm in self.config.setup.arms]
+            #: where this run's trainings ran (``--ray``: the cluster and trainings per node)
+            self.training = self.pool.describe() if self.pool is not None else {"backend": "local"}
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+            self.pool = None
+        if self.sample.sampled:
+            for res in results:
+                res.extra["evaluated_peers"] = self.sample.report(res.rows)
+        return results
 
     # -- helpers -----------------------------------------------------------------
     def _eval(self, weights: dict[str, np.ndarray], site: int | None) -> tuple[Metrics, Metrics | None]:
         glob = self.trainer.evaluate(weights, self.federation.global_test)
         loc = self.trainer.evaluate(weights, self.federation.sites[site].test) if site is not None else None
         return glob, loc
+
+    def _train_fns(self, arm: str, datasets: list | None = None) -> list[Callable]:
+        """Each site's training callable in ``arm``; under DP a private one with its own ledger
+        (a fresh one per arm; the secret key is seeded here, so arms stay paired)."""
+        learning = self.config.learning
+        privacy = learning.privacy()
+        datasets = datasets if datasets is not None else [site.train for site in self.federation.sites]
+        if privacy is None:
+            return [self.trainer.train] * len(datasets)
+        fns = []
+        for i, data in enumerate(datasets):
+            dp = plan(privacy, len(data), learning.batch_size, learning.local_epochs, learning.rounds)
+            key = np.random.SeedSequence([learning.seed, i, 0xD9]).generate_state(4).tobytes()
+            fns.append(PrivateTraining(self.trainer, PrivacyLedger(dp, key=key), peer=f"{arm}-{i}",
+                                       track=False))
+        return fns
+
+    @staticmethod
+    def _privacy(result: ArmResult, fns: list[Callable]) -> None:
+        """Under DP: the arm's budget and delta (the largest of its sites'), each site's spend."""
+        private = [fn for fn in fns if isinstance(fn, PrivateTraining)]
+        if not private:
+            return
+        result.extra["dp_epsilon_budget"] = private[0].ledger.plan.epsilon
+        result.extra["dp_delta"] = max(fn.ledger.plan.delta for fn in private)
+        for entry, fn in zip(result.per_site, fns * (len(result.per_site) if len(fns) == 1 else 1)):
+            entry.update({k: v for k, v in fn.summary().items() if k != "dp_epsilon_budget"})
 
     def _per_site(self, models: list[dict[str, np.ndarray]]) -> list[dict]:
         out = []
@@ -187,6 +239,20 @@ class Simulation:
             })
         return out
 
+    def _scored(self, round_: int) -> list[int]:
+        """The peers scored in evaluated round ``round_``: a sample (``--eval-peers``), all in the last."""
+        return list(range(self.n)) if round_ == self.config.learning.rounds - 1 else self.sample.peers(round_)
+
+    def _trainings(self, weights: list[dict[str, np.ndarray]], round_: int, fns: list[Callable]) -> list[TrainJob]:
+        """Every site's training of ``round_`` from its ``weights`` with its training callable
+        (``fns``), submitted at once: in parallel on Ray; without it (and always under DP, whose
+        ledgers live in this process), each runs when its result is asked for."""
+        private = any(isinstance(fn, PrivateTraining) for fn in fns)
+        pool = self.pool if self.pool is not None and not private else LocalPool(
+            fns, [s.train for s in self.federation.sites])
+        seed = self.config.learning.seed
+        return [pool.submit(i, w, train_seed(seed, i, round_)) for i, w in enumerate(weights)]
+
     def _evaluating(self, round_: int) -> bool:
         """Whether round ``round_`` is evaluated (every ``eval_every`` rounds and the last)."""
         every = self.config.output.eval_every
@@ -201,12 +267,15 @@ class Simulation:
     def run_swarm(self, progress: ProgressFn | None = None) -> ArmResult:
         """Gossip averaging with the leader-free protocol, on a virtual clock with faults."""
         cfg, learning = self.config, self.config.learning
+        fns = self._train_fns("swarm")
         swarm = VirtualSwarm(
             self.trainer, self.federation, self.topology, self.initial, cfg.protocol_config(), cfg.faults,
             seed=learning.seed, train_seed=lambda site, r: train_seed(learning.seed, site, r),
             float16=learning.float16, q8=learning.q8, sample_weighted=learning.sample_weighted, eval_every=cfg.output.eval_every,
             state_dir=self.state_dir, aggregation=learning.aggregation(),
-            time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"),
+            time_varying=cfg.setup.topology.strip().startswith("onepeer-exp"), train_fns=fns,
+            pool=self.pool, scored=self.sample.includes,
+            choco=learning.choco_config(),
         )
         runs = swarm.run(None if progress is None else lambda done, total: progress("swarm", done, total))
         result = ArmResult("swarm", rows=swarm.rows, attackers=tuple(sorted(swarm.attackers)))
@@ -219,6 +288,7 @@ class Simulation:
         reasons = sorted({r.stop_reason for r in runs if r.exited})
         protos = {p.index: p.proto for p in swarm.peers if p.proto is not None}
         result.extra = {
+            "weights_digest": weights_digest([n.weights for n in nodes]),
             "mean_model": {"accuracy": finite_or_none(glob.accuracy), "auroc": finite_or_none(glob.auroc)},
             "rejected": sum(sum(n.stats.rejected.values()) for n in nodes),
             "rejected_by_reason": dict(sum((n.stats.rejected for n in nodes), Counter())),
@@ -251,6 +321,7 @@ class Simulation:
         result.extra["sim_time_per_round_s"] = (
             float(np.mean([r.finish_time / (r.last_round + 1) for r in finished])) if finished else None
         )
+        self._privacy(result, fns)
         result.timings = {
             "train_s": sum(n.stats.train_s for n in nodes) + 0.0,
             "codec_s": sum(n.stats.codec_s for n in nodes),
@@ -261,16 +332,17 @@ class Simulation:
 
     def run_fedavg(self, progress: ProgressFn | None = None) -> ArmResult:
         """Server-based FedAvg: sample-weighted mean of the sites' encoded updates."""
-        cfg, fed = self.config.learning, self.federation
+        cfg = self.config.learning
         result = ArmResult("fedavg")
+        fns = self._train_fns("fedavg")
         global_w = dict(self.initial)
         sent = [0] * self.n
         train_s = other_s = 0.0
         for r in range(cfg.rounds):
             contributions, losses = [], []
-            for i, site in enumerate(fed.sites):
-                start = time.perf_counter()
-                res = self.trainer.train(global_w, site.train, train_seed(cfg.seed, i, r))
+            for i, job in enumerate(self._trainings([global_w] * self.n, r, fns)):
+                res = job.result()
+                train_s += job.seconds
                 mid = time.perf_counter()
                 payload = encode(WeightsMessage(self.trainer.model_id, r, f"site-{i}", res.samples, res.weights),
                                  float16=cfg.float16)
@@ -278,62 +350,71 @@ class Simulation:
                 msg = decode(payload)
                 contributions.append(Contribution(msg.sender, msg.tensors, float(msg.sample_count)))
                 losses.append(res.loss)
-                train_s += mid - start
                 other_s += time.perf_counter() - mid
             start = time.perf_counter()
             global_w = weighted_average(contributions)
             other_s += time.perf_counter() - start
             if self._evaluating(r):
                 glob, _ = self._eval(global_w, None)
-                for i in range(self.n):
+                for i in self._scored(r):
                     _, loc = self._eval(global_w, i)
                     result.rows.append(metrics_row("fedavg", r, i, losses[i], glob, loc, 0.0, sent[i]))
             self._tick(progress, "fedavg", r + 1, cfg.rounds)
         result.per_site = self._per_site([global_w] * self.n)
+        self._privacy(result, fns)
         result.timings = {"train_s": train_s, "codec_and_averaging_s": other_s}
         return result
 
     def run_local(self, progress: ProgressFn | None = None) -> ArmResult:
         """Each site alone: no exchange at all."""
-        cfg, fed = self.config.learning, self.federation
+        cfg = self.config.learning
         result = ArmResult("local")
+        fns = self._train_fns("local")
         models = [dict(self.initial) for _ in range(self.n)]
+        train_s = 0.0
         for r in range(cfg.rounds):
-            for i, site in enumerate(fed.sites):
-                res = self.trainer.train(models[i], site.train, train_seed(cfg.seed, i, r))
+            scored = set(self._scored(r)) if self._evaluating(r) else set()
+            for i, job in enumerate(self._trainings(models, r, fns)):
+                res = job.result()
+                train_s += job.seconds
                 models[i] = res.weights
-                if self._evaluating(r):
+                if i in scored:
                     glob, loc = self._eval(models[i], i)
                     result.rows.append(metrics_row("local", r, i, res.loss, glob, loc, None, 0))
             self._tick(progress, "local", r + 1, cfg.rounds)
         result.per_site = self._per_site(models)
+        self._privacy(result, fns)
+        result.timings = {"train_s": train_s}
         return result
 
     def run_central(self, progress: ProgressFn | None = None) -> ArmResult:
         """All training data pooled in one place: the upper reference (peer 0 holds it)."""
         cfg, fed = self.config.learning, self.federation
         result = ArmResult("central")
+        fns = self._train_fns("central", [fed.central_train])
         weights = dict(self.initial)
         for r in range(cfg.rounds):
-            res = self.trainer.train(weights, fed.central_train, train_seed(cfg.seed, CENTRAL_SITE, r))
+            res = fns[0](weights, fed.central_train, train_seed(cfg.seed, CENTRAL_SITE, r))
             weights = res.weights
             if self._evaluating(r):
                 glob, _ = self._eval(weights, None)
                 result.rows.append(metrics_row("central", r, 0, res.loss, glob, None, None, 0))
             self._tick(progress, "central", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
+        self._privacy(result, fns)
         return result
 
     def run_cwt(self, progress: ProgressFn | None = None) -> ArmResult:
         """Cyclical weight transfer: one model trains at each site in turn, every round."""
         cfg, fed = self.config.learning, self.federation
         result = ArmResult("cwt")
+        fns = self._train_fns("cwt")
         weights = dict(self.initial)
         sent = [0] * self.n
         for r in range(cfg.rounds):
             losses = []
             for i, site in enumerate(fed.sites):
-                res = self.trainer.train(weights, site.train, train_seed(cfg.seed, i, r))
+                res = fns[i](weights, site.train, train_seed(cfg.seed, i, r))
                 payload = encode(WeightsMessage(self.trainer.model_id, r, f"site-{i}", res.samples, res.weights),
                                  float16=cfg.float16)
                 sent[i] += len(payload)
@@ -341,11 +422,12 @@ class Simulation:
                 losses.append(res.loss)
             if self._evaluating(r):
                 glob, _ = self._eval(weights, None)
-                for i in range(self.n):
+                for i in self._scored(r):
                     _, loc = self._eval(weights, i)
                     result.rows.append(metrics_row("cwt", r, i, losses[i], glob, loc, None, sent[i]))
             self._tick(progress, "cwt", r + 1, cfg.rounds)
         result.per_site = self._per_site([weights] * self.n)
+        self._privacy(result, fns)
         return result
 
 

@@ -1,6 +1,6 @@
 """The task API: what a swarm trains, and how.
 
-A :class:`Task` bundles five plain functions:
+A :class:`Task` bundles five plain functions (and an optional sixth, ``loss``, for DP):
 
 ``load(request) -> Federation``
     The sites' data (each site's train and local test split, the global test set when there
@@ -17,11 +17,17 @@ A :class:`Task` bundles five plain functions:
     AUROC from it.
 ``metrics(labels, probabilities) -> {name: value}``
     Optional extra figures, reported beside the built-in ones.
+``loss(model, x, y) -> mean loss of the batch``
+    Optional: what DP-SGD minimises under ``--dp-epsilon`` (default: cross-entropy of the
+    logits). A private round draws its own batches, clips each record's gradient and adds
+    noise, so a task's own ``fit`` cannot be made private; a task with its own ``fit`` must
+    give a ``loss`` to be trained privately.
 
 The built-in data sets are one such task (:func:`builtin_task`); ``--task module:attr`` or
 ``--task path/to/file.py:attr`` names another (:func:`load_task`): a :class:`Task`, or any
 object (or class) with those attributes. A task is checked when the configuration is
-built, so a missing piece is a one-line ``ConfigError`` before round 0.
+built, and its ``fit`` and ``predict`` run once on a few rows, so a missing or failing piece is a
+one-line ``ConfigError`` before round 0.
 
 Example (``examples/tiny_task.py`` is a complete one)::
 
@@ -49,6 +55,9 @@ from swarm.models import ModelSpec, builtin_model
 from swarm.partition import Federation
 from swarm.weights import Weights
 from swarm.training import FitFn, MetricsFn, PredictFn, Trainer, softmax_predict, supervised_fit
+
+#: ``loss(model, x, y) -> mean loss``: what DP-SGD minimises (``swarm.privacy``)
+LossFn = Callable[[nn.Module, Any, Any], Any]
 
 if TYPE_CHECKING:
     from swarm.config import LearningConfig
@@ -105,6 +114,15 @@ class Task:
     fit: FitFn = supervised_fit
     predict: PredictFn = softmax_predict
     metrics: MetricsFn | None = None
+    loss: LossFn | None = None
+
+
+def check_private(task: Task) -> None:
+    """ConfigError (field ``task``) if ``task`` has its own ``fit`` and no ``loss``: DP-SGD
+    draws the batches, clips and adds noise itself, so it needs the loss alone."""
+    if task.fit is not supervised_fit and task.loss is None:
+        raise ConfigError("task", f"{task.name}: its own fit cannot be made private; give the task a "
+                                  "loss(model, x, y) for DP-SGD to minimise")
 
 
 def load_builtin_data(request: DataRequest) -> Federation:
@@ -138,9 +156,10 @@ def builtin_task() -> Task:
 # ------------------------------------------------------------------ loading a --task
 
 
-_ARITY = {"load": 1, "model": 1, "fit": 4, "predict": 2, "metrics": 2}
+_ARITY = {"load": 1, "model": 1, "fit": 4, "predict": 2, "metrics": 2, "loss": 3}
 _SHAPES = {"load": "load(request)", "model": "model(spec)", "fit": "fit(model, data, config, seed)",
-           "predict": "predict(model, data)", "metrics": "metrics(labels, probabilities)"}
+           "predict": "predict(model, data)", "metrics": "metrics(labels, probabilities)",
+           "loss": "loss(model, x, y)"}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -213,7 +232,7 @@ def as_task(obj: Any, where: str = "task") -> Task:
     name = getattr(obj, "name", None)
     return Task(name=name if isinstance(name, str) else where, load=pieces["load"], model=pieces["model"],
                 fit=pieces["fit"] or supervised_fit, predict=pieces["predict"] or softmax_predict,
-                metrics=pieces["metrics"])
+                metrics=pieces["metrics"], loss=pieces["loss"])
 
 
 def load_task(text: str) -> Task:
@@ -287,6 +306,39 @@ def load_federation(task: Task, request: DataRequest) -> Federation:
     return federation
 
 
+#: training rows the dry run of ``fit`` uses (enough for batch norm in training mode)
+FIT_CHECK_ROWS = 4
+
+
+def check_fit(trainer: Trainer, federation: Federation, weights: Weights) -> None:
+    """Run the task's ``fit`` once on a few training rows of the first site, from a copy of
+    ``weights``, so a ``fit`` that fails, returns no number or changes the model's shape
+    stops the run before round 0 rather than in the middle of it. The result is thrown away.
+
+    Raises
+    ------
+    ConfigError
+        (field ``task``) naming what went wrong.
+    """
+    site = federation.sites[0]
+    sample = site.train.subset(slice(0, min(FIT_CHECK_ROWS, len(site.train))))
+    name = trainer.task.name
+    try:
+        result = trainer.train(weights, sample, 0)
+    except SwarmError:
+        raise
+    except Exception as exc:
+        raise ConfigError("task", f"{name}: fit(model, data, config, seed) failed on {len(sample)} training rows "
+                                  f"({_one_line(exc)})") from exc
+    if not np.isfinite(result.loss):
+        raise ConfigError("task", f"{name}: fit returned the loss {result.loss}, not a finite number")
+    changed = [k for k, v in weights.items()
+               if k not in result.weights or np.shape(result.weights[k]) != np.shape(v)]
+    if changed or len(result.weights) != len(weights):
+        what = changed[0] if changed else "the parameter count"
+        raise ConfigError("task", f"{name}: fit changed the model's shape ({what}); it must train in place")
+
+
 def check_predictions(trainer: Trainer, federation: Federation, weights: Weights) -> None:
     """Evaluate ``weights`` on two test rows, so a ``predict`` or ``metrics`` that does
     not fit the data fails before round 0.
@@ -339,13 +391,13 @@ def natural_site_count(learning: LearningConfig) -> int | None:
         If the CSV cannot be read.
     """
     from swarm.csv_table import site_names
-    from swarm.datasets import HEART_SITES
+    from swarm.heart import heart_sites
     from swarm.partition import parse_partition
 
     if parse_partition(str(learning.partition)).kind != "sites":
         return None
     if learning.data.strip().lower() == "heart":
-        return len(HEART_SITES)
+        return len(heart_sites())
     if learning.data.lower().endswith(".csv"):
         return len(site_names(learning.data)) or None
     return None
@@ -375,7 +427,8 @@ def prepare(learning: LearningConfig, n_sites: int | None, *, site_shift: float 
     task = resolve_task(learning)
     federation = load_federation(task, learning.data_request(n_sites, site_shift))
     trainer = Trainer(federation.input_shape, federation.num_classes, learning.train_config(), task=task,
-                      arch=learning.model, norm=learning.norm)
+                      arch=learning.model, norm=learning.norm, private=learning.privacy() is not None)
     initial = trainer.initial_weights(learning.seed)
+    check_fit(trainer, federation, initial)
     check_predictions(trainer, federation, initial)
     return Prepared(task, federation, trainer, initial)

@@ -29,6 +29,7 @@ from swarm.models import ModelSpec, get_weights, model_id, set_weights
 from swarm.weights import Weights
 
 if TYPE_CHECKING:
+    from swarm.privacy import DPPlan
     from swarm.task import Task
 
 
@@ -148,21 +149,30 @@ class Trainer:
     task:
         What is trained and how (``swarm.task.Task``); by default the built-in task
         (:func:`swarm.models.build_model`, :func:`supervised_fit`, :func:`softmax_predict`).
+    private:
+        Train with DP-SGD (:meth:`train_private`): the task's model is made private
+        (``swarm.dp_sgd.private_model``: batch norms become group norms), and its ``fit``
+        must be the default or come with a ``loss`` (``swarm.task.check_private``).
 
     Raises
     ------
     ConfigError
-        If the task's model function fails or does not return a torch module (field ``task``).
+        If the task's model function fails or does not return a torch module (field ``task``),
+        or, with ``private``, if the model or the task cannot be trained privately.
     """
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, config: TrainConfig, *,
-                 task: Task | None = None, arch: str = "auto", norm: str = "batch") -> None:
-        from swarm.task import builtin_task
+                 task: Task | None = None, arch: str = "auto", norm: str = "batch", private: bool = False) -> None:
+        from swarm.task import builtin_task, check_private
 
         self.task = task if task is not None else builtin_task()
         self.config = config
         self.num_classes = num_classes
+        self.private = private
+        if private:
+            check_private(self.task)
         self.spec = ModelSpec(tuple(input_shape), num_classes, arch, norm)
+        self._grad_sample: nn.Module | None = None
         self._model = self._build()
         # a second instance for evaluation: a real peer trains in a worker thread while its
         # event loop evaluates mixed models, and the two must never share parameters
@@ -172,7 +182,12 @@ class Trainer:
     def _build(self) -> nn.Module:
         from swarm.task import build_task_model
 
-        return build_task_model(self.task, self.spec)
+        model = build_task_model(self.task, self.spec)
+        if self.private:
+            from swarm.dp_sgd import private_model
+
+            private_model(model, self.task.name)
+        return model
 
     def initial_weights(self, seed: int) -> dict[str, np.ndarray]:
         """Seeded initial weights: the task's model built under ``torch.manual_seed(seed)``;
@@ -184,6 +199,22 @@ class Trainer:
         """Train from ``weights`` on ``data`` with the task's ``fit``; deterministic for a seed."""
         set_weights(self._model, weights)
         loss = self.task.fit(self._model, data, self.config, seed)
+        return TrainResult(get_weights(self._model), float(loss), len(data))
+
+    def train_private(self, weights: Weights, data: ArrayDataset, plan: DPPlan,
+                      generator: torch.Generator) -> TrainResult:
+        """One DP-SGD round from ``weights`` (``swarm.dp_sgd.dp_fit``) with the task's ``loss``
+        (cross-entropy by default); every random draw comes from ``generator``."""
+        from opacus import GradSampleModule
+
+        from swarm.dp_sgd import cross_entropy, dp_fit
+
+        set_weights(self._model, weights)
+        if self._grad_sample is None:  # hooks on the training model, added once
+            self._grad_sample = GradSampleModule(self._model, loss_reduction="mean")
+        loss_fn = self.task.loss or cross_entropy
+        params = [p for p in self._model.parameters() if p.requires_grad]
+        loss = dp_fit(self._grad_sample, params, data, self.config, plan, loss_fn, generator)
         return TrainResult(get_weights(self._model), float(loss), len(data))
 
     def predict(self, weights: Weights, data: ArrayDataset) -> np.ndarray:

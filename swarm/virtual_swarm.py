@@ -23,6 +23,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from gossip.signing import sim_keyring
+from gossip.transport import MAX_OFFERS
+from swarm.choco import Choco
 from swarm.attacks import by_peer
 from swarm.checkpoint import CheckpointStore, PeerState
 from swarm.errors import SwarmError
@@ -33,9 +35,11 @@ from swarm.metrics import finite_mapping, finite_or_none
 from swarm.node import SwarmNode
 from swarm.poison import HostileNode
 from swarm.partition import Federation
+from swarm.peer_state import restore_privacy
 from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
 from swarm.schedule import OnePeerSchedule
 from swarm.robust import Aggregation
+from swarm.train_pool import PendingTraining, TrainPool
 from swarm.training import Metrics, Trainer
 
 #: ``progress(done_rounds_of_slowest_live_peer, max_rounds + final agreement rounds)``
@@ -76,6 +80,8 @@ class _Peer:
     alive: bool = False
     incarnation: int = 0
     served: dict[tuple[int, int], tuple[Any, str]] = field(default_factory=dict)
+    #: second payloads of a phase, fetched by digest only (CHOCO whole copies): digest -> (phase, payload)
+    extra_served: dict[str, tuple[tuple[int, int], Any]] = field(default_factory=dict)
     served_bytes: int = 0
     traffic: Traffic = field(default_factory=Traffic)
     timer_at: float | None = None
@@ -102,11 +108,17 @@ class _SimSeam:
     def send(self, peer: str, data: bytes) -> None:
         self.swarm._send(self.peer, peer, data)
 
-    def serve(self, round_: int, step: int, key: str, payload: Any) -> None:
-        served = self.peer.served
-        served[(round_, step)] = (payload, key)
-        for old in [k for k in served if k < (round_ - 2, 0)]:
-            del served[old]
+    def serve(self, round_: int, step: int, key: str, payload: Any, extra: bool = False) -> None:
+        served, extras = self.peer.served, self.peer.extra_served
+        if extra:
+            extras[key] = ((round_, step), payload)
+        else:
+            served[(round_, step)] = (payload, key)
+        # as a real peer's transport: the newest MAX_OFFERS models (and none older than 2 rounds)
+        for old in [k for k in served if k < (round_ - 2, 0)] + sorted(served)[:-MAX_OFFERS]:
+            served.pop(old, None)
+        for old in [k for k, (phase, _) in extras.items() if phase < (round_ - 2, 0)]:
+            del extras[old]
 
     def fetch(self, fetch: Fetch) -> None:
         self.swarm._fetch(self.peer, fetch)
@@ -146,6 +158,10 @@ class VirtualSwarm:
         state_dir: Path | None = None,
         max_events: int = 5_000_000,
         time_varying: bool = False,
+        pool: TrainPool | None = None,
+        scored: Callable[[int, int], bool] | None = None,
+        train_fns: list[Callable[..., Any]] | None = None,
+        choco: Choco | None = None,
     ) -> None:
         faults.validate_for(len(federation.sites))
         if protocol.max_members < len(federation.sites):  # every simulated peer is a member
@@ -155,6 +171,10 @@ class VirtualSwarm:
         self.protocol, self.faults = protocol, faults
         self.seed, self.train_seed = seed, train_seed
         self.eval_every = eval_every
+        #: where trainings run (None: inline, at the training's start); see ``swarm.train_pool``
+        self.pool = pool
+        #: ``scored(round, peer)``: whether an evaluated round scores this peer (``--eval-peers``)
+        self.scored = scored
         self.max_events = max_events
         self.rng = np.random.default_rng([seed, 0x5EED])
         n = len(federation.sites)
@@ -170,9 +190,11 @@ class VirtualSwarm:
         for i in range(n):
             make = SwarmNode if i not in hostile else partial(
                 HostileNode, attacks=hostile[i], rng=np.random.default_rng([seed, 0xA77AC, i]))
-            node = make(self.ids[i], trainer.train, federation.sites[i].train, trainer.model_id,
+            train = train_fns[i] if train_fns else trainer.train  # a site's own ledger under DP
+            node = make(self.ids[i], train, federation.sites[i].train, trainer.model_id,
                         self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
-                        float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation)
+                        float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation,
+                        flat=True, choco=choco)
             peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)
@@ -280,11 +302,15 @@ class VirtualSwarm:
             peer.node.weights = checkpoint_weights(state)
         elif not fresh or peer.index in self.late:
             peer.node.weights = {k: np.array(v, copy=True) for k, v in self.initial.items()}
+        if not fresh:  # what the checkpoint says was spent, as a restarted process would know
+            restore_privacy(peer.node, state)
         peer.alive = True
         peer.incarnation += 1
         self._running += 1
         self._track_round(peer)
         peer.served.clear()
+        peer.extra_served.clear()
+        peer.node.forget_copies()  # a restarted peer has lost its CHOCO copies: they resync
         peer.timer_at = None
         peer.round_seen = -1
         neighbours = [self.ids[j] for j in self.topology[peer.index]]
@@ -355,6 +381,8 @@ class VirtualSwarm:
         peer.exec.handle(TimerFired())
 
     def _ev_trained(self, index: int, incarnation: int, round_: int, result: Any) -> None:
+        if isinstance(result, PendingTraining):  # submitted to the pool: wait for it only now
+            result = result.collect()
         peer = self._live(index, incarnation)
         if peer is not None:
             peer.exec.trained(round_, result)
@@ -372,6 +400,9 @@ class VirtualSwarm:
             self.transfers_dropped += 1
             return
         entry = srv.served.get((fetch.round, fetch.step))
+        extra = srv.extra_served.get(fetch.digest)
+        if extra is not None and extra[0] == (fetch.round, fetch.step):
+            entry = (extra[1], fetch.digest)
         if entry is None or entry[1] != fetch.digest:
             self._at(self.now + self._delay(), "fetch_response", client, client_inc, fetch, None)
             return
@@ -414,7 +445,11 @@ class VirtualSwarm:
         if crash is not None and round_ >= crash.at_round and peer.index not in self.restarted:
             self._crash(peer)
             return
-        result = peer.exec.train_now(round_)
+        if self.pool is None:
+            result = peer.exec.train_now(round_)
+        else:  # runs meanwhile (Ray); trainings overlapping in virtual time run in parallel
+            result = PendingTraining(peer.node, self.pool.submit(peer.index, peer.node.weights,
+                                                                 self.train_seed(peer.index, round_)))
         jitter = 1.0 + self.faults.train_jitter * (2 * self.rng.random() - 1)
         epochs = self.trainer.config.local_epochs
         duration = self.faults.train_time * epochs * peer.slowdown * jitter
@@ -438,7 +473,8 @@ class VirtualSwarm:
     def _do_checkpoint(self, peer: _Peer, state: PeerState) -> None:
         peer.run.last_round = max(peer.run.last_round, state.round)
         peer.run.rounds_completed = peer.proto.stats.rounds_completed if peer.proto else peer.run.rounds_completed
-        peer.checkpoint = state
+        # in memory only for a peer that will restart from it (a copy of the model per peer otherwise)
+        peer.checkpoint = state if peer.index in self.crashes else None
         self._track_round(peer)
         self._revive_due()
 
@@ -473,7 +509,8 @@ class VirtualSwarm:
     def _on_round(self, peer: _Peer, info: RoundInfo) -> None:
         """On evaluation rounds (and the last), score the peer on the global test set."""
         proto = peer.proto
-        if not (info.round % self.eval_every == self.eval_every - 1
+        if not ((info.round % self.eval_every == self.eval_every - 1
+                 and (self.scored is None or self.scored(info.round, peer.index)))
                 or info.round == self.protocol.convergence.max_rounds - 1
                 or (proto is not None and proto.stop_round is not None and info.round >= proto.stop_round)):
             return

@@ -46,3 +46,14 @@ def test_bad_launch_options_are_one_line_errors(tmp_path, args, message):
     proc = launch(*args, "--quiet", "--out", str(tmp_path / "x"), timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_data_stops_launch_with_one_line_before_any_peer_starts(tmp_path):
+    bad = tmp_path / "labels.csv"
+    bad.write_text("image,label,site\nmissing.png,0,a\nalso-missing.png,1,a\nthird.png,0,b\nfourth.png,1,b\n")
+    out = tmp_path / "x"
+    proc = launch("--data", str(bad), "--partition", "sites", "--image-size", "8", "--quiet", "--out", str(out),
+                  timeout=120)
+    assert proc.returncode == 2
+    assert "missing.png" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (out / "peers").exists()  # no key made, no peer started

@@ -29,9 +29,11 @@ def test_differences_are_paired_by_seed_and_the_target_needs_all_three():
     assert not bench.aggregate(runs, ["heart"], [0, 1], ["ring q8"])["heart"]["ring q8"]["meets_target"]
 
 
-def test_every_configuration_names_a_known_topology_and_compression():
-    from swarm.config import COMPRESSIONS
+def test_every_configuration_is_a_valid_learning_config():
+    from swarm.config import LearningConfig
     from swarm.topology import TOPOLOGIES
 
-    for topology, compress, _, final in bench.CONFIGS.values():
-        assert topology in TOPOLOGIES and compress in COMPRESSIONS and final >= 0
+    for topology, compress, float16, final, choco, tolerance in bench.CONFIGS.values():
+        assert topology in TOPOLOGIES
+        LearningConfig(data="heart", compress=compress, float16=float16, final_agreement=final, choco=choco,
+                       final_tolerance=tolerance)  # raises ConfigError if not

@@ -1,24 +1,17 @@
-"""Loaders: MedMNIST .npz files (synthetic, shipped, broken) and the heart hospitals."""
+"""Loaders: MedMNIST .npz files (synthetic, shipped, broken)."""
 
 from __future__ import annotations
 
-import shutil
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from swarm.datasets import (
-    HEART_FEATURE_NAMES,
-    HEART_SITES,
     ArrayDataset,
-    HeartScaler,
     builtin_path,
     concatenate,
-    load_heart,
     load_medmnist,
-    read_heart,
 )
 from swarm.errors import DataError
 from tests import fixtures
@@ -225,83 +218,3 @@ def test_subset_and_concatenate_keep_rows_and_classes() -> None:
 def test_array_dataset_rejects_inconsistent_arrays(x: np.ndarray, y: np.ndarray, k: int) -> None:
     with pytest.raises(DataError):
         ArrayDataset(x, y, k)
-
-
-# ----------------------------------------------------------------------------- heart
-
-
-def test_heart_has_four_sites_with_known_rows_and_positives() -> None:
-    sites = load_heart()
-
-    assert [name for name, _ in sites] == list(HEART_SITES)
-    assert [len(ds) for _, ds in sites] == [303, 294, 123, 200]
-    assert [int(ds.y.sum()) for _, ds in sites] == [139, 106, 115, 149]
-    for _, ds in sites:
-        assert ds.x.shape[1] == len(HEART_FEATURE_NAMES)
-        assert ds.x.dtype == np.float32 and ds.num_classes == 2
-        assert np.isfinite(ds.x).all()
-
-
-def test_heart_features_are_standardized_per_site() -> None:
-    for _, ds in load_heart():
-        np.testing.assert_allclose(ds.x.mean(axis=0), 0.0, atol=1e-5)
-        assert np.all((np.abs(ds.x.std(axis=0) - 1) < 1e-4) | (ds.x.std(axis=0) < 1e-6))
-
-
-def test_zero_chol_is_read_as_missing() -> None:
-    raw = {site.name: site for site in read_heart()}
-    chol = list(HEART_FEATURE_NAMES).index("chol")
-
-    assert np.isnan(raw["switzerland"].features[:, 4]).all()
-    assert int(np.isnan(raw["va"].features[:, 4]).sum()) == 49 + 7  # zeros + '?'
-    swiss = dict(load_heart())["switzerland"]
-    assert np.all(swiss.x[:, chol] == 0.0)  # never measured there: no signal, no NaN
-
-
-def test_scaler_fitted_on_some_rows_imputes_site_median_for_others() -> None:
-    site = read_heart()[1]  # hungarian: chol missing in 23 rows
-    chol = list(HEART_FEATURE_NAMES).index("chol")
-    scaler = HeartScaler.fit(site.features)
-
-    x = scaler.transform(site.features[np.isnan(site.features[:, 4])])
-
-    median = np.nanmedian(site.features[:, 4])
-    expected = (median - scaler.mean[chol]) / scaler.scale[chol]
-    np.testing.assert_allclose(x[:, chol], expected, rtol=1e-5)
-    assert np.all(x[:, list(HEART_FEATURE_NAMES).index("chol_missing")] > 0)
-
-
-def _heart_copy(tmp_path: Path) -> Path:
-    root = Path(str(files("swarm") / "assets" / "heart"))
-    for site in HEART_SITES:
-        shutil.copy(root / f"processed.{site}.data", tmp_path / f"processed.{site}.data")
-    return tmp_path
-
-
-@pytest.mark.parametrize(
-    ("line", "message"),
-    [
-        ("63,1,1,145,233,1,2,150,0,2.3,3,0\n", "line 3: expected 14 comma-separated values"),
-        ("63,1,1,145,abc,1,2,150,0,2.3,3,0,6,0\n", "line 3: chol is not a number"),
-        ("63,1,9,145,233,1,2,150,0,2.3,3,0,6,0\n", "line 3: cp is 9"),
-        ("63,1,1,145,233,1,2,150,0,2.3,3,0,6,?\n", "line 3: num"),
-    ],
-)
-def test_malformed_heart_file_names_file_and_line(tmp_path: Path, line: str, message: str) -> None:
-    directory = _heart_copy(tmp_path)
-    path = directory / "processed.va.data"
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[:2]) + line + "".join(lines[2:]))
-
-    with pytest.raises(DataError, match=message) as info:
-        load_heart(directory)
-
-    assert "processed.va.data" in str(info.value)
-
-
-def test_missing_heart_file_raises_data_error(tmp_path: Path) -> None:
-    directory = _heart_copy(tmp_path)
-    (directory / "processed.hungarian.data").unlink()
-
-    with pytest.raises(DataError, match="processed.hungarian.data: no such file"):
-        load_heart(directory)

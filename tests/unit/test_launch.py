@@ -75,3 +75,14 @@ def test_a_peer_that_does_not_answer_keeps_its_last_figures(tmp_path):
     update_from_status(peer, running_status())
     update_from_status(peer, None)
     assert (peer.state, peer.round, peer.metric) == ("running", 5, 0.61)
+
+
+def test_a_failed_peers_own_error_line_is_quoted(tmp_path):
+    from peers.launch import last_error
+
+    log = tmp_path / "peer.log"
+    log.write_text("2026 INFO peer starting\nmedswarm: error: data.csv, row 3: no such file img.png\n")
+    assert last_error(log) == "data.csv, row 3: no such file img.png"
+    log.write_text("2026 INFO peer starting\nTraceback (most recent call last):\n")
+    assert last_error(log) is None
+    assert last_error(tmp_path / "absent.log") is None

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm.datasets import HEART_FEATURE_NAMES, HEART_SITES, builtin_path, load_medmnist
+from swarm.datasets import builtin_path, load_medmnist
+from swarm.heart import heart_sites
 from swarm.errors import ConfigError, DataError
 from swarm.partition import (
     Federation,
@@ -270,8 +271,8 @@ def test_stratified_local_split_keeps_both_classes_at_each_iid_site() -> None:
 def test_heart_federation_has_the_four_hospitals_and_a_pooled_holdout() -> None:
     fed = build_federation("heart", 4, parse_partition("sites"), seed=0)
 
-    assert [s.name for s in fed.sites] == list(HEART_SITES)
-    assert fed.input_shape == (len(HEART_FEATURE_NAMES),) and fed.num_classes == 2
+    assert [s.name for s in fed.sites] == list(heart_sites()) == ["cleveland", "hungarian", "switzerland", "va"]
+    assert fed.input_shape == (32,) and fed.num_classes == 2  # 9 numeric, 13 one-hot, 10 missing flags
     total = sum(len(s.train) + len(s.test) for s in fed.sites) + len(fed.global_test)
     assert total == 303 + 294 + 123 + 200
     assert 0.18 < len(fed.global_test) / total < 0.22
@@ -320,7 +321,7 @@ def test_more_sites_than_samples_raise_data_error() -> None:
 
 def test_heart_sites_without_a_site_count_gives_its_four_hospitals() -> None:
     fed = build_federation("heart", None, parse_partition("sites"), seed=0)
-    assert [s.name for s in fed.sites] == list(HEART_SITES)
+    assert [s.name for s in fed.sites] == list(heart_sites())
 
 
 def test_no_site_count_is_refused_for_anything_but_natural_sites() -> None:

@@ -24,7 +24,8 @@ CONFIG = ProtocolConfig(
 )
 
 
-def exchange(round_: int = 0) -> PhaseExchange:
+def exchange(round_: int = 0, config: ProtocolConfig = CONFIG) -> PhaseExchange:
+    CONFIG = config  # noqa: N806 - the module's settings unless a test gives its own
     links = Neighbourhood("a", ["b", "c"], CONFIG.suspect_after)
     links.start(0.0)
     stats = ProtocolStats()
@@ -149,3 +150,18 @@ def test_timers_are_the_deadline_or_reannouncement_and_the_fetch_tries():
     ready(part)
     fetch = part.consider("b", ann("b"), 0.0)[0]
     assert sorted(part.timers()) == sorted([fetch.timeout, min(part.deadline_at, part.reannounce_at)])
+
+
+def test_a_large_model_gets_a_try_as_long_as_its_transfer_at_the_slowest_allowed_rate():
+    from dataclasses import replace
+
+    config = replace(CONFIG, min_throughput=1000.0)  # bytes/s
+    part = exchange(config=config)
+    ready(part)
+    small = part.consider("b", ann("b"), 0.1)[0]  # 10 bytes: the learnt timeout (capped at 0.5 s)
+    big = part.consider("c", Announce("c", 0, 0, "c" * 32, 3000, 5, 2), 0.1)[0]
+    assert small.timeout <= CONFIG.fetch_timeout
+    assert big.timeout == 3.0  # 3,000 bytes at 1,000 bytes/s, beyond fetch_timeout
+    # never beyond the phase's longest wait, whatever the size
+    assert config.transfer_floor(10**12) == CONFIG.deadline.maximum
+    assert CONFIG.transfer_floor(10**12) == 0.0  # off without a rate

@@ -27,7 +27,7 @@ from peers.status import (
 )
 
 KEYS = {"peer_id", "name", "site", "round", "state", "neighbours", "suspected", "last", "convergence",
-        "rounds_completed", "catch_ups", "rejected", "bad_control", "updated_at"}
+        "rounds_completed", "catch_ups", "rejected", "bad_control", "updated_at", "privacy"}
 
 
 def view(**over):
@@ -111,6 +111,19 @@ def test_metrics_carry_the_snapshot_figures_in_prometheus_text_format():
     for name in ("medswarm_round", "medswarm_rejected_total", "medswarm_bad_control_total"):
         assert f"# HELP {name} " in text
     assert "# TYPE medswarm_round gauge" in text and "# TYPE medswarm_rejected_total counter" in text
+
+
+def test_a_private_peer_shows_its_spent_and_budget_epsilon_in_status_and_metrics():
+    dp = {"dp_epsilon_spent": 1.25, "dp_epsilon_budget": 3.0, "dp_delta": 1e-4, "dp_rounds_charged": 5,
+          "dp_budget_exhausted": False}
+    status = PeerStatus("p1", 0, privacy=lambda: dp)
+    doc = status_snapshot(status, view())
+    assert doc["privacy"] == {"epsilon_spent": 1.25, "epsilon_budget": 3.0, "delta": 1e-4, "rounds_charged": 5,
+                              "budget_exhausted": False}
+    got = samples(render_metrics(doc))
+    assert got[("medswarm_dp_epsilon_spent", ())] == 1.25 and got[("medswarm_dp_epsilon_budget", ())] == 3.0
+    plain = samples(render_metrics(status_snapshot(PeerStatus("p1", 0), view())))
+    assert not {name for name, _ in plain} & {"medswarm_dp_epsilon_spent", "medswarm_dp_epsilon_budget"}
 
 
 def test_metrics_leave_out_figures_not_known_yet():

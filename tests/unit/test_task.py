@@ -172,12 +172,22 @@ def test_initial_weights_are_the_model_built_under_the_seed():
     assert not np.array_equal(trainer.initial_weights(12)["net.0.weight"], got["net.0.weight"])
 
 
+def _reshaping_fit(model: nn.Module, data: ArrayDataset, config: TrainConfig, seed: int) -> float:
+    model.fc = nn.Linear(3, 7)  # replaces the layer instead of training it
+    return 0.5
+
+
 @pytest.mark.parametrize("task, message", [
     (Task("bad-load", lambda r: [1, 2], linear_model), "load\\(request\\) returned a list"),
     (Task("bad-model", tiny_federation, lambda s: "net"), "model\\(spec\\) returned a str"),
     (Task("bad-predict", tiny_federation, linear_model, predict=lambda m, d: np.zeros((1, 5))),
      "predict returned shape"),
     (Task("raising", tiny_federation, lambda s: 1 / 0), "model\\(spec\\) failed \\(ZeroDivisionError"),
+    (Task("fit-raises", tiny_federation, linear_model, fit=lambda m, d, c, s: {}["lr"]),
+     "fit\\(model, data, config, seed\\) failed on 4 training rows \\(KeyError"),
+    (Task("fit-nan", tiny_federation, linear_model, fit=lambda m, d, c, s: float("nan")),
+     "fit returned the loss nan"),
+    (Task("fit-reshapes", tiny_federation, linear_model, fit=_reshaping_fit), "fit changed the model's shape"),
 ])
 def test_prepare_catches_a_task_that_misbehaves_before_round_0(monkeypatch, task, message):
     monkeypatch.setattr("swarm.task.load_task", lambda text: task)
