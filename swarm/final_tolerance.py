@@ -3,17 +3,18 @@
 After the agreed stop round, the final agreement (``final_rounds``) averages without
 training. With a tolerance, it ends early: every peer still stops after the same round, the
 agreed ``stop_round + final_rounds`` (the cap), but a peer skips the remaining exchanges (it
-sends ``Skip`` for each, so no neighbour waits for it) once the signed progress records of
-every member it knows alive, and its own, report a final round (one after the stop round)
-with a distance to the neighbours' average at most the tolerance.
+sends ``Skip`` for each, so no neighbour waits for it) once its own distance to its neighbours'
+average and the signed progress records of each of its live neighbours report, for one final
+round (after the stop round), a distance at most the tolerance.
 
-How the end is agreed: the end round is the cap, agreed as before; only the exchanges stop
-early, on a condition that is stable and global (for one final round, every alive member's
-signed record of that round), so once one peer sees it, every other sees it as the records
-flood (a peer that misses a record runs to the cap: it still stops after the same round). A member
-cannot end it for the others by lying low (every member's record must be below), only keep
-it to the cap by reporting high; a peer that has not seen the condition yet mixes with
-whichever neighbours still exchange and reaches the same end round.
+Why neighbours, not every member: a progress record travels to the origin's neighbours only
+(the control plane's cost per peer does not grow with the swarm, ``swarm.swarm_view``), and
+the rule the user sets is local anyway ("every peer near its neighbours' average"). The end
+round is still the agreed cap, so a peer whose neighbourhood never settles runs to it and
+stops after the same round as the others; a neighbour that skips only stops sending, and a
+peer mixes with whichever neighbours still exchange. A member cannot end the exchanges for a
+neighbour by lying low (the neighbour's own distance and its other neighbours' must be below
+too), only keep them to the cap by reporting high.
 
 The table holds ``keep`` rounds per admitted member (``Membership.admit`` bounds them).
 """
@@ -24,7 +25,7 @@ from collections.abc import Iterable
 
 
 class FinalTolerance:
-    """Every member's distances of its last rounds, and whether the final agreement may end.
+    """Members' distances of their last rounds, and whether this peer's final agreement may end.
 
     Parameters
     ----------
@@ -38,6 +39,7 @@ class FinalTolerance:
         self.tolerance = tolerance
         self.keep = max(1, keep)
         self.rounds: dict[str, dict[int, float]] = {}
+        self.gone: set[str] = set()
 
     def note(self, member: str, round_: int, distance: float | None) -> None:
         """``member`` reported ``distance`` after ``round_`` (its own signed record, or this
@@ -49,14 +51,21 @@ class FinalTolerance:
         while len(history) > self.keep:
             del history[min(history)]
 
+    def left(self, member: str) -> None:
+        """``member`` skipped a final round: it went to the end (within the tolerance of its
+        own neighbours, or on a final model) and exchanges no more, so it no longer holds
+        this peer back (or a ring would stall behind its first settled pair). Bounded by the
+        neighbours: a skip comes over its sender's own link."""
+        if self.tolerance > 0:
+            self.gone.add(member)
+
     def settled(self, members: Iterable[str], own: str, stop_round: int | None) -> bool:
-        """Whether, for some round after ``stop_round``, ``own`` and each of ``members``
-        reported a distance within the tolerance. A member's distance after a given round
-        never changes, so once true for a round it stays true, for every peer that gets the
-        same records."""
+        """Whether, for some round after ``stop_round``, ``own`` and each of ``members`` that
+        still exchanges reported a distance within the tolerance. A distance reported for a
+        round never changes, so once true for a round it stays true."""
         if self.tolerance <= 0 or stop_round is None:
             return False
-        members = [m for m in members if m != own]
+        members = [m for m in members if m != own and m not in self.gone]
         for round_, distance in self.rounds.get(own, {}).items():
             if round_ <= stop_round or distance > self.tolerance:
                 continue

@@ -296,7 +296,7 @@ class PeerProtocol:
             return [Stop(done, self.stop.stop_reason), Offer(done, self.config.gossip_steps)]
         if self.stop.agreeing(done + 1):
             end = self.stop.end_round
-            if end is not None and self.tolerance.settled(self.membership.alive(now), self.peer_id,
+            if end is not None and self.tolerance.settled(self.live_neighbours(now), self.peer_id,
                                                           self.stop.stop_round):
                 return self._skip_to_end(done, end, now)
             # the final agreement: the next round only averages (the current weights are its model)
@@ -304,7 +304,7 @@ class PeerProtocol:
         return self._enter((done + 1, 0), now) + [Train(done + 1)]
 
     def _skip_to_end(self, done: int, end: int, now: float) -> list[Action]:
-        """Every member is within the final tolerance: skip the final agreement's remaining
+        """This peer and its live neighbours are within the final tolerance: skip the final agreement's remaining
         exchanges (telling the neighbours) and stop after ``end``, like every other peer."""
         steps = self.config.gossip_steps
         skipped = skipped_phases((done + 1, 0), end, steps)
@@ -337,6 +337,8 @@ class PeerProtocol:
                 self.stats.bad_control += 1
                 return []
             if isinstance(msg, Skip):
+                if self.stop.stop_round is not None and msg.round > self.stop.stop_round:
+                    self.tolerance.left(sender)  # gone to the end of the final agreement
                 return self.exchange.on_skip(sender, (msg.round, msg.step), now)
             limit = self.max_model_bytes
             if limit is not None and msg.size > limit:
