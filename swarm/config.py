@@ -135,9 +135,10 @@ class LearningConfig:
                                    "tolerates F colluding members)")
     final_agreement: int = option(0, "rounds of pure averaging (no training) after the stop round, so every "
                                      "peer leaves with nearly the swarm's average model; 0 = none")
-    final_tolerance: float = option(0.0, "with --final-agreement R: skip its remaining exchanges once every "
-                                         "member's signed distance to its neighbours' average is at most this "
-                                         "(all still stop after the same round, R being the cap); 0 = off")
+    final_tolerance: float = option(0.0, "with --final-agreement R: a peer skips its remaining exchanges once "
+                                         "its own and its live neighbours' signed distances to their neighbours' "
+                                         "averages are at most this (all still stop after the same round, R being "
+                                         "the cap); 0 = off")
     converge: bool = option(True, "run all --rounds, never stop early", flag="--no-converge")
     converge_window: int = option(8, "rounds the validation loss must plateau before a peer votes")
     metric_tol: float = option(0.02, "smallest validation-loss improvement that counts")
