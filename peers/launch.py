@@ -157,7 +157,7 @@ def _pump_stdout(peer: LaunchedPeer, stream: IO[str], sink: IO[str]) -> None:
 
 def collect(peers: list[LaunchedPeer], config: dict, wall_s: float) -> tuple[dict, list[dict]]:
     """The launch's report and rows, in the shape ``swarm.report.write_report`` takes."""
-    from swarm.simulate import ArmResult, summarize
+    from swarm.arm_results import ArmResult, summarize
 
     reports = []
     for peer in peers:

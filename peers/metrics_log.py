@@ -1,7 +1,7 @@
 """A peer's per-round rows (``STATE_DIR/metrics.jsonl``): how a peer writes them, how others read them.
 
 With ``--eval-global`` a ``medswarm peer`` appends one row per completed round (the schema of
-``swarm.simulate.metrics_row``: round, loss, global and local accuracy and AUROC,
+``swarm.arm_results.metrics_row``: round, loss, global and local accuracy and AUROC,
 ``consensus_distance``, bytes sent). ``medswarm launch`` collects them into its report and
 ``scripts/netns_swarm.py`` reads which rounds a hospital mixed its neighbours' models in:
 the file, not the log, is the interface.

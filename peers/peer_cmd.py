@@ -53,7 +53,8 @@ from swarm.privacy import LedgerJournal, PrivacyLedger, PrivateTraining, plan
 from swarm.protocol import ProtocolConfig
 from swarm.schedule import OnePeerSchedule
 from swarm.options import from_args
-from swarm.simulate import metrics_row, train_seed
+from swarm.arm_results import metrics_row
+from swarm.simulate import train_seed
 from swarm.swarm_view import ordered_index
 from swarm.task import prepare
 from swarm.training import Trainer

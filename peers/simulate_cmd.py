@@ -10,7 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from swarm.report import write_report
-from swarm.simulate import Simulation, SimConfig, config_dict, summarize
+from swarm.arm_results import summarize
+from swarm.simulate import Simulation, SimConfig, config_dict
 
 
 def run_simulate(args: argparse.Namespace) -> int:

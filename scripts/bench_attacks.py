@@ -55,7 +55,8 @@ from swarm.config import LearningConfig, SimSetup, default_partition  # noqa: E4
 from swarm.errors import ConfigError  # noqa: E402
 from swarm.faults import FaultConfig, parse_crash  # noqa: E402
 from swarm.robust import AGGREGATORS  # noqa: E402
-from swarm.simulate import Simulation, SimConfig, summarize  # noqa: E402
+from swarm.arm_results import summarize  # noqa: E402
+from swarm.simulate import Simulation, SimConfig  # noqa: E402
 
 #: every kind, with the parameter benchmarked (noise: 2.5x the RMS of BreastMNIST weights)
 KINDS = ("signflip", "scale:5", "noise:0.05", "zeros", "alie", "catchup", "forge-stop", "forge-progress", "flood")

@@ -70,7 +70,8 @@ def run_one(dataset: str, seed: int, config: str | None) -> dict:
     import torch
 
     from swarm.config import LearningConfig, OutputConfig, SimSetup
-    from swarm.simulate import SimConfig, Simulation, summarize
+    from swarm.arm_results import summarize
+    from swarm.simulate import SimConfig, Simulation
 
     torch.set_num_threads(1)
     topology, compress, float16, final, choco, tolerance = \

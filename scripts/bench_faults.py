@@ -36,7 +36,8 @@ from rich.table import Table  # noqa: E402
 from swarm.atomic_file import atomic_write  # noqa: E402
 from swarm.faults import Crash, FaultConfig  # noqa: E402
 from swarm.config import LearningConfig, SimSetup  # noqa: E402
-from swarm.simulate import Simulation, SimConfig, config_dict, summarize  # noqa: E402
+from swarm.arm_results import summarize  # noqa: E402
+from swarm.simulate import Simulation, SimConfig, config_dict  # noqa: E402
 
 SCENARIOS = {
     "a_no_faults": FaultConfig(),

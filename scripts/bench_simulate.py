@@ -33,7 +33,8 @@ from rich.table import Table  # noqa: E402
 
 from swarm.atomic_file import atomic_write  # noqa: E402
 from swarm.config import ARMS, LearningConfig, OutputConfig, SimSetup  # noqa: E402
-from swarm.simulate import Simulation, SimConfig, summarize  # noqa: E402
+from swarm.arm_results import summarize  # noqa: E402
+from swarm.simulate import Simulation, SimConfig  # noqa: E402
 
 FEDAVG_GAP_TARGET = 0.03
 NON_TRAINING_TARGET = 0.10

@@ -16,7 +16,7 @@ growing with the round (above any a real peer uses), and one stop decision per r
 the largest number there is.
 
 In the simulation, serving a catch-up lure four rounds ahead makes the seam forget the
-attacker's models of its earlier rounds (``_SimSeam.serve`` keeps the last two rounds
+attacker's models of its earlier rounds (``SimSeam.serve`` keeps the last two rounds
 below the newest), so a neighbour a round behind fails to fetch its honest model.
 """
 

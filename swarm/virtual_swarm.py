@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -23,12 +23,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from gossip.signing import sim_keyring
-from gossip.transport import MAX_OFFERS
 from swarm.choco import Choco
 from swarm.attacks import by_peer
 from swarm.checkpoint import CheckpointStore, PeerState
-from swarm.errors import SwarmError
-from swarm.executor import ExecutorHooks, PeerExecutor, RoundInfo, Traffic, checkpoint_weights, resume
+from swarm.executor import ExecutorHooks, PeerExecutor, RoundInfo, checkpoint_weights, resume
 from swarm.faults import FaultConfig
 from swarm.forgery import HostileExecutor
 from swarm.metrics import finite_mapping, finite_or_none
@@ -36,101 +34,15 @@ from swarm.node import SwarmNode
 from swarm.poison import HostileNode
 from swarm.partition import Federation
 from swarm.peer_state import restore_privacy
-from swarm.protocol import Fetch, PeerProtocol, ProtocolConfig, TimerFired
+from swarm.protocol import Fetch, ProtocolConfig, TimerFired
 from swarm.schedule import OnePeerSchedule
 from swarm.robust import Aggregation
 from swarm.train_pool import PendingTraining, TrainPool
-from swarm.training import Metrics, Trainer
+from swarm.training import Trainer
+from swarm.virtual_peer import PeerRun, SimSeam, SimulationStalled, VirtualPeer
 
 #: ``progress(done_rounds_of_slowest_live_peer, max_rounds + final agreement rounds)``
 ProgressFn = Callable[[int, int], None]
-
-
-class SimulationStalled(SwarmError):
-    """The virtual swarm ran past its event or time budget: a protocol bug, never expected."""
-
-
-@dataclass
-class PeerRun:
-    """One peer's story in a virtual run, for the report."""
-
-    peer: int
-    straggler: bool = False
-    rounds_completed: int = 0
-    last_round: int = -1
-    stop_round: int | None = None
-    stop_reason: str = ""
-    exited: bool = False
-    finish_time: float | None = None
-    crashed_at: float | None = None
-    restarted_at: float | None = None
-    joined_at: float = 0.0
-    messages_dropped: int = 0
-    bytes_sent: int = 0
-
-
-@dataclass
-class _Peer:
-    index: int
-    id: str
-    node: SwarmNode
-    rng_seed: int
-    slowdown: float = 1.0
-    exec: PeerExecutor | None = None
-    alive: bool = False
-    incarnation: int = 0
-    served: dict[tuple[int, int], tuple[Any, str]] = field(default_factory=dict)
-    #: second payloads of a phase, fetched by digest only (CHOCO whole copies): digest -> (phase, payload)
-    extra_served: dict[str, tuple[tuple[int, int], Any]] = field(default_factory=dict)
-    served_bytes: int = 0
-    traffic: Traffic = field(default_factory=Traffic)
-    timer_at: float | None = None
-    checkpoint: PeerState | None = None
-    local: Metrics | None = None  # the latest local test figures (for the metrics rows)
-    round_seen: int = -1  # the round last pushed on the swarm's max-heap
-    run: PeerRun = field(default_factory=lambda: PeerRun(-1))
-
-    @property
-    def proto(self) -> PeerProtocol | None:
-        """The running protocol (None while crashed or not yet joined)."""
-        return self.exec.protocol if self.exec is not None else None
-
-
-class _SimSeam:
-    """The virtual clock's side of a peer's executor: sends and fetches become scheduled events."""
-
-    def __init__(self, swarm: "VirtualSwarm", peer: _Peer) -> None:
-        self.swarm, self.peer = swarm, peer
-
-    def now(self) -> float:
-        return self.swarm.now
-
-    def send(self, peer: str, data: bytes) -> None:
-        self.swarm._send(self.peer, peer, data)
-
-    def serve(self, round_: int, step: int, key: str, payload: Any, extra: bool = False) -> None:
-        served, extras = self.peer.served, self.peer.extra_served
-        if extra:
-            extras[key] = ((round_, step), payload)
-        else:
-            served[(round_, step)] = (payload, key)
-        # as a real peer's transport: the newest MAX_OFFERS models (and none older than 2 rounds)
-        for old in [k for k in served if k < (round_ - 2, 0)] + sorted(served)[:-MAX_OFFERS]:
-            served.pop(old, None)
-        for old in [k for k, (phase, _) in extras.items() if phase < (round_ - 2, 0)]:
-            del extras[old]
-
-    def fetch(self, fetch: Fetch) -> None:
-        self.swarm._fetch(self.peer, fetch)
-
-    def train(self, round_: int) -> None:
-        self.swarm._train(self.peer, round_)
-
-    def bytes_served(self) -> int:
-        return self.peer.served_bytes
-
-    def performed(self) -> None:
-        self.swarm._arm_timer(self.peer)
 
 
 class VirtualSwarm:
@@ -186,7 +98,7 @@ class VirtualSwarm:
         #: the hostile members (``--attack``): left out of every honest figure
         self.attackers = frozenset(hostile)
         slow = set(self.rng.choice(n, size=faults.stragglers, replace=False).tolist()) if faults.stragglers else set()
-        self.peers: list[_Peer] = []
+        self.peers: list[VirtualPeer] = []
         for i in range(n):
             make = SwarmNode if i not in hostile else partial(
                 HostileNode, attacks=hostile[i], rng=np.random.default_rng([seed, 0xA77AC, i]))
@@ -195,7 +107,7 @@ class VirtualSwarm:
                         self.initial, {self.ids[j]: len(topology[j]) for j in topology[i]},
                         float16=float16, q8=q8, sample_weighted=sample_weighted, aggregation=aggregation,
                         flat=True, choco=choco)
-            peer = _Peer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
+            peer = VirtualPeer(i, self.ids[i], node, rng_seed=i, slowdown=faults.slowdown if i in slow else 1.0)
             peer.run = PeerRun(i, straggler=i in slow)
             self.peers.append(peer)
         self.index = {peer_id: i for i, peer_id in enumerate(self.ids)}
@@ -263,10 +175,10 @@ class VirtualSwarm:
             heapq.heappop(heap)  # stale: the peer moved on, crashed or restarted
         return 0
 
-    def _track_round(self, peer: _Peer) -> None:
+    def _track_round(self, peer: VirtualPeer) -> None:
         heapq.heappush(self._rounds, (peer.run.last_round + 1, peer.index, peer.incarnation))
 
-    def _track_highest(self, peer: _Peer) -> None:
+    def _track_highest(self, peer: VirtualPeer) -> None:
         """After a batch of a peer's actions: note its round if it moved (for ``_swarm_round``)."""
         proto = peer.proto
         if proto is not None and proto.round != peer.round_seen:
@@ -294,7 +206,7 @@ class VirtualSwarm:
         return best
 
     # ---------------------------------------------------------------- life cycle
-    def _start(self, peer: _Peer, fresh: bool) -> None:
+    def _start(self, peer: VirtualPeer, fresh: bool) -> None:
         state = None
         if not fresh:
             state = self.stores[peer.index].load_latest(peer.id) if self.stores else peer.checkpoint
@@ -322,7 +234,7 @@ class VirtualSwarm:
         make = PeerExecutor if not isinstance(peer.node, HostileNode) else partial(
             self.hostile_executor, signer=self.signers[peer.id], members=self.ids)
         peer.exec = make(
-            peer.node, protocol, _SimSeam(self, peer), evaluate=lambda w: self._evaluate_local(peer, w),
+            peer.node, protocol, SimSeam(self, peer), evaluate=lambda w: self._evaluate_local(peer, w),
             train_seed=lambda r: self.train_seed(peer.index, r), traffic=peer.traffic,
             store=self.stores[peer.index] if self.stores is not None else None,
             hooks=ExecutorHooks(on_round=lambda info: self._on_round(peer, info),
@@ -339,7 +251,7 @@ class VirtualSwarm:
             c.back_at is not None and c.peer not in self.restarted for c in self.crashes.values()
         ) or any(self.peers[i].run.joined_at == 0.0 and self.peers[i].exec is None for i in self.late)
 
-    def _crash(self, peer: _Peer) -> None:
+    def _crash(self, peer: VirtualPeer) -> None:
         peer.alive = False
         peer.incarnation += 1
         self._running -= 1
@@ -369,7 +281,7 @@ class VirtualSwarm:
                 self._start(peer, fresh=True)
 
     # ---------------------------------------------------------------- events
-    def _live(self, index: int, incarnation: int) -> _Peer | None:
+    def _live(self, index: int, incarnation: int) -> VirtualPeer | None:
         peer = self.peers[index]
         return peer if peer.alive and peer.exec is not None and peer.incarnation == incarnation else None
 
@@ -420,13 +332,13 @@ class VirtualSwarm:
             peer.exec.fetched(fetch, payload, "" if payload is not None else "not-served")
 
     # ---------------------------------------------------------------- the seam's side
-    def _perform(self, peer: _Peer, actions: list) -> None:
+    def _perform(self, peer: VirtualPeer, actions: list) -> None:
         """Every batch of actions a peer's protocol returns passes here (tests watch it)."""
         if peer.alive and peer.exec is not None:
             peer.exec.perform(actions)
             self._track_highest(peer)
 
-    def _arm_timer(self, peer: _Peer) -> None:
+    def _arm_timer(self, peer: VirtualPeer) -> None:
         if not peer.alive or peer.exec is None:
             return
         when = peer.exec.protocol.next_timer()
@@ -437,7 +349,7 @@ class VirtualSwarm:
             peer.timer_at = when
             self._at(when, "timer", peer.index, peer.incarnation, when)
 
-    def _train(self, peer: _Peer, round_: int) -> None:
+    def _train(self, peer: VirtualPeer, round_: int) -> None:
         cut = self.cuts.get(peer.index)
         if cut is not None and round_ >= cut.at_round and peer.index not in self.cut_over:
             self.cut_now.add(peer.index)
@@ -455,7 +367,7 @@ class VirtualSwarm:
         duration = self.faults.train_time * epochs * peer.slowdown * jitter
         self._at(self.now + duration, "trained", peer.index, peer.incarnation, round_, result)
 
-    def _send(self, peer: _Peer, to: str, data: bytes) -> None:
+    def _send(self, peer: VirtualPeer, to: str, data: bytes) -> None:
         target = self.peers[self.index[to]]
         if self._dropped() or self._cut(peer.index, target.index):
             self.control_dropped += 1
@@ -463,14 +375,14 @@ class VirtualSwarm:
             return
         self._at(self.now + self._delay(), "control", target.index, target.incarnation, peer.id, data)
 
-    def _fetch(self, peer: _Peer, fetch: Fetch) -> None:
+    def _fetch(self, peer: VirtualPeer, fetch: Fetch) -> None:
         server = self.index[fetch.peer]
         if self._dropped() or self._cut(peer.index, server):
             self.transfers_dropped += 1
             return
         self._at(self.now + self._delay(), "fetch_request", server, peer.index, peer.incarnation, fetch)
 
-    def _do_checkpoint(self, peer: _Peer, state: PeerState) -> None:
+    def _do_checkpoint(self, peer: VirtualPeer, state: PeerState) -> None:
         peer.run.last_round = max(peer.run.last_round, state.round)
         peer.run.rounds_completed = peer.proto.stats.rounds_completed if peer.proto else peer.run.rounds_completed
         # in memory only for a peer that will restart from it (a copy of the model per peer otherwise)
@@ -478,11 +390,11 @@ class VirtualSwarm:
         self._track_round(peer)
         self._revive_due()
 
-    def _on_stop(self, peer: _Peer, round_: int, reason: str) -> None:
+    def _on_stop(self, peer: VirtualPeer, round_: int, reason: str) -> None:
         peer.run.stop_round, peer.run.stop_reason = round_, reason
         peer.run.finish_time = self.now
 
-    def _on_exit(self, peer: _Peer, round_: int, reason: str) -> None:
+    def _on_exit(self, peer: VirtualPeer, round_: int, reason: str) -> None:
         peer.run.exited = True
         self._running -= 1
         peer.run.stop_round, peer.run.stop_reason = round_, reason
@@ -499,14 +411,14 @@ class VirtualSwarm:
     def _dropped(self) -> bool:
         return self.faults.drop > 0 and self.rng.random() < self.faults.drop
 
-    def _evaluate_local(self, peer: _Peer, weights: Mapping[str, np.ndarray]) -> float | None:
+    def _evaluate_local(self, peer: VirtualPeer, weights: Mapping[str, np.ndarray]) -> float | None:
         """The local validation loss after a round (the convergence metric)."""
         start = time.perf_counter()
         peer.local = self.trainer.evaluate(weights, self.federation.sites[peer.index].test)
         self.eval_s += time.perf_counter() - start
         return finite_or_none(peer.local.loss)
 
-    def _on_round(self, peer: _Peer, info: RoundInfo) -> None:
+    def _on_round(self, peer: VirtualPeer, info: RoundInfo) -> None:
         """On evaluation rounds (and the last), score the peer on the global test set."""
         proto = peer.proto
         if not ((info.round % self.eval_every == self.eval_every - 1

@@ -22,7 +22,8 @@ from swarm.config import LearningConfig, SimSetup
 from swarm.faults import FaultConfig
 from swarm.forgery import AHEAD, DUPLICATES, INVENTED_ID_CHARS, MAX_SEQ, HostileExecutor
 from swarm.robust import Aggregation
-from swarm.simulate import Simulation, SimConfig, summarize
+from swarm.arm_results import summarize
+from swarm.simulate import Simulation, SimConfig
 from swarm.topology import build_topology
 from swarm.virtual_swarm import VirtualSwarm
 from tests.fakes import FakeTrainer, fake_federation

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from swarm.config import LearningConfig, SimSetup
-from swarm.simulate import Simulation, SimConfig, summarize
+from swarm.arm_results import summarize
+from swarm.simulate import Simulation, SimConfig
 
 
 @pytest.fixture(scope="module")

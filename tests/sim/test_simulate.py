@@ -7,7 +7,8 @@ import pytest
 
 from peers.cli import main
 from swarm.config import LearningConfig, SimSetup
-from swarm.simulate import Simulation, SimConfig, summarize
+from swarm.arm_results import summarize
+from swarm.simulate import Simulation, SimConfig
 
 
 @pytest.fixture(scope="module")

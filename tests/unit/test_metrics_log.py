@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from peers.metrics_log import MetricsLog, read_rows, size
-from swarm.simulate import metrics_row
+from swarm.arm_results import metrics_row
 from swarm.training import Metrics
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from peers.metrics_log import MetricsLog, read_rows
 from swarm.checkpoint import CheckpointStore, PeerState
-from swarm.simulate import metrics_row
+from swarm.arm_results import metrics_row
 from swarm.training import Metrics
 from tests.scripts import load_script
 
