@@ -264,7 +264,9 @@ def main() -> None:
     eps_list = [float(e) for e in args.eps.split(",")]
     if args.merge:
         rows = merge_runs(args.merge)
-        print(json.dumps(write(args, rows, datasets, eps_list, complete=False), indent=1))
+        every = {(d, e, s) for d in datasets for e in eps_list for s in range(args.seeds)}
+        done = {(r["data"], r["eps"], r["seed"]) for r in rows}
+        print(json.dumps(write(args, rows, datasets, eps_list, complete=every <= done), indent=1))
         return
     if args.cosines:
         measured = []
