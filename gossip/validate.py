@@ -53,8 +53,10 @@ def validate_weights(
         ``direction``. Peers of a swarm start from the same seeded model and mix every
         round, so honest models point the same way (cosine above 0.98 on BreastMNIST,
         16 peers, through 20 rounds of label-skewed training); a sign-flipped model has
-        cosine -1, and noise several times the weights' size well under 0.5. Not
-        checked while either norm is 0.
+        cosine -1, and noise several times the weights' size well under 0.5. Under DP
+        the honest cosine itself falls towards 0 (each hospital's independent noise), so
+        the command line then checks the sign only (``--min-cosine`` 0). Not checked
+        while either norm is 0.
     """
     if msg.sender != link_peer:
         raise RejectedMessage(link_peer, "sender-mismatch", f"message claims sender {msg.sender!r}")

@@ -15,12 +15,19 @@ DP-SGD, and with DP-SGD plus the accountant's per-round spend, interleaved in on
 (the ratio is against a baseline measured in the same run; CPU seconds of one thread, so a
 loaded machine does not distort it), into ``bench_privacy_time.json``.
 
+``--cosines SPEC,...`` instead measures why the direction check refused honest private models:
+for each ``DATA:EPS:BATCH`` (``EPS`` = ``inf`` for no privacy) one swarm-only simulation of
+seed 0 with both neighbour checks off (``--min-cosine -1 --max-norm-ratio 1000``, so the
+models mix as honest ones would), recording, for every received model, its cosine with the
+receiver's own and its norm ratio, per round, into ``bench_privacy_cosines.json``.
+
 Writes ``results/bench_privacy.json`` and ``results/bench_privacy.png`` after every run.
 
     nice -n 10 .venv/bin/python scripts/bench_privacy.py [--datasets breastmnist,pneumoniamnist]
         [--eps 1,3,8,inf] [--seeds 3] [--rounds 10] [--peers 8] [--batch-size 64] [--lr 0.05] [--jobs 2]
     nice -n 10 .venv/bin/python scripts/bench_privacy.py --timing-only 7 --rounds 6
     .venv/bin/python scripts/bench_privacy.py --merge A.json B.json   # one JSON of separate runs
+    nice -n 10 .venv/bin/python scripts/bench_privacy.py --cosines pneumoniamnist:1:16,breastmnist:inf:16 --rounds 6
 """
 
 from __future__ import annotations
@@ -54,8 +61,10 @@ def run_one(data: str, eps: float, seed: int, args: argparse.Namespace, work: Pa
     proc = subprocess.run(cmd, capture_output=True, text=True)  # the caller's nice -n 10 is inherited
     if proc.returncode != 0:
         raise SystemExit(f"simulate failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    arms = json.loads((out / "report.json").read_text())["arms"]
-    row = {"data": data, "eps": eps, "seed": seed, "wall_s": time.perf_counter() - start}
+    report = json.loads((out / "report.json").read_text())
+    arms = report["arms"]
+    row = {"data": data, "eps": eps, "seed": seed, "wall_s": time.perf_counter() - start,
+           "min_cosine": report["config"].get("min_cosine")}
     for arm in ARMS:
         a = arms[arm]
         row[arm] = {"auroc": a["auroc"], "worst_auroc": a["worst_auroc"],
@@ -104,6 +113,56 @@ def time_rounds(data: str, reps: int, args: argparse.Namespace) -> dict:
             "median_cpu_s": med, "median_wall_s": {k: float(np.median(v)) for k, v in wall.items()},
             "dp_sgd_over_no_dp": med["dp_sgd"] / med["no_dp"],
             "dp_with_accountant_over_no_dp": med["dp_sgd_and_accountant"] / med["no_dp"]}
+
+
+def measure_cosines(spec: str, args: argparse.Namespace) -> dict:
+    """Cosines and norm ratios of every received model against the receiver's own, per round
+    (``DATA:EPS:BATCH``; checks off, so honest models mix whatever their angle)."""
+    import swarm.node
+    from gossip.validate import _norms_and_dot
+    from peers.cli import main as cli
+
+    data, eps, batch = spec.split(":")
+    seen: list[tuple[int, float, float]] = []
+    check = swarm.node.validate_weights
+
+    def recording(msg, **kw):  # type: ignore[no-untyped-def]
+        own, got, dot = _norms_and_dot(kw["reference"], msg.tensors)
+        if own > 0 and got > 0:
+            seen.append((msg.round, dot / (own * got), got / own))
+        return check(msg, **kw)
+
+    argv = ["simulate", "--data", data, "--arms", "swarm", "--peers", str(args.peers), "--rounds", str(args.rounds),
+            "--no-converge", "--seed", "0", "--batch-size", batch, "--lr", str(args.lr), "--quiet",
+            "--min-cosine", "-1", "--max-norm-ratio", "1000"]
+    if math.isfinite(float(eps)):
+        argv += ["--dp-epsilon", eps]
+    swarm.node.validate_weights = recording
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            if cli([*argv, "--out", tmp]) != 0:
+                raise SystemExit(f"simulate failed: {' '.join(argv)}")
+            report = json.loads((Path(tmp) / "report.json").read_text())["arms"]["swarm"]
+    finally:
+        swarm.node.validate_weights = check
+    rounds = sorted({r for r, _, _ in seen})
+    per_round = []
+    for r in rounds:
+        cos = np.array([c for q, c, _ in seen if q == r])
+        ratio = np.array([n for q, _, n in seen if q == r])
+        per_round.append({"round": r, "models": len(cos), "cosine_min": float(cos.min()),
+                          "cosine_p10": float(np.percentile(cos, 10)), "cosine_median": float(np.median(cos)),
+                          "below_0_5": int((cos < 0.5).sum()), "below_0": int((cos < 0).sum()),
+                          "norm_ratio_min": float(ratio.min()), "norm_ratio_max": float(ratio.max()),
+                          "beyond_2": int(((ratio > 2) | (ratio < 0.5)).sum())})
+    cos = np.array([c for _, c, _ in seen])
+    out = {"data": data, "eps": eps, "batch_size": int(batch), "models": len(cos),
+           "cosine_min": float(cos.min()), "cosine_median": float(np.median(cos)),
+           "share_below_0_5": float((cos < 0.5).mean()), "share_below_0": float((cos < 0).mean()),
+           "noise": [s.get("dp_noise_multiplier") for s in report["per_site"]],
+           "auroc_checks_off": report["auroc"], "per_round": per_round}
+    print(json.dumps({k: v for k, v in out.items() if k != "per_round"}), flush=True)
+    return out
 
 
 def summarise(rows: list[dict], datasets: list[str], eps_list: list[float]) -> dict:
@@ -170,6 +229,14 @@ def plot(path: Path, summary: dict) -> None:
     plt.close(fig)
 
 
+def merge_runs(paths: list[Path]) -> list[dict]:
+    """The runs of several outputs, one per (data, eps, seed): a cell in a later file replaces
+    an earlier one (a re-run with other code wins over the run it repeats)."""
+    cells = {(row["data"], float(row["eps"]), row["seed"]): {**row, "eps": float(row["eps"])}
+             for path in paths for row in json.loads(path.read_text())["runs"]}
+    return list(cells.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="breastmnist,pneumoniamnist")
@@ -184,15 +251,30 @@ def main() -> None:
     parser.add_argument("--timing-only", type=int, metavar="REPS", default=0,
                         help="only time REPS interleaved rounds per data set (with and without DP), into "
                              "OUT with _time before the suffix")
+    parser.add_argument("--cells", metavar="DATA:EPS:SEED,...",
+                        help="run only these cells of the grid (e.g. the ones a cut-short run missed; --merge "
+                             "them with its JSON afterwards)")
+    parser.add_argument("--cosines", metavar="DATA:EPS:BATCH,...",
+                        help="only measure honest models' cosines and norm ratios with the checks off, into "
+                             "OUT with _cosines before the suffix")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="no runs: combine the runs of these outputs (e.g. one data set each) into OUT")
     args = parser.parse_args()
     datasets = [d for d in args.datasets.split(",") if d]
     eps_list = [float(e) for e in args.eps.split(",")]
     if args.merge:
-        rows = [{**row, "eps": float(row["eps"])} for path in args.merge
-                for row in json.loads(path.read_text())["runs"]]
-        print(json.dumps(write(args, rows, datasets, eps_list, complete=False), indent=1))
+        rows = merge_runs(args.merge)
+        every = {(d, e, s) for d in datasets for e in eps_list for s in range(args.seeds)}
+        done = {(r["data"], r["eps"], r["seed"]) for r in rows}
+        print(json.dumps(write(args, rows, datasets, eps_list, complete=every <= done), indent=1))
+        return
+    if args.cosines:
+        measured = []
+        path = args.out.with_name(args.out.stem + "_cosines.json")
+        for spec in args.cosines.split(","):
+            measured.append(measure_cosines(spec, args))
+            atomic_write(path, json.dumps({"config": {k: str(v) for k, v in vars(args).items()},
+                                           "runs": measured}, indent=2) + "\n")
         return
     if args.timing_only:
         timing = [time_rounds(d, args.timing_only, args) for d in datasets]
@@ -205,6 +287,9 @@ def main() -> None:
     # still has complete, paired seeds of the first data sets
     ordered = sorted(eps_list, key=lambda e: (math.isfinite(e), e))
     jobs = [(d, e, s) for d in datasets for s in range(args.seeds) for e in ordered]
+    if args.cells:
+        wanted = {(d, float(e), int(s)) for d, e, s in (cell.split(":") for cell in args.cells.split(","))}
+        jobs = [job for job in jobs if job in wanted]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         for future in as_completed([pool.submit(run_one, *job, args, Path(tmp)) for job in jobs]):

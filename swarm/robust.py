@@ -85,7 +85,8 @@ class Aggregation:
         before any mixing (``direction``, ``gossip.validate``), whatever the kind: clipping
         bounds a sign-flipped neighbour's pull but keeps pulling every step. Off here (a
         toy model started at zeros has honest neighbours at any angle); the command line
-        sets 0.5 (``--min-cosine``).
+        sets 0.5 (``--min-cosine``), and 0 under DP (``swarm.config.default_min_cosine``:
+        independent DP noise makes honest models nearly orthogonal, never opposed).
 
     Raises
     ------

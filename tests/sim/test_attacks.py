@@ -220,7 +220,7 @@ def test_clipped_mixing_shields_the_honest_peers_that_plain_gossip_exposes(attac
 def test_the_default_checks_refuse_a_sign_flipped_or_scaled_model_before_any_mixing(attack, reason):
     clean = heart(None, "mean")
     for aggregator in ("mean", "clipped"):
-        refused = heart(attack, aggregator, LearningConfig.min_cosine, LearningConfig.max_norm_ratio)
+        refused = heart(attack, aggregator, LearningConfig().min_cosine, LearningConfig.max_norm_ratio)
         assert refused["attacks"]["honest"]["rejected_by_reason"][reason] > 0
         assert abs(clean["auroc"] - refused["auroc"]) < 0.02  # even plain gossip is unharmed
 

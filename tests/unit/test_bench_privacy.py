@@ -35,3 +35,13 @@ def test_a_grid_cut_short_summarises_what_it_has():
     table = bench.summarise(rows, ["d", "e"], [3.0, math.inf])
     assert set(table["d"]) == {"3"} and "private_swarm_minus_local_no_dp" not in table["d"]["3"]
     assert table["e"] == {}
+
+
+def test_merging_outputs_keeps_one_run_per_cell_the_later_file_winning(tmp_path):
+    import json
+
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps({"runs": [{**run(1.0, 0, 0.5, 0.5), "eps": 1.0}, {**run(math.inf, 0, 0.6, 0.5), "eps": "inf"}]}))
+    new.write_text(json.dumps({"runs": [{**run(1.0, 0, 0.7, 0.5), "eps": 1.0}]}))
+    rows = bench.merge_runs([old, new])
+    assert sorted((r["eps"], r["swarm"]["auroc"]) for r in rows) == [(1.0, 0.7), (math.inf, 0.6)]

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from torch import nn
 
+from gossip.codec import WeightsMessage
+from gossip.errors import RejectedMessage
+from gossip.validate import validate_weights
 from swarm.checkpoint import decode_state, encode_state
 from swarm.config import LearningConfig
 from swarm.errors import ConfigError
@@ -112,6 +115,36 @@ def test_training_loss_is_not_released_under_dp(heart):
     fn, data = training(heart)
     result = fn(heart[1].initial, data, 1)
     assert math.isnan(result.loss) and math.isfinite(fn.last_loss)
+
+
+def test_honest_private_models_pass_the_dp_direction_check_that_refused_them_and_a_sign_flip_still_fails(heart):
+    """Two hospitals' private rounds from the same weights point apart (independent noise) but
+    never opposite: the DP default (a sign test) mixes them where the old 0.5 refused them."""
+    learning, prepared = heart
+    models = []
+    for site in (0, 1):
+        fn, data = training(heart, site=site, key=bytes([site + 1]) * 16, noise=3.0)
+        models.append(fn(prepared.initial, data, 0).weights)
+    own, honest = models
+    cosine = float(sum((own[k].astype(float) * honest[k]).sum() for k in own)
+                   / math.sqrt(sum(np.square(own[k].astype(float)).sum() for k in own)
+                               * sum(np.square(honest[k].astype(float)).sum() for k in own)))
+    assert 0 < cosine < 0.5  # the noise, not the data, sets their angle
+    flipped = {k: -v for k, v in honest.items()}
+
+    def check(tensors, rule):
+        validate_weights(WeightsMessage(prepared.trainer.model_id, 0, "b", 10, tensors), link_peer="b",
+                         model_id=prepared.trainer.model_id, reference=own,
+                         max_norm_ratio=rule.max_norm_ratio, min_cosine=rule.min_cosine)
+
+    private = LearningConfig(data="heart", dp_epsilon=2.0).aggregation()
+    check(honest, private)  # mixed
+    with pytest.raises(RejectedMessage) as old:
+        check(honest, LearningConfig(data="heart", dp_epsilon=2.0, min_cosine=0.5).aggregation())
+    assert old.value.reason == "direction"
+    with pytest.raises(RejectedMessage) as caught:
+        check(flipped, private)
+    assert caught.value.reason == "direction"
 
 
 def test_batch_norms_become_group_norms_and_an_unsupported_layer_is_one_line():

@@ -159,9 +159,20 @@ def test_the_direction_check_is_on_from_the_command_line_config_off_by_minus_one
     assert LearningConfig().aggregation().min_cosine == 0.5
     assert LearningConfig(min_cosine=0.8).aggregation().min_cosine == 0.8
     assert LearningConfig(min_cosine=-1.0).aggregation().min_cosine is None
+    assert LearningConfig().min_cosine == 0.5  # resolved in the config, so reports and launch see it
     for bad in (1.5, -2.0):
         with pytest.raises(ConfigError, match="min_cosine"):
             LearningConfig(min_cosine=bad)
+
+
+def test_under_dp_the_direction_check_defaults_to_a_sign_test_unless_given():
+    from swarm.config import LearningConfig
+
+    assert LearningConfig(dp_epsilon=1.0).aggregation().min_cosine == 0.0
+    assert LearningConfig(dp_epsilon=1.0).min_cosine == 0.0
+    assert LearningConfig(dp_epsilon=float("inf")).aggregation().min_cosine == 0.5  # inf = no privacy
+    assert LearningConfig(dp_epsilon=1.0, min_cosine=0.3).aggregation().min_cosine == 0.3
+    assert LearningConfig(dp_epsilon=1.0, min_cosine=-1.0).aggregation().min_cosine is None
 
 
 def test_the_command_line_norm_bound_is_tighter_than_the_bare_dataclass_and_must_exceed_one():
