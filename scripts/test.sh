@@ -3,4 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m pytest -q "$@"
+# Two workers (pytest-xdist): CI has two cores, and the real-process tests mostly wait.
+# Tests sharing an xdist_group stay on one worker (see tests/conftest.py); later options
+# win, so `bash scripts/test.sh -n 0 tests/unit` runs in one process.
+.venv/bin/python -m pytest -q -n 2 --dist loadgroup "$@"
