@@ -9,14 +9,22 @@ import sys
 import pytest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def keys(tmp_path_factory):
-    """Four identities made once per module with ``medswarm keygen`` (each call starts Python)."""
-    where, ids = tmp_path_factory.mktemp("keys"), {}
-    for name in "abcd":
-        out = subprocess.run([sys.executable, "-m", "peers.cli", "keygen", "--out", str(where / f"{name}.key")],
-                             capture_output=True, text=True, check=True)
-        ids[name] = out.stdout.strip()
+    """Four identities made once per session (per xdist worker) with ``medswarm keygen``.
+
+    Each call starts Python, so the four run at the same time; the tests get copies
+    (``hospitals``), never the files themselves.
+    """
+    where = tmp_path_factory.mktemp("keys")
+    procs = {name: subprocess.Popen([sys.executable, "-m", "peers.cli", "keygen", "--out", str(where / f"{name}.key")],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in "abcd"}
+    ids = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        ids[name] = out.strip()
     return where, ids
 
 
