@@ -218,6 +218,11 @@ class Membership:
             # top changes about ``corroboration`` times a round, so this stays O(degree)
             out = [SendControl(p, msg) for p in self.links.peers if p not in (sender, msg.origin)]
             changed = True
+        elif changed and not msg.converged:
+            # a vote taken back: on at once to the neighbours that still count it, not at the
+            # next tick, or a peer hops away decides a stop on the stale vote (take-backs are
+            # rare, and each crosses an edge only while the far side still counts the vote)
+            out = [SendControl(p, msg) for p in self.view.still_counting(index) if p not in (sender, msg.origin)]
         if changed:
             self._learnt(now)
         return out

@@ -193,6 +193,12 @@ class SwarmView:
             differ ^= low
         return out
 
+    def still_counting(self, index: int) -> list[str]:
+        """The neighbours whose last summary still counts member ``index``'s vote: where a
+        take-back must go at once (a stop decided on a stale vote cannot be undone)."""
+        bit = 1 << index
+        return [n for n, theirs in self._theirs.items() if theirs & bit]
+
     def forget(self, neighbour: str) -> None:
         """Drop what ``neighbour`` said (its link went)."""
         self._theirs.pop(neighbour, None)
