@@ -173,11 +173,16 @@ def test_the_supported_round_needs_corroboration_distinct_members():
     assert three.supported_round(3) == 10
 
 
+def converged_vote(origin: str, seq: int, round_: int) -> Progress:
+    """``record``'s progress record with a converged vote (streak 3)."""
+    base = record(origin, seq, round_=round_)
+    return Progress(*[getattr(base, f) for f in ("origin", "seq", "round", "loss", "metric", "distance")],
+                    True, 3, 0)
+
+
 def test_a_taken_back_vote_replaces_the_converged_one_and_is_pushed_where_it_still_counts():
     part = membership()
-    base = record("x", 1, round_=2)
-    voted = Progress(*[getattr(base, f) for f in ("origin", "seq", "round", "loss", "metric", "distance")],
-                     True, 3, 0)
+    voted = converged_vote("x", 1, 2)
     unvoted = Progress("x", 2, 3, None, None, None, False, 0, 0)
     part.on_progress("b", voted, 1.0)
     part.on_progress("b", unvoted, 1.5)
@@ -195,10 +200,7 @@ def test_a_taken_back_vote_goes_on_at_once_to_the_neighbours_that_still_count_it
     """Not at the next tick: a peer a few hops away would decide a stop on the stale vote
     meanwhile (measured: the demo's swarm stopped at round 16 on a vote taken back 7 s before)."""
     part = membership()
-    base = record("x", 1, round_=2)
-    voted = Progress(*[getattr(base, f) for f in ("origin", "seq", "round", "loss", "metric", "distance")],
-                     True, 3, 0)
-    unvoted = Progress("x", 2, 2, None, None, None, False, 0, 0)
+    voted, unvoted = converged_vote("x", 1, 2), Progress("x", 2, 2, None, None, None, False, 0, 0)
     part.on_progress("b", voted, 1.0)
     bit = pack_bits(1 << part.index("x"))
     part.on_summary("c", Summary("c", 0, (pack_bits(0),), bit), 1.1)  # c counts x's vote
