@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -30,7 +28,7 @@ QUICK = Faults(delay=0.1, jitter=0.05)
 
 def one_round(topology: str, n: int = 8, aggregator: str = "clipped", seed: int = 3):
     trainer = JumpTrainer(n, seed=seed)
-    config = dataclasses.replace(protocol(gossip_steps=3, max_rounds=1))
+    config = protocol(gossip_steps=3, max_rounds=1)
     swarm = VirtualSwarm(trainer, fake_federation(n, 3), build_topology(topology, n),
                          trainer.initial_weights(0), config, QUICK, seed=seed,
                          train_seed=lambda site, r: r, sample_weighted=False,
