@@ -65,6 +65,11 @@ CLIP_HISTORY = 16
 #: with at most this many neighbours heard, the history joins the current distances
 HISTORY_UP_TO = 1
 
+#: the fewest distances in the history before it counts: a lower median of one to three
+#: values is no typical distance (in its first exchanges a one-peer graph's partners are at
+#: distances 2^k with models ever closer, and such a radius clipped honest ones)
+HISTORY_MIN = 4
+
 #: the mixing rules a peer can use (``--aggregator``)
 AGGREGATORS = ("mean", "clipped", "trimmed", "median")
 
@@ -143,7 +148,8 @@ def clip_radius(distances: Sequence[float], factor: float, history: Sequence[flo
 
     The lower median is an honest distance whenever at least half of the values are. With at
     most :data:`HISTORY_UP_TO` current distance, ``history`` (recent accepted neighbours'
-    distances) joins them: one current distance is no bound on itself. With one or two values
+    distances) joins them once it holds :data:`HISTORY_MIN`: one current distance is no bound
+    on itself. With one or two values
     in all, the lower median is the smallest, and the radius is
     :data:`FEW_NEIGHBOURS_WIDENING` times wider (on a ring, 1.5 x the nearer neighbour's
     distance cost 0.04 AUROC without an attacker; 3 x cost 0.01).
@@ -155,7 +161,8 @@ def clip_radius(distances: Sequence[float], factor: float, history: Sequence[flo
     """
     if not distances:
         raise AveragingError("no neighbour distances to set a clipping radius from")
-    values = [*history, *distances] if len(distances) <= HISTORY_UP_TO else list(distances)
+    use = len(distances) <= HISTORY_UP_TO and len(history) >= HISTORY_MIN
+    values = [*history, *distances] if use else list(distances)
     for d in values:
         if not (math.isfinite(d) and d >= 0):
             raise AveragingError(f"distance must be finite and >= 0, got {d!r}")

@@ -11,7 +11,7 @@ from swarm.averaging import Contribution, weighted_average
 from swarm.errors import AveragingError
 from swarm.node import SwarmNode
 from gossip.codec import WeightsMessage
-from swarm.robust import (CLIP_HISTORY, FEW_NEIGHBOURS_WIDENING, Aggregation, clip_radius, clipped_mix,
+from swarm.robust import (CLIP_HISTORY, FEW_NEIGHBOURS_WIDENING, HISTORY_MIN, Aggregation, clip_radius, clipped_mix,
                           robust_mix, robust_mix_measured)
 
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True, database=None)
@@ -57,10 +57,12 @@ def test_the_history_joins_only_a_single_neighbours_distance():
     far = [1e3] * CLIP_HISTORY
     assert clip_radius([1.0, 100.0], 3.0, far) == clip_radius([1.0, 100.0], 3.0)
     assert clip_radius([5.0, 1.0, 2.0], 3.0, far) == clip_radius([5.0, 1.0, 2.0], 3.0)
-    assert clip_radius([100.0], 3.0, [2.0] * 5) == 3.0 * 2.0  # six values: no widening
-    assert clip_radius([100.0], 3.0, [2.0]) == 3.0 * 2.0 * FEW_NEIGHBOURS_WIDENING  # two: the nearer, widened
+    assert clip_radius([100.0], 3.0, [2.0] * HISTORY_MIN) == 3.0 * 2.0  # five values: no widening
+    # a history too short to have a typical distance: one neighbour's own, widened, as without one
+    assert clip_radius([100.0], 3.0, [2.0] * (HISTORY_MIN - 1)) == clip_radius([100.0], 3.0) == \
+        3.0 * 100.0 * FEW_NEIGHBOURS_WIDENING
     with pytest.raises(AveragingError):
-        clip_radius([1.0], 3.0, [float("inf")])
+        clip_radius([1.0], 3.0, [float("inf")] * HISTORY_MIN)
 
 
 def test_a_hostile_third_of_the_history_cannot_raise_the_radius():
