@@ -9,6 +9,9 @@ records its neighbours send. From the table and the set of live links it decides
   every ``exchange_every`` seconds; never once per received message;
 * **bootstrap dials**: ``--bootstrap`` members are dialled at once, whatever the target,
   and retried with the backoff below until they have been linked once;
+* **wanted dials**: members this peer must be linked to (its one-peer graph's partners,
+  :meth:`Discovery.want`) are dialled like bootstrap members as soon as an address is known,
+  whatever the target;
 * **fill dials**: while fewer than ``target`` allowed peers are connected, dial known but
   unconnected members, in a seeded random order;
 * **redials**: a neighbour whose link went down is redialled with exponential backoff and
@@ -149,6 +152,7 @@ class Discovery:
         self._connected: set[str] = set()
         self._lost: set[str] = set()
         self._boot: set[str] = set()  # bootstrap members not linked yet
+        self._wanted: frozenset[str] = frozenset()  # members to keep linked whatever the target
         self._dialling: set[str] = set()
         self._backoff: dict[str, _Backoff] = {}
         self._version = 0
@@ -178,6 +182,10 @@ class Discovery:
             entry.addrs = _bounded((full, *entry.addrs))
             entry.first_hand = entry.pinned = True
         self._version += 1
+
+    def want(self, peers: Iterable[str]) -> None:
+        """Keep linked to ``peers`` (allowed members other than this one) whatever the target."""
+        self._wanted = frozenset(p for p in peers if p != self.peer_id and self._allows(p))
 
     def merge(self, sender: str, records: Iterable[PeerRecord], now: float) -> MergeResult:
         """Take in the records a neighbour sent (its own record is first-hand)."""
@@ -314,13 +322,13 @@ class Discovery:
         at once, nor before its backoff has passed, nor without a known address.
         """
         out: list[Dial] = []
-        for peer in sorted(self._lost | self._boot):
+        for peer in sorted(self._lost | self._boot | (self._wanted - self._connected)):
             if self._ready(peer, now):
                 out.append(self._start(peer, redial=peer in self._lost))
         room = self.config.target - len(self._connected) - len(self._dialling)
         if room > 0:
             candidates = sorted(p for p in self._table if p not in self._connected
-                                and p not in self._lost and p not in self._boot
+                                and p not in self._lost and p not in self._boot and p not in self._wanted
                                 and self._ready(p, now))
             self._rng.shuffle(candidates)
             out += [self._start(p, redial=False) for p in candidates[:room]]
@@ -357,7 +365,8 @@ class Discovery:
             backoff = self._backoff.get(peer)
             return now if backoff is None else backoff.due
 
-        waiting = [p for p in self._lost | self._boot if p not in self._dialling and self.addrs_of(p)]
+        waiting = [p for p in self._lost | self._boot | (self._wanted - self._connected)
+                   if p not in self._dialling and self.addrs_of(p)]
         if self.config.target > len(self._connected) + len(self._dialling):
             waiting += [p for p in self._table if p not in self._connected and p not in self._lost
                         and p not in self._boot and p not in self._dialling]

@@ -114,7 +114,7 @@ def peer_command(args: argparse.Namespace, peer: LaunchedPeer, consortium: Path,
            "--wait-neighbours", str(degree(peer.index, args.peers, args.topology)),
            # only its bootstrap links: discovery must not add links the topology does not have
            "--target-neighbours", str(max(1, len(bootstrap_for(peer.index, args.peers, args.topology)))),
-           *(["--onepeer-exp"] if args.topology == "onepeer-exp" else [])]
+           "--onepeer-exp", "on" if args.topology == "onepeer-exp" else "off"]
     for addr in bootstrap:
         cmd += ["--bootstrap", addr]
     return cmd

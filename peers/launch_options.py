@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from swarm.config import LAUNCH_OUTPUT, LAUNCH_TIMING, LearningConfig, OutputConfig, TimingConfig
+from swarm.config import DEFAULT_TOPOLOGY, LAUNCH_OUTPUT, LAUNCH_TIMING, LearningConfig, OutputConfig, TimingConfig
 from swarm.options import add_arguments as add_config_arguments
 from swarm.options import option, positive
 
@@ -26,7 +26,7 @@ class LaunchSetup:
 
     peers: int | None = option(None, f"number of peer processes (default {DEFAULT_LAUNCH_PEERS}; with "
                                      "--partition sites, the data's own sites)", type=int)
-    topology: str = option("ring", "ring | chain | full | onepeer-exp: who dials whom (onepeer-exp: the "
+    topology: str = option(DEFAULT_TOPOLOGY, "ring | chain | full | onepeer-exp: who dials whom (onepeer-exp: the "
                                    "one-peer exponential graph's partners, one exchanged with per step)")
     start_timeout: float = option(60.0, "how long a peer may take to listen, s")
     timeout: float = option(1800.0, "give up after this many seconds")

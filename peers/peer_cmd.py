@@ -93,22 +93,34 @@ class PeerSetup:
 
 def _schedule(network: NetworkConfig, learning: LearningConfig, key: NodeKey,
               consortium: Consortium | None) -> OnePeerSchedule | None:
-    """The one-peer exponential graph over the consortium's members in file order (``--onepeer-exp``).
+    """The one-peer exponential graph over the consortium's members in file order
+    (``--onepeer-exp``): ``auto`` uses it when the consortium lists the ``--sites`` peers with
+    this one at ``--site`` (as ``medswarm launch`` writes it), and every discovered neighbour
+    otherwise; ``on`` demands it; ``off`` never.
 
     Raises
     ------
     PeerError
-        Without a consortium, or when its order does not put this peer at its ``--site``.
+        For an unknown mode; with ``on``, without a consortium, or when its order does not
+        put this peer at its ``--site``.
     """
-    if not network.onepeer_exp:
+    if network.onepeer_exp not in ("auto", "on", "off"):
+        raise PeerError(f"--onepeer-exp: expected auto, on or off, got {network.onepeer_exp!r}")
+    if network.onepeer_exp == "off":
+        return None
+    ids = tuple(m.peer_id for m in consortium.members) if consortium is not None else ()
+    in_order = len(ids) == network.sites and key.peer_id in ids and ids.index(key.peer_id) == network.site
+    if in_order:
+        return OnePeerSchedule(ids, learning.gossip_steps)
+    if network.onepeer_exp == "auto":
+        log.info("event=partners peer=%s mode=neighbours detail=no consortium listing the %d sites' peers in "
+                 "site order: every discovered neighbour", key.peer_id, network.sites)
         return None
     if consortium is None:
         raise PeerError("--onepeer-exp needs --consortium: its member order names the partners")
-    ids = tuple(m.peer_id for m in consortium.members)
-    if len(ids) != network.sites or ids.index(key.peer_id) != network.site:
-        raise PeerError(f"--onepeer-exp: the consortium must list the {network.sites} sites' peers in site "
-                        f"order; this peer is member {ids.index(key.peer_id)} of {len(ids)}, site {network.site}")
-    return OnePeerSchedule(ids, learning.gossip_steps)
+    where = ids.index(key.peer_id) if key.peer_id in ids else -1
+    raise PeerError(f"--onepeer-exp: the consortium must list the {network.sites} sites' peers in site "
+                    f"order; this peer is member {where} of {len(ids)}, site {network.site}")
 
 
 def run_peer(args: argparse.Namespace) -> int:
@@ -190,6 +202,8 @@ async def _run(setup: PeerSetup, status: PeerStatus) -> dict | None:
                               random.Random(f"{learning.seed}:{key.peer_id}"))
         for peer, addr in links.bootstrap:
             discovery.add_bootstrap(peer, addr, trio.current_time())
+        if setup.schedule is not None:  # every partner of the one-peer graph must be a link
+            discovery.want(setup.schedule.all_partners(key.peer_id))
         traffic = Traffic()  # every control byte sent: discovery's and the protocol's
         connector = Connector(transport, discovery, traffic=traffic)
         want = max(1, network.wait_neighbours)

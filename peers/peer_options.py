@@ -56,9 +56,12 @@ class NetworkConfig:
     status_port: int | None = option(None, "serve GET /status (JSON) and /metrics (Prometheus) on this "
                                            "port; 0 = any free", type=_port, metavar="PORT")
     status_host: str = option("127.0.0.1", "address of the status server")
-    onepeer_exp: bool = option(False, "exchange with one partner per step, at distance 2^k in the "
-                                      "consortium's member order, which must be the site order (the one-peer "
-                                      "exponential graph; the peer must be linked to those partners)")
+    onepeer_exp: str = option("auto", "auto | on | off: exchange with one partner per step, at distance 2^k in "
+                                      "the consortium's member order (the one-peer exponential graph; the "
+                                      "partners are dialled). auto: when the consortium lists the --sites "
+                                      "peers with this one at --site, else every discovered neighbour; on "
+                                      "(the flag alone): that or an error; off: every discovered neighbour",
+                              const="on", metavar="MODE")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 ARMS = ("swarm", "fedavg", "local", "central", "cwt")
 #: simulated hospitals when ``--peers`` is not given (and the split is not the data's own sites)
 DEFAULT_PEERS = 8
+#: ``--topology`` of ``simulate`` and ``launch``: the one-peer exponential graph, with 8-bit
+#: models and one final-agreement round the configuration that meets issue 14's target
+#: (README, *Efficiency*)
+DEFAULT_TOPOLOGY = "onepeer-exp"
 #: ``--model`` names: ``auto`` is the small CNN for images and the MLP for feature vectors
 MODEL_NAMES = ("auto", "small-cnn", "mlp", "densenet121", "resnet18", "efficientnet-b0")
 #: ``--norm`` names: ``group`` replaces every batch norm with group norm
@@ -131,7 +135,7 @@ class LearningConfig:
     optimizer: str = option("sgd", "sgd | adam")
     seed: int = option(0, "seed for split, initial weights and training, shared by the swarm")
     float16: bool = option(False, "send float32 weights as float16 (half the bytes)")
-    compress: str = option("none", "none | q8 | topk:F: send float32 weights as 8-bit values with a scale "
+    compress: str = option("q8", "none | q8 | topk:F: send float32 weights as 8-bit values with a scale "
                                    "per tensor (a quarter of the bytes); with --choco, the difference to the "
                                    "public copy as 8-bit values (q8) or its largest fraction F (topk:F)")
     choco: bool = option(False, "CHOCO-gossip: send the compressed difference to a public copy that "
@@ -154,7 +158,7 @@ class LearningConfig:
     corroboration: int = option(2, "distinct members, this peer included, whose signed progress must reach a "
                                    "round before a peer catches up to it or trusts a stop there (F+1 "
                                    "tolerates F colluding members)")
-    final_agreement: int = option(0, "rounds of pure averaging (no training) after the stop round, so every "
+    final_agreement: int = option(1, "rounds of pure averaging (no training) after the stop round, so every "
                                      "peer leaves with nearly the swarm's average model; 0 = none")
     final_tolerance: float = option(0.0, "with --final-agreement R: a peer skips its remaining exchanges once "
                                          "its own and its live neighbours' signed distances to their neighbours' "
@@ -275,8 +279,9 @@ class LearningConfig:
 
     @property
     def q8(self) -> bool:
-        """Whether whole models travel as 8-bit values (``--compress q8`` without ``--choco``)."""
-        return self.compress == "q8" and not self.choco
+        """Whether whole models travel as 8-bit values (``--compress q8``, the default, without
+        ``--choco``; ``--float16`` asks for float16 instead)."""
+        return self.compress == "q8" and not self.choco and not self.float16
 
     @property
     def sample_weighted(self) -> bool:
@@ -397,7 +402,8 @@ class SimSetup:
 
     peers: int | None = option(None, f"number of simulated hospitals (default {DEFAULT_PEERS}; with "
                                      "--partition sites, the data's own sites)", type=int)
-    topology: str = option("ring", "ring | full | kregular[:K] | smallworld[:K[:P]] | exponential | onepeer-exp")
+    topology: str = option(DEFAULT_TOPOLOGY, "ring | full | kregular[:K] | smallworld[:K[:P]] | exponential | "
+                                             "onepeer-exp")
     site_shift: float = option(0.0, "per-site scanner shift strength for images, 0 = none")
     arms: tuple[str, ...] = option(ARMS, "comma-separated arms", type=str, parse=_split_arms)
     ray: str | None = option(None, "run the peers' training as Ray tasks (pip install 'medswarm[ray]'): "

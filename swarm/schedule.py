@@ -106,6 +106,12 @@ class OnePeerSchedule:
         if self.gossip_steps < 1:
             raise TopologyError(f"onepeer-exp: gossip_steps must be >= 1 (got {self.gossip_steps})")
 
+    def all_partners(self, peer_id: str) -> frozenset[str]:
+        """Every peer ``peer_id`` exchanges with in some phase (the links it needs)."""
+        if peer_id not in self.ids:
+            return frozenset()
+        return frozenset(self.ids[j] for j in onepeer_neighbours(len(self.ids))[self.ids.index(peer_id)])
+
     def partners(self, peer_id: str, phase: tuple[int, int]) -> frozenset[str]:
         """The peers ``peer_id`` exchanges with in ``phase`` (at most one; none if not a member)."""
         if peer_id not in self.ids:

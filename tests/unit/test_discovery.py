@@ -192,6 +192,26 @@ def test_known_members_are_dialled_up_to_the_target() -> None:
     assert d.dials(0.2) == []  # target reached
 
 
+def test_wanted_members_are_dialled_whatever_the_target() -> None:
+    # the one-peer graph's partners must be links even when the target is already reached
+    d = make(target=1)
+    d.want(["c", "d", "me", "stranger"])  # itself and non-members are never wanted
+    d.merge("a", [rec("a"), rec("b"), rec("c")], now=0.0)
+    d.update_links(["a"], now=0.0)
+
+    assert [x.peer for x in d.dials(0.0)] == ["c"]  # d: no address known yet
+    d.dial_done("c", False, 0.1)
+    assert d.dials(0.2) == []  # a failed one backs off
+    d.merge("a", [rec("d")], now=0.3)
+    assert [x.peer for x in d.dials(0.3)] == ["d"]
+    d.dial_done("d", True, 0.4)
+    d.update_links(["a", "d"], now=0.4)
+    assert [x.peer for x in d.dials(100.0)] == ["c"]  # retried after its backoff, never b
+    d.dial_done("c", True, 100.1)
+    d.update_links(["a", "c", "d"], now=100.1)
+    assert d.dials(200.0) == []
+
+
 def test_the_dial_order_is_seeded() -> None:
     def first_dials(seed: int) -> list[str]:
         d = make(target=3, seed=seed)

@@ -190,14 +190,14 @@ def test_cli_without_required_options_is_still_a_one_line_error(capsys):
     assert code == EXIT_USAGE and "--key" in err and "--state-dir" in err and len(err.splitlines()) == 1
 
 
-def _onepeer(site: int, ids: list[str] | None, me: str = "b"):
+def _onepeer(site: int, ids: list[str] | None, me: str = "b", mode: str = "on"):
     from types import SimpleNamespace
 
     from peers.peer_cmd import _schedule
     from peers.peer_options import NetworkConfig
     from swarm.config import LearningConfig
 
-    network = NetworkConfig(key=Path("k"), site=site, sites=4, onepeer_exp=True)
+    network = NetworkConfig(key=Path("k"), site=site, sites=4, onepeer_exp=mode)
     consortium = None if ids is None else SimpleNamespace(members=[SimpleNamespace(peer_id=i) for i in ids])
     return _schedule(network, LearningConfig(gossip_steps=2), SimpleNamespace(peer_id=me), consortium)
 
@@ -213,3 +213,27 @@ def test_onepeer_exp_without_a_consortium_in_site_order_is_refused(site, ids):
 
     with pytest.raises(PeerError):
         _onepeer(site, ids)
+
+
+@pytest.mark.parametrize("site, ids", [(1, None), (2, ["a", "b", "c", "d"]), (1, ["a", "b", "c"])])
+def test_onepeer_exp_auto_keeps_the_discovered_neighbours_without_a_consortium_in_site_order(site, ids):
+    assert _onepeer(site, ids, mode="auto") is None
+
+
+def test_onepeer_exp_auto_follows_a_consortium_in_site_order_and_off_never():
+    assert _onepeer(1, ["a", "b", "c", "d"], mode="auto").all_partners("b") == {"a", "d"}
+    assert _onepeer(1, ["a", "b", "c", "d"], mode="off") is None
+
+
+def test_onepeer_exp_defaults_to_auto_and_the_flag_alone_is_on():
+    from peers.cli import build_parser
+    from peers.peer_options import NetworkConfig
+    from swarm.options import from_args
+
+    parser = build_parser()
+    base = ["peer", "--key", "k", "--site", "0", "--sites", "4", "--state-dir", "s"]
+
+    def mode(*extra: str) -> str:
+        return from_args(NetworkConfig, parser.parse_args([*base, *extra])).onepeer_exp
+
+    assert (mode(), mode("--onepeer-exp"), mode("--onepeer-exp", "off")) == ("auto", "on", "off")
