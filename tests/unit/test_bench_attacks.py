@@ -110,6 +110,6 @@ def test_the_smoke_run_writes_paired_figures_for_every_kind_setup_and_aggregator
             assert finite([v for i, v in enumerate(run["last_rounds_auroc"]) if i not in run["attackers"]])
         else:
             assert finite(run["last_rounds_auroc"])
-        assert run["rounds_run"] == 3
+        assert run["rounds_run"] == 3 + report["config"]["final_agreement"]  # the final-agreement rounds too
         assert honest["mean"] == pytest.approx(run["reported_auroc"])  # as the simulation's report has it
     assert "| signflip |" in capsys.readouterr().out
