@@ -8,7 +8,7 @@ from swarm.simulate import Simulation, SimConfig
 
 def test_each_arm_scores_k_rotating_peers_per_round_and_every_peer_in_the_last():
     config = SimConfig(setup=SimSetup(peers=4, arms=("swarm", "fedavg", "local")),
-                       learning=LearningConfig(rounds=3, converge=False, partition="iid"),
+                       learning=LearningConfig(rounds=3, converge=False, partition="iid", final_agreement=0),
                        output=OutputConfig(eval_peers=2))
     sim = Simulation(config)
     results = sim.run()

@@ -41,7 +41,8 @@ def protocol(gossip_steps: int = 1, max_rounds: int = MAX_ROUNDS) -> ProtocolCon
     timing = TimingConfig(heartbeat=1.5 * epoch, suspect_after=6 * epoch, deadline_min=0.25 * epoch,
                           deadline_initial=epoch, deadline_max=10 * epoch, fetch_timeout=2 * epoch,
                           linger=3 * epoch, isolation_wait=60 * epoch)
-    learning = LearningConfig(data="fake", partition="iid", gossip_steps=gossip_steps, rounds=max_rounds)
+    learning = LearningConfig(data="fake", partition="iid", gossip_steps=gossip_steps, rounds=max_rounds,
+                              final_agreement=0)  # the default of then: the stop round is the last
     return dataclasses.replace(
         protocol_config(learning, timing),
         convergence=ConvergenceConfig(window=3, metric_tol=0.01, distance_tol=1.5, min_rounds=4,

@@ -37,8 +37,9 @@ def test_report_json_has_the_documented_schema(breast_run):
 def test_metrics_jsonl_has_one_line_per_peer_per_round(breast_run):
     rows = [json.loads(line) for line in (breast_run / "metrics.jsonl").read_text().splitlines()]
     swarm = [r for r in rows if r["arm"] == "swarm"]
-    assert len(swarm) == 8 * 12
-    assert {(r["round"], r["peer"]) for r in swarm} == {(r, p) for r in range(12) for p in range(8)}
+    rounds = 12 + LearningConfig().final_agreement  # the default's final-agreement round has its line too
+    assert len(swarm) == 8 * rounds
+    assert {(r["round"], r["peer"]) for r in swarm} == {(r, p) for r in range(rounds) for p in range(8)}
     for key in ("loss", "accuracy", "auroc", "consensus_distance", "bytes_sent"):
         assert all(r[key] is not None for r in swarm), key
     # bytes sent grow every round for a gossiping peer, never for a local one
@@ -89,8 +90,9 @@ def test_same_seed_gives_the_same_numbers_and_another_seed_does_not():
 
 
 def test_without_faults_every_peer_completes_every_round_with_its_neighbours_models():
-    sim = Simulation(SimConfig(SimSetup(peers=4, arms=("swarm",)),
-                               LearningConfig(data="heart", partition="sites", rounds=10, seed=1, converge=False)))
+    sim = Simulation(SimConfig(SimSetup(peers=4, topology="ring", arms=("swarm",)),
+                               LearningConfig(data="heart", partition="sites", rounds=10, seed=1, converge=False,
+                                              final_agreement=0)))
     summary = summarize(sim.run())["swarm"]
     # 4 peers on a ring, 2 neighbours each, gossip_steps models per round
     most = 4 * 2 * sim.config.learning.gossip_steps * sim.config.learning.rounds
