@@ -18,7 +18,10 @@ def launch(*args, timeout=240):
 
 def test_three_real_peers_run_and_their_reports_are_collected(tmp_path):
     out = tmp_path / "run"
-    proc = launch("--peers", "3", "--rounds", "4", "--no-converge", "--quiet", "--out", str(out))
+    # the default graph (onepeer-exp, 3 peers: one sits each third step out), without the
+    # final-agreement round, so that the stop round is the last trained one
+    proc = launch("--peers", "3", "--rounds", "4", "--no-converge", "--final-agreement", "0", "--quiet",
+                  "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     swarm = report["arms"]["swarm"]
