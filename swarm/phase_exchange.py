@@ -211,12 +211,16 @@ class PhaseExchange:
         return live, math.ceil(self.config.quorum * len(live) - 1e-9)
 
     def _other_live(self, now: float) -> set[str]:
-        """On a time-varying graph, the live links that are not this phase's partners and not
-        more than a round behind: with one of them, a peer whose partner of this step is gone
-        is not cut off, so it goes on without a mix (a sit-out) rather than hold for
-        ``isolation_wait`` (on the one-peer graph, a member that never started held each of
-        its partners one step in three). Empty on a fixed graph: there the partners are the links."""
+        """On a time-varying graph whose partners of this phase are all suspected (silent for
+        ``suspect_after``), the other live links not more than a round behind: with one of
+        them the peer is not cut off, so it goes on without a mix (a sit-out) rather than hold
+        for ``isolation_wait`` (on the one-peer graph, a member that never started held each
+        of its partners one step in three). A partner merely behind still holds the step, as
+        before (the one-peer graph's pace). Empty on a fixed graph: there the partners are the links."""
         if self.schedule is None:
+            return set()
+        partners = set(self.partners())
+        if not partners <= set(self.links.suspected(now)):
             return set()
         behind = self.phase[0] - 1
         return {p for p in self.links.live(now) if self.membership.member_round(p, behind) >= behind}
