@@ -122,6 +122,9 @@ class PeerProtocol:
         self.liveness = self.links.liveness
         self.membership = Membership(self.links, config, self.convergence, is_member, signer, verify,
                                      member_index)
+        # with a fanout below the degree a neighbour's own heartbeat comes only every few beats:
+        # a silent neighbour the aggregates still show alive is not suspected (swarm.neighbourhood)
+        self.links.vouch(self.membership.is_alive)
         self.answers = Answers(self.deadline, self.transfer)
         self.exchange = PhaseExchange(self.links, self.membership, self.answers,
                                       Hold(config.isolation_wait, self.stats), config, self.stats,
@@ -322,7 +325,9 @@ class PeerProtocol:
         if sender not in self.neighbours:
             self.stats.bad_control += 1
             return []
-        if not self.links.spoke(sender, now):
+        back = self.links.spoke(sender, now)
+        self.membership.heard(sender, now)  # any message over its link: a sign of life
+        if not back:
             return self._on_control_from(sender, msg, now)
         self.stats.rejoins_seen += 1
         held = self.exchange.reconnected(sender, now) if self.exchange.hold.held else []

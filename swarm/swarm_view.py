@@ -178,8 +178,9 @@ class SwarmView:
 
     def pushes(self, neighbour: str, skip: int = 0) -> list[Progress]:
         """The signed records ``neighbour`` lacks, as its last summary said (at most
-        :data:`MAX_PUSHES`, lowest index first; none before it sent a summary). ``skip``:
-        members whose records are not to be pushed (the neighbour's own, this peer's)."""
+        :data:`MAX_PUSHES`, lowest index first; none before it sent a summary), to be sent to
+        it now (it is taken as holding the converged ones from then on). ``skip``: members whose
+        records are not to be pushed (the neighbour's own, this peer's)."""
         theirs = self._theirs.get(neighbour)
         if theirs is None:
             return []
@@ -187,10 +188,18 @@ class SwarmView:
         # (only where a record is held: a liar's bits cost no scan)
         differ = ((self.voted & ~theirs) | (theirs & ~self.voted)) & self.held & ~skip
         out: list[Progress] = []
+        sent = 0
         while differ and len(out) < MAX_PUSHES:
             low = differ & -differ
             out.append(self.records[low.bit_length() - 1])
+            sent |= low
             differ ^= low
+        # from now on take the neighbour as holding the converged ones, so that they are not
+        # pushed again before its next summary says otherwise (with a fanout below the degree
+        # a neighbour's summary comes only every few ticks); a take-back is taken as arrived
+        # only when its summary says so: until then it is pushed again, and a later one goes
+        # to it at once (``still_counting``)
+        self._theirs[neighbour] = theirs | (self.voted & sent)
         return out
 
     def still_counting(self, index: int) -> list[str]:

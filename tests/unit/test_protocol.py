@@ -108,11 +108,13 @@ def stop_decision(stop_round: int, seq: int = 1, origin: str = "x", ttl: int = 5
 
 
 def corroborate(proto: PeerProtocol, now: float = 0.01) -> None:
-    """Signed converged votes of x and y, a majority of the members known (b's summary says
-    they are alive: liveness travels in summaries): this peer's view then backs a stop decision."""
-    proto.handle(progress("x", 1, converged=True, via="b"), now)
-    proto.handle(progress("y", 1, converged=True, via="b"), now)
-    alive = (1 << proto.membership.index("x")) | (1 << proto.membership.index("y"))
+    """Signed converged votes of w, x, y and z, a majority of the members known (b's summary
+    says they are alive: liveness travels in summaries; the neighbours, whose messages come over
+    their links, are alive too): this peer's view then backs a stop decision."""
+    voters = ("w", "x", "y", "z")
+    for origin in voters:
+        proto.handle(progress(origin, 1, converged=True, via="b"), now)
+    alive = sum(1 << proto.membership.index(m) for m in voters)
     proto.handle(ControlIn("b", Summary("b", proto.membership.view.epoch, (pack_bits(alive),), pack_bits(alive))),
                  now)
 
