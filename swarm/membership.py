@@ -227,8 +227,8 @@ class Membership:
         if self._mark_round(msg.origin, msg.round, msg):
             # a new top round: push it on at once (a straggler's catch-up waits for it); the
             # top changes about ``corroboration`` times a round, so this stays O(degree)
+            # (no early tick for it: a summary does not carry rounds)
             out = [SendControl(p, msg) for p in self._relays.pick(self.links.peers, (sender, msg.origin))]
-            changed = True
         elif changed and not msg.converged:
             # a vote taken back: on at once to the neighbours that still count it, not at the
             # next tick, or a peer hops away decides a stop on the stale vote (take-backs are

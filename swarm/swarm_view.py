@@ -143,12 +143,11 @@ class SwarmView:
         # (too early to move on) lands in the current slot
         shift = self.epoch - msg.epoch
         bits = 0
-        for i, data in enumerate(msg.live):
+        for j, data in enumerate(msg.live):  # oldest first
             bits ^= unpack_bits(data)  # undo the XOR deltas (see ``summary``)
-            slot = max(0, i + shift)
-            if slot >= self.window:
-                break
-            self.live[slot] |= bits
+            slot = max(0, len(msg.live) - 1 - j + shift)
+            if slot < self.window:
+                self.live[slot] |= bits
         self._last_merge = now
         return bool(self.alive(now) & ~before)
 
@@ -217,7 +216,10 @@ class SwarmView:
         self.advance(now)
         self.live[0] |= self.self_bit
         voted = (self.voted | self.self_bit) if own_vote else (self.voted & ~self.self_bit)
-        # older epochs as XOR deltas to the next newer one: they differ little, so they
-        # compress to a few bytes and a summary costs about one bitmap whatever the window
-        deltas = [self.live[0], *(old ^ new for new, old in zip(self.live, self.live[1:]))]
+        # oldest first, each newer epoch as its XOR with the one before: the completed epochs
+        # differ little (every live member is sighted in each), so they compress to a few
+        # bytes, and only the current, partly filled epoch costs about one bitmap (sent newest
+        # first as XOR with the next older, the current one and its delta would cost two)
+        oldest_first = self.live[::-1]
+        deltas = [oldest_first[0], *(new ^ old for old, new in zip(oldest_first, oldest_first[1:]))]
         return Summary(sender, self.epoch, tuple(pack_bits(bits) for bits in deltas), pack_bits(voted))
