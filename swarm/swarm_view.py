@@ -91,6 +91,7 @@ class SwarmView:
         self.epoch = 0
         self.epoch_start = 0.0
         self.live = [self.self_bit] + [0] * (self.window - 1)  # newest epoch first
+        self.direct = self.self_bit  # this epoch's own sightings (``heard``), see ``summary``
         self._last_merge = -float("inf")
         self.voted = 0  # members whose held latest signed record says converged
         self.once = 0  # members whose signed record said converged at least once
@@ -111,11 +112,13 @@ class SwarmView:
     def _next_epoch(self, start: float) -> None:
         self.epoch, self.epoch_start = self.epoch + 1, start
         self.live = [self.self_bit, *self.live[:-1]]
+        self.direct = self.self_bit
 
     def heard(self, index: int, now: float) -> None:
-        """Member ``index`` showed a sign of life itself (its own record over the link)."""
+        """Member ``index`` showed a sign of life itself (a message over its link)."""
         self.advance(now)
         self.live[0] |= 1 << index
+        self.direct |= 1 << index
 
     def alive(self, now: float) -> int:
         """The members (not this peer) seen alive in the last ``window`` epochs."""
@@ -135,6 +138,7 @@ class SwarmView:
             # just started or back from a cut: take the swarm's epoch as it is
             self.epoch, self.epoch_start = msg.epoch, now
             self.live = [self.live[0] | self.self_bit] + [0] * (self.window - 1)
+            self.direct |= self.self_bit
         elif msg.epoch == self.epoch + 1 and now >= self.epoch_start + self.epoch_length / 2:
             self._next_epoch(now)
         elif not self.epoch - self.window < msg.epoch <= self.epoch + 1:
@@ -216,10 +220,14 @@ class SwarmView:
         self.advance(now)
         self.live[0] |= self.self_bit
         voted = (self.voted | self.self_bit) if own_vote else (self.voted & ~self.self_bit)
+        # the current epoch only as this peer's own sightings (a few bits: itself and the
+        # neighbours heard), the completed ones as merged: a partly filled map of every member
+        # would cost about one bitmap of n bits per summary; what others sighted this epoch
+        # travels on once the epoch is over (a sighting arrives up to an epoch older, within
+        # a window of suspect_after / heartbeat + 1 epochs)
+        maps = [self.direct, *self.live[1:]]
         # oldest first, each newer epoch as its XOR with the one before: the completed epochs
-        # differ little (every live member is sighted in each), so they compress to a few
-        # bytes, and only the current, partly filled epoch costs about one bitmap (sent newest
-        # first as XOR with the next older, the current one and its delta would cost two)
-        oldest_first = self.live[::-1]
+        # differ little (every live member is sighted in each), so they compress to a few bytes
+        oldest_first = maps[::-1]
         deltas = [oldest_first[0], *(new ^ old for old, new in zip(oldest_first, oldest_first[1:]))]
         return Summary(sender, self.epoch, tuple(pack_bits(bits) for bits in deltas), pack_bits(voted))
