@@ -146,10 +146,10 @@ class SwarmView:
         # their epoch msg.epoch - i is this peer's slot epoch - (msg.epoch - i); one ahead
         # (too early to move on) lands in the current slot
         shift = self.epoch - msg.epoch
-        bits = 0
-        for j, data in enumerate(msg.live):  # oldest first
-            bits ^= unpack_bits(data)  # undo the XOR deltas (see ``summary``)
-            slot = max(0, len(msg.live) - 1 - j + shift)
+        bits, last = 0, len(msg.live) - 1
+        for j, data in enumerate(msg.live):  # oldest first; the current epoch last, as it is
+            bits = unpack_bits(data) if j == last else bits ^ unpack_bits(data)  # see ``summary``
+            slot = max(0, last - j + shift)
             if slot < self.window:
                 self.live[slot] |= bits
         self._last_merge = now
@@ -225,9 +225,10 @@ class SwarmView:
         # would cost about one bitmap of n bits per summary; what others sighted this epoch
         # travels on once the epoch is over (a sighting arrives up to an epoch older, within
         # a window of suspect_after / heartbeat + 1 epochs)
-        maps = [self.direct, *self.live[1:]]
-        # oldest first, each newer epoch as its XOR with the one before: the completed epochs
-        # differ little (every live member is sighted in each), so they compress to a few bytes
-        oldest_first = maps[::-1]
-        deltas = [oldest_first[0], *(new ^ old for old, new in zip(oldest_first, oldest_first[1:]))]
+        # oldest first, each completed epoch as its XOR with the one before (they differ
+        # little: every live member is sighted in each, so they compress to a few bytes), and
+        # the current one last as it is (a few bits; as XOR with a partly filled epoch it
+        # would cost as much as that epoch)
+        done = self.live[:0:-1]
+        deltas = [*done[:1], *(new ^ old for old, new in zip(done, done[1:])), self.direct]
         return Summary(sender, self.epoch, tuple(pack_bits(bits) for bits in deltas), pack_bits(voted))

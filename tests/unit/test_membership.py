@@ -288,3 +288,24 @@ def test_any_message_from_a_neighbour_is_a_sign_of_life_in_the_aggregates():
     part.heard("b", 1.0)
     assert part.alive(1.0) == 1 << part.index("b")
     assert part.alive(12.0) == 0  # 11 s later (suspect_after 10 s, epochs of 2 s)
+
+
+def test_a_summary_carries_the_completed_epochs_as_merged_and_the_current_one_as_own_sightings():
+    sender = membership()
+    links = Neighbourhood("d", ["a"], CONFIG.suspect_after)
+    links.start(0.0)
+    receiver = Membership(links, CONFIG, ConvergenceTracker(CONFIG.convergence, "d"))
+    receiver.start(0.0, 0)
+    bit = sender.index
+    sender.heard("b", 0.5)  # sighted by the sender itself, epoch 0
+    sender.on_summary("c", Summary("c", 0, (pack_bits(1 << bit("x")),), pack_bits(0)), 0.6)  # merged
+    sender.heard("c", 2.5)  # epoch 1
+    sender.on_summary("c", Summary("c", 1, (pack_bits(1 << bit("y")),), pack_bits(0)), 2.6)
+    msg = sender.view.summary("a", 2.7, False)
+    assert len(msg.live) == sender.view.window
+    receiver.on_summary("a", msg, 2.7)
+    # epoch 0 (completed) as merged: b and x; epoch 1 (current): the sender's own sightings only
+    own = receiver.view.self_bit
+    assert receiver.view.live[1] == own | (1 << bit("b")) | (1 << bit("x")) | (1 << bit("a"))
+    assert receiver.view.live[0] == own | (1 << bit("c")) | (1 << bit("a"))
+    assert not receiver.view.live[0] & (1 << bit("y"))  # y goes on once epoch 1 is over
