@@ -246,8 +246,13 @@ class Membership:
             self.view.heard(index, now)
 
     def on_summary(self, sender: str, msg: Summary, now: float) -> list[Action]:
-        """A neighbour's summary (``sender`` checked by the caller): merge it."""
-        if self.view.merge(sender, msg, now):
+        """A neighbour's summary (``sender`` checked by the caller): merge it. A member newly
+        known alive is news to tick early for (a member back from a crash must count before
+        a stop is decided without it), but not while this peer is just started or back from
+        a cut (not ``in_touch``): it then learns most members, decides nothing, and the regular
+        ticks carry them (at 1,000 peers the early ticks of the start cost 0.36 summaries to
+        each of K neighbours per round)."""
+        if self.view.merge(sender, msg, now) and self.in_touch(now):
             self._learnt(now)
         return []
 
