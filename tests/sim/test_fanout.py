@@ -33,9 +33,9 @@ class SuspicionWatch(VirtualSwarm):
         self.first_suspected: dict[tuple[str, str], float] = {}
         self.control_sends: dict[str, int] = {}
 
-    def _send(self, peer, to, data) -> None:
+    def send_from(self, peer, to, data) -> None:
         self.last_sent[peer.id] = self.now
-        super()._send(peer, to, data)
+        super().send_from(peer, to, data)
 
     def _perform(self, peer, actions) -> None:
         self.control_sends[peer.id] = self.control_sends.get(peer.id, 0) + sum(
