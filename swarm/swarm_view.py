@@ -19,8 +19,9 @@ size (``gossip.bitset``):
   the completed epochs as merged but the current one only as the sender's own sightings (a
   few bits instead of a partly filled map of every member, about n/8 bytes at 1,000
   members): a sighting travels past its first hop once its epoch is over, so it arrives up
-  to an epoch older (measured at 1,000 peers, fanout 5: the newest sighting of a member is
-  at most 3 epochs old, in a window of 5). Peers' clocks are not shared: the epoch number is
+  to an epoch older (measured at 1,000 peers, fanout 5: the newest sighting a peer holds of
+  a member is 2 or 3 epochs old for 92 % of members, 4 for 0.001 %, in a window of 5; none
+  missing). Peers' clocks are not shared: the epoch number is
   merged as a Lamport clock, a neighbour one epoch ahead moves this peer on once half an
   epoch has passed (so nobody can make epochs shorter than half their length), and a peer
   that has merged nothing for a whole window (just started, back from a cut) takes its
