@@ -169,9 +169,11 @@ class Summary:
     neighbours only (each heartbeat, and early when it learnt something), never flooded.
 
     ``epoch`` is the sender's liveness epoch; ``live`` the members (bitmaps by member index)
-    heard alive in that epoch and the ones before it, newest first (1 to
-    :data:`MAX_LIVE_EPOCHS`; each older one as its XOR with the next newer one, which
-    compresses to a few bytes); ``voted`` the members whose
+    heard alive in that epoch and the ones before it, oldest first, the last being ``epoch``
+    (1 to :data:`MAX_LIVE_EPOCHS`; the first as it is, each later completed one as its XOR with
+    the one before, so that they, nearly alike, compress to a few bytes; the last, the
+    current epoch, as it is and holding only the sender's own sightings, a few bits: what it
+    merged this epoch goes on once the epoch is over); ``voted`` the members whose
     latest signed progress record the sender holds says converged. None of it is trusted:
     live bits are OR-merged (a liar can only keep a member looking alive, which delays a stop
     as withholding its own vote would), and a voted bit counts only once its signed record

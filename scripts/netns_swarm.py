@@ -23,6 +23,10 @@ Faults (``--fault``), on ``--victim`` (default the third hospital, not the boots
 
 Namespaces, links and processes are removed on exit, on Ctrl-C, SIGTERM or an exception,
 and leftovers of a crashed earlier run are removed at start. Needs root and ``ip``.
+``MEDSWARM_NETNS_PREFIX`` (default ``msw-``) replaces the ``msw-`` of every name, so that two
+runs on one host (two test sessions) neither share nor remove each other's namespaces; a
+prefix ``msw<pid>-`` marks a run by its process, and at start the namespaces of such runs
+whose process is gone are removed too.
 
     sudo .venv/bin/python scripts/netns_swarm.py                 # the compose scenario
     sudo .venv/bin/python scripts/netns_swarm.py --fault kill -- --rounds 60
@@ -58,7 +62,13 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 RELAY = ROOT / "scripts" / "delay_relay.py"
 TABLE = ROOT / "scripts" / "swarm_status.py"
-PREFIX = "msw-"
+#: namespace names start with this (see the module docstring)
+PREFIX = os.environ.get("MEDSWARM_NETNS_PREFIX", "msw-")
+if not re.fullmatch(r"[a-z][a-z0-9-]{0,23}", PREFIX):
+    sys.exit(f"netns_swarm: MEDSWARM_NETNS_PREFIX {PREFIX!r} is not 1-24 of a-z, 0-9 and -, "
+             "starting with a letter")
+#: a run's prefix that names its process (``msw<pid>-``)
+PID_PREFIX = re.compile(r"msw(\d+)-")
 BRIDGE_NS = PREFIX + "bridge"
 BRIDGE = "br0"
 RELAY_PORT = 4101
@@ -217,10 +227,32 @@ def host_problem(need_iptables: bool = False) -> str | None:
     return None
 
 
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def select_ours(names: Sequence[str], prefix: str, gone: Callable[[int], bool]) -> list[str]:
+    """Of the namespaces ``names``: those of ``prefix`` (this run's), and those of runs marked
+    by a process (``msw<pid>-``) that is ``gone``; never a live run's."""
+    ours = []
+    for name in names:
+        owner = PID_PREFIX.match(name)
+        if name.startswith(prefix) or (owner is not None and gone(int(owner.group(1)))):
+            ours.append(name)
+    return ours
+
+
 def our_namespaces() -> list[str]:
-    """Namespaces this script creates (``msw-*``) that exist now."""
+    """The namespaces that exist now and are this run's or a dead run's (``select_ours``)."""
     out = _run("ip", "netns", "list", check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    return select_ours(names, PREFIX, _process_gone)
 
 
 def remove_namespace(ns: str) -> None:

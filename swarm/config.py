@@ -325,6 +325,9 @@ class TimingConfig:
     linger: float = option(15.0, "after stopping, how long to wait for a neighbour that has not reached the "
                                  "stop round (to give it the final model); with none missing, a peer "
                                  "leaves after two heartbeats")
+    fanout: int = option(5, "neighbours a peer sends its progress record, summary and pushed records to per "
+                            "heartbeat, in rotation (all of them when it has fewer); model announcements "
+                            "still go to every neighbour", metavar="K")
     isolation_wait: float = option(150.0, "when no neighbour can deliver a round (all silent or behind), "
                                           "hold it this long for them before training one round alone",
                                    metavar="SECONDS")
@@ -340,6 +343,7 @@ class TimingConfig:
         if self.heartbeat >= self.suspect_after:
             raise ConfigError("heartbeat", f"must be shorter than suspect_after ({self.suspect_after:g} s), "
                                            f"got {self.heartbeat:g}")
+        _at_least_one(fanout=self.fanout)
         if self.deadline_min > self.deadline_max:
             raise ConfigError("deadline_min", f"must be at most deadline_max ({self.deadline_max:g} s), "
                                               f"got {self.deadline_min:g}")
@@ -366,6 +370,7 @@ def protocol_config(learning: LearningConfig, timing: TimingConfig) -> ProtocolC
         min_throughput=timing.min_throughput * 1e6,
         linger=timing.linger,
         isolation_wait=timing.isolation_wait,
+        fanout=timing.fanout,
         convergence=learning.convergence_config(),
         corroboration=learning.corroboration,
         final_rounds=learning.final_agreement,

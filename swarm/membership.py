@@ -1,16 +1,25 @@
 """Progress records and swarm membership: what this peer knows of its neighbours and, through
 aggregates, of the whole swarm.
 
-Each peer sends a small signed progress record (round, figures, convergence vote) to its
-neighbours every heartbeat and after each round; records are deduplicated by
-``(origin, seq)`` and never forwarded on receipt. What the stop rule needs from the whole
-swarm travels as aggregates merged along gossip edges (``swarm.swarm_view``): a
-:class:`~gossip.control.Summary` of member bitmaps to each neighbour each heartbeat (and
-early, at most every half heartbeat, when this peer learnt something), plus the signed
-records a neighbour lacks: the votes (anti-entropy on the ``voted`` bitmap) and the records
-of the ``corroboration`` highest rounds. So per heartbeat a peer sends O(degree) messages
-of bounded size, whatever the swarm's size. Stop decisions (rare) are still flooded
-(``flood``), under the key ``stop:<origin>``.
+Each peer sends a small signed progress record (round, figures, convergence vote) every
+heartbeat and after each round; records are deduplicated by ``(origin, seq)`` and never
+forwarded on receipt. What the stop rule needs from the whole swarm travels as aggregates
+merged along gossip edges (``swarm.swarm_view``): a :class:`~gossip.control.Summary` of
+member bitmaps each heartbeat (and early, at most every half heartbeat, when this peer
+learnt something), plus the signed records a neighbour lacks: the votes (anti-entropy on
+the ``voted`` bitmap) and the records of the ``corroboration`` highest rounds. Stop
+decisions (rare) are still flooded (``flood``), under the key ``stop:<origin>``.
+
+None of these has to cross every edge at once, so each goes to at most ``fanout`` (K)
+neighbours per heartbeat, tick or new top record, in rotation (``swarm.fanout``, one
+rotation per stream): a changed record reaches every one of ``d`` neighbours within
+``ceil(d / K)`` heartbeats, and a peer's control traffic per round stays O(K) messages of
+bounded size (plus the model announcements, one per edge and exchange), whatever its
+degree and the swarm's size. Only a vote taken back goes at once to every neighbour that
+still counts it. A neighbour thus hears this peer's own record only every ``ceil(d / K)``
+heartbeats; liveness does not wait for it: any message over the link is a sign of life
+(``heard``), and ``Neighbourhood`` does not suspect a neighbour the aggregates still show
+alive (``PeerProtocol`` wires ``is_alive`` into it).
 
 Only members can be origins (``admit``): an id the consortium check ``is_member`` refuses,
 one longer than ``MAX_MEMBER_ID_BYTES``, one without a member index, or a new one beyond
@@ -36,6 +45,7 @@ from collections.abc import Callable
 from gossip.control import ControlMessage, Progress, StopDecision, Summary, forwarded
 from gossip.signing import RecordSigner
 from swarm.convergence import ConvergenceTracker
+from swarm.fanout import Rotation
 from swarm.metrics import finite_or_none
 from swarm.neighbourhood import Neighbourhood
 from swarm.protocol_types import Action, ProtocolConfig, Reject, SendControl
@@ -81,8 +91,10 @@ class Membership:
         self.verify = verify
         self.index: MemberIndex = member_index or hashed_index
         own = self.index(links.peer_id)
-        self.view = SwarmView(own if own is not None else hashed_index(links.peer_id), config.heartbeat,
-                              math.ceil(config.suspect_after / config.heartbeat) + 1)
+        own = own if own is not None else hashed_index(links.peer_id)
+        self.view = SwarmView(own, config.heartbeat, math.ceil(config.suspect_after / config.heartbeat) + 1)
+        # own records, summaries (with the pushed votes), top records pushed on: see swarm.fanout
+        self._records, self._summaries, self._relays = (Rotation(config.fanout, own) for _ in range(3))
         self._top: list[list] = []  # [round, member] of the highest distinct members, descending
         self._top_records: dict[str, Progress] = {}  # the signed record behind each top member
         self.seq = 0
@@ -156,8 +168,8 @@ class Membership:
 
     # ------------------------------------------------------------ sending
     def record(self, round_: int, now: float) -> list[Action]:
-        """This peer's progress record at ``round_`` to every neighbour, then a gossip tick
-        (``tick``); resets the heartbeat."""
+        """This peer's progress record at ``round_`` to the next ``fanout`` neighbours, then a
+        gossip tick (``tick``); resets the heartbeat."""
         seq = self.next_seq()
         self.next_heartbeat = now + self.config.heartbeat
         vote = self.convergence.votes.get(self.links.peer_id)
@@ -167,20 +179,19 @@ class Membership:
             finite_or_none(self.loss), finite_or_none(self.metric), None if distance is None else max(0.0, distance),
             bool(vote.converged) if vote else False, self.convergence.streak, 0,
         ))
-        return [SendControl(p, msg) for p in self.links.peers] + self.tick(now)
+        return [SendControl(p, msg) for p in self._records.pick(self.links.peers)] + self.tick(now)
 
     def tick(self, now: float) -> list[Action]:
-        """To each neighbour: this peer's summary and the signed votes it lacks (at most
-        ``MAX_PUSHES``). Top records are pushed when they change (``on_progress``)."""
+        """To the next ``fanout`` neighbours: this peer's summary and the signed votes each lacks
+        (at most ``MAX_PUSHES``). Top records are pushed when they change (``on_progress``)."""
         self.next_tick = float("inf")
         self._last_tick = now
         summary = self.view.summary(self.links.peer_id, now, self.convergence.voted())
         own = self._bit(self.links.peer_id)
         actions: list[Action] = []
-        for peer in self.links.peers:
+        for peer in self._summaries.pick(self.links.peers):
             actions.append(SendControl(peer, summary))
-            for record in self.view.pushes(peer, own | self._bit(peer)):
-                actions.append(SendControl(peer, record))
+            actions += [SendControl(peer, record) for record in self.view.pushes(peer, own | self._bit(peer))]
         return actions
 
     def _learnt(self, now: float) -> None:
@@ -216,8 +227,8 @@ class Membership:
         if self._mark_round(msg.origin, msg.round, msg):
             # a new top round: push it on at once (a straggler's catch-up waits for it); the
             # top changes about ``corroboration`` times a round, so this stays O(degree)
-            out = [SendControl(p, msg) for p in self.links.peers if p not in (sender, msg.origin)]
-            changed = True
+            # (no early tick for it: a summary does not carry rounds)
+            out = [SendControl(p, msg) for p in self._relays.pick(self.links.peers, (sender, msg.origin))]
         elif changed and not msg.converged:
             # a vote taken back: on at once to the neighbours that still count it, not at the
             # next tick, or a peer hops away decides a stop on the stale vote (take-backs are
@@ -227,9 +238,21 @@ class Membership:
             self._learnt(now)
         return out
 
+    def heard(self, neighbour: str, now: float) -> None:
+        """A message came over the link from ``neighbour`` itself (the link authenticates its
+        sender): a sign of life of ``neighbour``, whatever the message."""
+        index = self.index(neighbour)
+        if index is not None:
+            self.view.heard(index, now)
+
     def on_summary(self, sender: str, msg: Summary, now: float) -> list[Action]:
-        """A neighbour's summary (``sender`` checked by the caller): merge it."""
-        if self.view.merge(sender, msg, now):
+        """A neighbour's summary (``sender`` checked by the caller): merge it. A member newly
+        known alive is news to tick early for (a member back from a crash must count before
+        a stop is decided without it), but not while this peer is just started or back from
+        a cut (not ``in_touch``): it then learns most members, decides nothing, and the regular
+        ticks carry them (at 1,000 peers the early ticks of the start cost 0.36 summaries to
+        each of K neighbours per round)."""
+        if self.view.merge(sender, msg, now) and self.in_touch(now):
             self._learnt(now)
         return []
 

@@ -18,11 +18,13 @@ time learnt from earlier fetches (doubling per retry); a peer missing an announc
 repeats its own to the silent neighbour with backoff, and a peer hearing an announcement
 of a phase it has reached answers with its own (or its skip). A phase that times out on
 most neighbours lets their late announcements teach the deadline, which would otherwise
-only learn from models that arrived in time. Progress records go to neighbours only; what
-the stop rule needs from the whole swarm travels as aggregates merged along gossip edges
-(``swarm.membership``, ``swarm.swarm_view``), so a peer's control traffic per heartbeat is
-O(degree) whatever the swarm's size; the stop decision is taken and spread as in
-``swarm.stop_agreement``.
+only learn from models that arrived in time. Progress records go to neighbours only, at
+most ``fanout`` of them per heartbeat in rotation; what the stop rule needs from the whole
+swarm travels as aggregates merged along gossip edges (``swarm.membership``,
+``swarm.swarm_view``), so a peer's control traffic per round is one announcement per edge and
+exchange plus O(fanout) messages, whatever the swarm's size; a silent neighbour the aggregates
+still show alive is not suspected (``swarm.neighbourhood``). The stop decision is taken and
+spread as in ``swarm.stop_agreement``.
 
 A peer never runs on alone while a neighbour may still come: when nobody can deliver a
 phase (every neighbour suspected or more than a round behind, none skipping it), it holds
@@ -122,6 +124,9 @@ class PeerProtocol:
         self.liveness = self.links.liveness
         self.membership = Membership(self.links, config, self.convergence, is_member, signer, verify,
                                      member_index)
+        # with a fanout below the degree a neighbour's own heartbeat comes only every few beats:
+        # a silent neighbour the aggregates still show alive is not suspected (swarm.neighbourhood)
+        self.links.vouch(self.membership.is_alive)
         self.answers = Answers(self.deadline, self.transfer)
         self.exchange = PhaseExchange(self.links, self.membership, self.answers,
                                       Hold(config.isolation_wait, self.stats), config, self.stats,
@@ -322,7 +327,9 @@ class PeerProtocol:
         if sender not in self.neighbours:
             self.stats.bad_control += 1
             return []
-        if not self.links.spoke(sender, now):
+        back = self.links.spoke(sender, now)
+        self.membership.heard(sender, now)  # any message over its link: a sign of life
+        if not back:
             return self._on_control_from(sender, msg, now)
         self.stats.rejoins_seen += 1
         held = self.exchange.reconnected(sender, now) if self.exchange.hold.held else []

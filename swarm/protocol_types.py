@@ -46,6 +46,9 @@ class ProtocolConfig:
     final_rounds: int = 0
     #: end the final agreement's exchanges once every member's distance is at most this (0: never)
     final_tolerance: float = 0.0
+    #: neighbours per heartbeat or tick that get this peer's progress record, its summary and the
+    #: records it pushes, in rotation (``swarm.fanout``); announcements still go to every one
+    fanout: int = 5
 
     def __post_init__(self) -> None:
         if self.gossip_steps < 1:
@@ -70,6 +73,8 @@ class ProtocolConfig:
             raise ConfigError("final_tolerance", f"must be >= 0, got {self.final_tolerance}")
         if self.corroboration < 1:
             raise ConfigError("corroboration", f"must be >= 1, got {self.corroboration}")
+        if self.fanout < 1:
+            raise ConfigError("fanout", f"must be >= 1, got {self.fanout}")
         if self.max_pending < 1 or self.max_members < 1:
             raise ConfigError("max_pending" if self.max_pending < 1 else "max_members", "must be >= 1")
 

@@ -83,7 +83,7 @@ class SimSeam:
         return self.swarm.now
 
     def send(self, peer: str, data: bytes) -> None:
-        self.swarm._send(self.peer, peer, data)
+        self.swarm.send_from(self.peer, peer, data)
 
     def serve(self, round_: int, step: int, key: str, payload: Any, extra: bool = False) -> None:
         served, extras = self.peer.served, self.peer.extra_served
@@ -98,13 +98,13 @@ class SimSeam:
             del extras[old]
 
     def fetch(self, fetch: Fetch) -> None:
-        self.swarm._fetch(self.peer, fetch)
+        self.swarm.fetch_for(self.peer, fetch)
 
     def train(self, round_: int) -> None:
-        self.swarm._train(self.peer, round_)
+        self.swarm.train_peer(self.peer, round_)
 
     def bytes_served(self) -> int:
         return self.peer.served_bytes
 
     def performed(self) -> None:
-        self.swarm._arm_timer(self.peer)
+        self.swarm.arm_timer(self.peer)

@@ -338,7 +338,8 @@ class VirtualSwarm:
             peer.exec.perform(actions)
             self._track_highest(peer)
 
-    def _arm_timer(self, peer: VirtualPeer) -> None:
+    def arm_timer(self, peer: VirtualPeer) -> None:
+        """(Re)arm ``peer``'s protocol timer as a clock event (its seam, after each batch of actions)."""
         if not peer.alive or peer.exec is None:
             return
         when = peer.exec.protocol.next_timer()
@@ -349,7 +350,8 @@ class VirtualSwarm:
             peer.timer_at = when
             self._at(when, "timer", peer.index, peer.incarnation, when)
 
-    def _train(self, peer: VirtualPeer, round_: int) -> None:
+    def train_peer(self, peer: VirtualPeer, round_: int) -> None:
+        """Train ``peer`` for ``round_``: done after its virtual training time (or crash it, as scheduled)."""
         cut = self.cuts.get(peer.index)
         if cut is not None and round_ >= cut.at_round and peer.index not in self.cut_over:
             self.cut_now.add(peer.index)
@@ -367,7 +369,8 @@ class VirtualSwarm:
         duration = self.faults.train_time * epochs * peer.slowdown * jitter
         self._at(self.now + duration, "trained", peer.index, peer.incarnation, round_, result)
 
-    def _send(self, peer: VirtualPeer, to: str, data: bytes) -> None:
+    def send_from(self, peer: VirtualPeer, to: str, data: bytes) -> None:
+        """Deliver ``peer``'s control message to ``to`` after a link delay (or drop it, as the faults say)."""
         target = self.peers[self.index[to]]
         if self._dropped() or self._cut(peer.index, target.index):
             self.control_dropped += 1
@@ -375,7 +378,8 @@ class VirtualSwarm:
             return
         self._at(self.now + self._delay(), "control", target.index, target.incarnation, peer.id, data)
 
-    def _fetch(self, peer: VirtualPeer, fetch: Fetch) -> None:
+    def fetch_for(self, peer: VirtualPeer, fetch: Fetch) -> None:
+        """Send ``peer``'s fetch request to its server after a link delay (or drop it)."""
         server = self.index[fetch.peer]
         if self._dropped() or self._cut(peer.index, server):
             self.transfers_dropped += 1

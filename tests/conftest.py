@@ -6,14 +6,17 @@ or more with real peer processes, fighting over two cores.
 
 The suite is spread with ``--dist loadfile`` (scripts/test.sh): all tests of a file run on
 one worker, one after the other. So a module-scoped fixture (a simulation, a Ray cluster)
-is built once, and the network-namespace tests, whose namespace names are fixed (``msw-*``),
-never run at the same time. ``--dist loadgroup`` with ``xdist_group`` marks would be finer,
+is built once, and the network-namespace tests never run at the same time. Their namespace
+names carry this session's process id (``MEDSWARM_NETNS_PREFIX``, see scripts/netns_swarm.py),
+so that a second test session on the host neither shares nor removes them. ``--dist loadgroup`` with ``xdist_group`` marks would be finer,
 but with pytest 9.2 it silently stops grouping (pytest-xdist issue 1386).
 """
 
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("MEDSWARM_NETNS_PREFIX", f"msw{os.getpid()}-")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"

@@ -58,10 +58,10 @@ class Recorder(VirtualSwarm):
         self.trained: list[int] = []
         self.lures: list[tuple[Announce, str, object, np.ndarray]] = []  # (lure, served key, model, own w)
 
-    def _train(self, peer, round_) -> None:
+    def train_peer(self, peer, round_) -> None:
         if peer.index in self.attackers:
             self.trained.append(round_)
-        super()._train(peer, round_)
+        super().train_peer(peer, round_)
 
     def forged(self, kind: type) -> list[tuple[int, str, object]]:
         return [(r, to, msg) for r, to, msg in self.forged_log if isinstance(msg, kind)]

@@ -29,12 +29,12 @@ class CountingSwarm(VirtualSwarm):
         self.bytes = 0
         self.largest: dict[str, int] = {}
 
-    def _send(self, peer, to, data) -> None:
+    def send_from(self, peer, to, data) -> None:
         self.messages += 1
         self.bytes += len(data)
         kind = type(decode_control(data)).__name__
         self.largest[kind] = max(self.largest.get(kind, 0), len(data))
-        super()._send(peer, to, data)
+        super().send_from(peer, to, data)
 
 
 def config():

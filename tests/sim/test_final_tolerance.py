@@ -41,7 +41,11 @@ def test_a_loose_tolerance_ends_the_exchanges_early_but_every_peer_stops_at_the_
     assert set(trainer.calls.values()) == {3}  # training unchanged
     assert {r.stop_round for r in runs} == {r.stop_round for r in fixed_runs} == {2 + 12}
     assert all(r.exited for r in runs)
-    assert all(s >= 8 for s in _skipped(swarm)) and _skipped(fixed) == [0] * 8
+    # each peer ends the exchanges early: it skips them, or (left behind by neighbours that
+    # skipped) adopts a settled neighbour's final model, after fewer rounds still
+    assert all(p.proto.stats.final_skipped >= 8 or (p.proto.stats.catch_ups and p.proto.stats.rounds_completed <= 5)
+               for p in swarm.peers), (_skipped(swarm), [p.proto.stats.catch_ups for p in swarm.peers])
+    assert _skipped(fixed) == [0] * 8
     assert sum(r.bytes_sent for r in runs) < 0.8 * sum(r.bytes_sent for r in fixed_runs)
 
 

@@ -137,7 +137,8 @@ def test_a_summary_one_epoch_ahead_moves_this_peer_on_only_after_half_an_epoch()
 def test_sightings_keep_their_epoch_however_late_they_arrive():
     part = membership()
     part.on_summary("b", Summary("b", 0, (pack_bits(0),), pack_bits(0)), 1.0)
-    old = Summary("b", 3, (pack_bits(0), pack_bits(0), pack_bits(1 << part.index("x"))), pack_bits(0))
+    x = 1 << part.index("x")  # epochs 1, 2, 3, oldest first as XOR deltas: x in epoch 1 only
+    old = Summary("b", 3, (pack_bits(x), pack_bits(x), pack_bits(0)), pack_bits(0))
     part.on_summary("b", old, 6.5)  # x seen in epoch 1 (2-4 s): counts until epoch 7 (14 s)
     assert part.alive(13.9) == 1 << part.index("x") and part.alive(14.0) == 0
 
@@ -210,3 +211,101 @@ def test_a_taken_back_vote_goes_on_at_once_to_the_neighbours_that_still_count_it
     # a converged record is not pushed on receipt (it only delays nothing: the tick carries it)
     again = Progress("x", 3, 2, None, None, None, True, 1, 0)
     assert [a for a in part.on_progress("b", again, 1.6) if a.msg == again] == []
+
+
+# ------------------------------------------------------------ fanout (issue 11)
+WIDE = [f"n{i:02d}" for i in range(20)]
+
+
+def wide(fanout: int = 5) -> Membership:
+    """A peer of degree 20 sending to ``fanout`` neighbours per heartbeat or tick."""
+    import dataclasses
+
+    settings = dataclasses.replace(CONFIG, fanout=fanout)
+    links = Neighbourhood("a", WIDE, settings.suspect_after)
+    links.start(0.0)
+    part = Membership(links, settings, ConvergenceTracker(settings.convergence, "a"))
+    part.start(0.0, 0)
+    return part
+
+
+def test_at_degree_20_a_tick_sends_at_most_k_summaries_and_a_record_at_most_k_records():
+    part = wide(fanout=5)
+    for neighbour in WIDE:  # every neighbour lacks x's converged vote: pushes go only where summaries go
+        part.on_summary(neighbour, Summary(neighbour, 0, (pack_bits(0),), pack_bits(0)), 0.5)
+    part.on_progress("n00", converged_vote("x", 1, 2), 0.6)
+    actions = part.record(3, 1.0)
+    summaries = {a.peer for a in actions if isinstance(a.msg, Summary)}
+    records = [a.peer for a in actions if isinstance(a.msg, Progress) and a.msg.origin == "a"]
+    votes = {a.peer for a in actions if isinstance(a.msg, Progress) and a.msg.origin == "x"}
+    assert len(summaries) == 5 and len(records) == 5
+    assert votes == summaries  # each neighbour's summary said it lacks the vote
+
+
+def test_every_neighbour_gets_the_summary_and_the_record_within_ceil_d_over_k_heartbeats():
+    for fanout in (3, 5, 7):
+        part = wide(fanout)
+        rounds = math.ceil(len(WIDE) / fanout)
+        summaries: set[str] = set()
+        records: set[str] = set()
+        for beat in range(rounds):
+            actions = part.record(beat, 2.0 * beat)
+            summaries |= {a.peer for a in actions if isinstance(a.msg, Summary)}
+            records |= {a.peer for a in actions if isinstance(a.msg, Progress)}
+        assert summaries == records == set(WIDE), fanout
+
+
+def test_a_fanout_at_least_the_degree_reaches_every_neighbour_every_time():
+    part = membership()  # degree 2, default fanout 5
+    for now in (1.0, 3.0):
+        actions = part.record(0, now)
+        assert sorted(a.peer for a in actions if isinstance(a.msg, Summary)) == ["b", "c"]
+
+
+def test_a_new_top_round_is_pushed_on_to_at_most_k_neighbours_in_rotation():
+    part = wide(fanout=4)
+    first = part.on_progress("n00", record("x", 1, round_=3), 1.0)
+    second = part.on_progress("n01", record("y", 1, round_=4), 1.1)
+    assert len(first) == 4 and len(second) == 4
+    assert "n00" not in {a.peer for a in first} and "n01" not in {a.peer for a in second}
+    assert not {a.peer for a in first} & {a.peer for a in second}  # the rotation moved on
+
+
+def test_a_pushed_vote_is_not_pushed_again_before_the_neighbours_next_summary():
+    part = membership()
+    part.on_summary("c", Summary("c", 0, (pack_bits(0),), pack_bits(0)), 0.5)
+    part.on_progress("b", converged_vote("x", 1, 2), 1.0)
+    votes = lambda actions: [a.peer for a in actions if isinstance(a.msg, Progress) and a.msg.origin == "x"]
+    assert votes(part.tick(1.1)) == ["c"]
+    assert votes(part.tick(2.0)) == []
+    # its next summary says it still lacks it (lost): pushed again
+    part.on_summary("c", Summary("c", 0, (pack_bits(0),), pack_bits(0)), 2.5)
+    assert votes(part.tick(3.0)) == ["c"]
+
+
+def test_any_message_from_a_neighbour_is_a_sign_of_life_in_the_aggregates():
+    part = membership()
+    part.heard("b", 1.0)
+    assert part.alive(1.0) == 1 << part.index("b")
+    assert part.alive(12.0) == 0  # 11 s later (suspect_after 10 s, epochs of 2 s)
+
+
+def test_a_summary_carries_the_completed_epochs_as_merged_and_the_current_one_as_own_sightings():
+    sender = membership()
+    links = Neighbourhood("d", ["a"], CONFIG.suspect_after)
+    links.start(0.0)
+    receiver = Membership(links, CONFIG, ConvergenceTracker(CONFIG.convergence, "d"))
+    receiver.start(0.0, 0)
+    bit = sender.index
+    sender.heard("b", 0.5)  # sighted by the sender itself, epoch 0
+    sender.on_summary("c", Summary("c", 0, (pack_bits(1 << bit("x")),), pack_bits(0)), 0.6)  # merged
+    sender.heard("c", 2.5)  # epoch 1
+    sender.on_summary("c", Summary("c", 1, (pack_bits(1 << bit("y")),), pack_bits(0)), 2.6)
+    msg = sender.view.summary("a", 2.7, False)
+    assert len(msg.live) == sender.view.window
+    receiver.on_summary("a", msg, 2.7)
+    # epoch 0 (completed) as merged: b and x; epoch 1 (current): the sender's own sightings only
+    own = receiver.view.self_bit
+    assert receiver.view.live[1] == own | (1 << bit("b")) | (1 << bit("x")) | (1 << bit("a"))
+    assert receiver.view.live[0] == own | (1 << bit("c")) | (1 << bit("a"))
+    assert not receiver.view.live[0] & (1 << bit("y"))  # y goes on once epoch 1 is over

@@ -43,3 +43,21 @@ def test_a_peer_that_joined_late_starts_its_silence_clock_when_added():
     links = started()
     links.add("d", 8.0)
     assert links.suspected(15.0) == ["b", "c"]
+
+
+def test_a_silent_neighbour_the_aggregates_vouch_for_is_not_suspected_until_they_stop():
+    links = started()
+    shown_alive = {"b"}
+    links.vouch(lambda peer, now: peer in shown_alive)
+    assert links.suspected(12.0) == ["c"] and links.live(12.0) == ["b"]
+    assert not links.cut_off(12.0)
+    shown_alive.clear()  # its last sighting left the window
+    assert links.suspected(12.0) == ["b", "c"] and links.cut_off(12.0)
+    assert links.spoke("b", 13.0) is True  # it was suspected: it is back
+
+
+def test_a_neighbour_heard_lately_needs_no_vouching():
+    links = started()
+    links.vouch(lambda peer, now: False)
+    links.heard("b", 5.0)
+    assert links.live(12.0) == ["b"]

@@ -29,10 +29,18 @@ DOC = {
 }
 
 
+def test_a_run_removes_its_own_and_dead_runs_namespaces_never_a_live_runs():
+    names = ["msw111-h-a", "msw111-bridge", "msw222-h-a", "msw333-h-b", "msw-h-a", "other", "mswx-h"]
+    gone = {222}.__contains__  # run 222 is dead; 111 (this one) and 333 are alive
+    assert netns.select_ours(names, "msw111-", gone) == ["msw111-h-a", "msw111-bridge", "msw222-h-a"]
+    # the default prefix of a run by hand takes its own names and the dead run's too
+    assert netns.select_ours(names, "msw-", gone) == ["msw222-h-a", "msw-h-a"]
+
+
 def test_the_compose_document_becomes_a_scenario():
     sc = netns.scenario_from_compose(DOC)
     a, b = sc.services
-    assert (a.name, a.address, a.netns, a.status_url) == ("h-a", "10.9.0.11", "msw-h-a", "http://10.9.0.11:8080/status")
+    assert (a.name, a.address, a.netns, a.status_url) == ("h-a", "10.9.0.11", netns.PREFIX + "h-a", "http://10.9.0.11:8080/status")
     assert a.environment == {"MEDSWARM_NAME": "h-a", "N": "1"} and b.environment == {"MEDSWARM_NAME": "h-b"}
     assert b.command == ("--listen", "/ip4/10.9.0.12/tcp/4001") and b.status_url is None
     assert str(sc.subnet) == "10.9.0.0/24" and sc.gateway == "10.9.0.1"

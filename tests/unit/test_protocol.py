@@ -108,11 +108,13 @@ def stop_decision(stop_round: int, seq: int = 1, origin: str = "x", ttl: int = 5
 
 
 def corroborate(proto: PeerProtocol, now: float = 0.01) -> None:
-    """Signed converged votes of x and y, a majority of the members known (b's summary says
-    they are alive: liveness travels in summaries): this peer's view then backs a stop decision."""
-    proto.handle(progress("x", 1, converged=True, via="b"), now)
-    proto.handle(progress("y", 1, converged=True, via="b"), now)
-    alive = (1 << proto.membership.index("x")) | (1 << proto.membership.index("y"))
+    """Signed converged votes of w, x, y and z, a majority of the members known (b's summary
+    says they are alive: liveness travels in summaries; the neighbours, whose messages come over
+    their links, are alive too): this peer's view then backs a stop decision."""
+    voters = ("w", "x", "y", "z")
+    for origin in voters:
+        proto.handle(progress(origin, 1, converged=True, via="b"), now)
+    alive = sum(1 << proto.membership.index(m) for m in voters)
     proto.handle(ControlIn("b", Summary("b", proto.membership.view.epoch, (pack_bits(alive),), pack_bits(alive))),
                  now)
 
@@ -372,6 +374,36 @@ def test_silent_neighbour_is_suspected_and_no_longer_waited_for():
     assert proto.live_neighbours(10.8) == ["b"]
     assert actions == [Mix(0, 0, ("b",), True)]
     assert proto.stats.phases_timed_out == 0
+
+
+def test_a_neighbour_silent_toward_this_peer_but_sighted_by_others_is_not_suspected_until_it_crashes():
+    """With a fanout below the degree a live neighbour may send this peer nothing for longer
+    than suspect_after; c's summaries still show it alive. Once it crashes (c sighted it last at
+    20 s) it is given up between suspect_after and one heartbeat more after that sighting."""
+    proto = started()
+    b_bit = 1 << proto.membership.index("b")
+
+    def summary_from_c(now: float, sighted: bool) -> None:
+        proto.membership.view.advance(now)  # c's epochs run with this peer's
+        epoch = proto.membership.view.epoch
+        proto.handle(ControlIn("c", Summary("c", epoch, (pack_bits(b_bit if sighted else 0),), pack_bits(0))), now)
+
+    now = 0.5
+    while now <= 20.0:  # b says nothing to a, c sees it every heartbeat
+        summary_from_c(now, sighted=True)
+        proto.handle(TimerFired(), now + 0.1)
+        assert proto.suspected_neighbours(now + 0.1) == [], now
+        now += BASE.heartbeat
+    last_sighting = now - BASE.heartbeat
+    while now <= last_sighting + BASE.suspect_after + BASE.heartbeat + 0.5:
+        summary_from_c(now, sighted=False)  # b crashed: nobody sights it any more
+        proto.handle(TimerFired(), now)
+        suspected = proto.suspected_neighbours(now)
+        if now <= last_sighting + BASE.suspect_after:
+            assert suspected == [], now
+        now += 0.5
+    assert proto.suspected_neighbours(now) == ["b"] and proto.stats.suspicions == 1
+    assert proto.live_neighbours(now) == ["c"]
 
 
 def test_message_from_a_suspected_neighbour_clears_the_suspicion_and_it_counts_again():

@@ -95,6 +95,19 @@ def test_one_member_alone_cannot_corroborate_a_stop():
     assert stop.stop_round is None and not stop.corroborated(1.0)
 
 
+def test_votes_taken_back_do_not_corroborate_a_stop():
+    # b voted converged once and took it back; c votes converged; a has not voted: a majority
+    # voted converged at least once, but only one of three members does now
+    stop = agreement()
+    stop.membership.on_progress("b", progress("b", 1, 4), 1.0)
+    stop.membership.on_progress("b", progress("b", 2, 4, converged=False), 1.5)
+    stop.membership.on_progress("c", progress("c", 1, 4), 1.5)
+    stop.on_decision("c", StopDecision("c", 1, 5, "c says so", 4), 3, 2.0)
+    assert stop.stop_round is None and not stop.corroborated(2.0)
+    stop.membership.on_progress("b", progress("b", 3, 5), 3.0)  # b converged again: 2 of 3, one may be missing
+    assert stop.settle(3, 3.0) == ([], None) and stop.stop_round == 5
+
+
 def test_a_stop_round_beyond_the_signed_progress_is_refused_and_not_marked_seen():
     stop = agreement()
     corroborate(stop, round_=3)  # supported round 3: the bound is 3 + stop_margin 2 + catchup_lag 2
