@@ -6,7 +6,7 @@ only say who has what and how the swarm is doing, so they stay tiny. Gossipsub d
 over about 1 MiB; :data:`MAX_CONTROL_BYTES` (64 KiB) is enforced on encode and decode, and a
 valid message is in fact at most a few KiB because every string is bounded.
 
-Wire format (version 1): one msgpack map ``{"v": 1, "t": <type>, <field>: <value>, ...}``
+Wire format (version 2): one msgpack map ``{"v": 2, "t": <type>, <field>: <value>, ...}``
 where ``<type>`` is ``"announce"``, ``"skip"``, ``"progress"``, ``"stop"``, ``"summary"`` or
 ``"peers"`` and
 the fields are exactly those of the matching dataclass, under the same names (a
@@ -23,7 +23,9 @@ Field rules, checked by both :func:`encode_control` and :func:`decode_control`:
   :data:`MAX_ID_CHARS` characters (printable: no newlines or control characters, so an id
   cannot forge a log line);
 * ``reason``: printable ``str`` of at most :data:`MAX_REASON_CHARS` characters;
-* ``digest``: exactly 32 lowercase hex characters, as :func:`gossip.codec.digest` returns;
+* ``digest``: exactly 32 lowercase hex characters, as :func:`gossip.codec.digest` returns,
+  sent as its 16 bytes (msgpack bin; the one field whose wire value is not its Python
+  value: an announcement crosses every gossip edge, and 16 of its 107 bytes were hex);
 * counts (``round``, ``step``, ``size``, ``degree``, ``seq``, ``streak``, ``stop_round``):
   ``int`` in ``[0, 2**63)``; ``samples`` in ``[1, 2**63)``; ``ttl`` in ``[0, MAX_TTL]``.
   A ``bool`` is not an ``int``;
@@ -72,7 +74,8 @@ import msgpack
 from gossip.bitset import unpack_bits
 from gossip.errors import CodecError
 
-CONTROL_VERSION: int = 1
+#: 2: a digest goes as 16 bytes, not hex; a summary's live epochs go oldest first (1 before)
+CONTROL_VERSION: int = 2
 MAX_CONTROL_BYTES: int = 64 * 1024
 #: Most hops a flooded message may still travel.
 MAX_TTL: int = 64
@@ -240,6 +243,19 @@ def _digest(name: str, value: object) -> str:
     return str(value)
 
 
+def _digest_from_wire(name: str, value: object) -> str:
+    """A digest as it arrives: its 16 bytes, returned as the hex the dataclass holds."""
+    if not (isinstance(value, bytes) and len(value) == DIGEST_HEX_CHARS // 2):
+        raise _bad(name, f"{DIGEST_HEX_CHARS // 2} bytes", value)
+    return value.hex()
+
+
+#: fields whose wire value differs from their Python value: (to the wire, from the wire)
+_WIRE_FORMS: dict[str, tuple[Callable[[str], Any], Callable[[str, object], Any]]] = {
+    "digest": (bytes.fromhex, _digest_from_wire),
+}
+
+
 def _int_in(low: int, high: int) -> Callable[[str, object], int]:
     def check(name: str, value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -381,7 +397,8 @@ def encode_control(msg: ControlMessage) -> bytes:
     tag, checks = schema
     wire: dict[str, Any] = {"v": CONTROL_VERSION, "t": tag}
     for name, check in checks:
-        wire[name] = check(name, getattr(msg, name))
+        value = check(name, getattr(msg, name))
+        wire[name] = _WIRE_FORMS[name][0](value) if name in _WIRE_FORMS else value
     try:
         packed: bytes = msgpack.packb(wire)
     except Exception as exc:  # noqa: BLE001 - unreachable after the checks; keep the contract
@@ -450,7 +467,8 @@ def decode_control(data: bytes | bytearray | memoryview) -> ControlMessage:
         missing = sorted(expected - obj.keys())
         unknown = sorted(repr(key)[:40] for key in obj.keys() - expected)  # str and bytes keys
         raise CodecError("bad-field", f"{tag}: missing {missing}, unknown {unknown[:5]}")
-    values = {name: check(name, obj[name]) for name, check in checks}
+    values = {name: check(name, _WIRE_FORMS[name][1](name, obj[name]) if name in _WIRE_FORMS else obj[name])
+              for name, check in checks}
     message: ControlMessage = cls(**values)
     return message
 

@@ -80,8 +80,6 @@ class ConvergenceTracker:
         self.plateau = 0
         self.streak = 0
         self.votes: dict[str, Vote] = {}
-        #: members (this peer included) that have voted converged at least once
-        self.converged_once: set[str] = set()
 
     def record_round(self, round_: int, metric: float | None, distance: float | None, now: float) -> bool:
         """Add this peer's validation loss (lower is better) and distance for a round; return its vote."""
@@ -100,8 +98,6 @@ class ConvergenceTracker:
         vote = round_ + 1 >= cfg.min_rounds and self.plateau >= cfg.window and close
         self.streak = self.streak + 1 if vote else 0
         self.votes[self.self_id] = Vote(round_, vote, self.streak, now)
-        if vote:
-            self.converged_once.add(self.self_id)
         return vote
 
     def record_vote(self, origin: str, round_: int, converged: bool, streak: int, now: float) -> None:
@@ -109,8 +105,6 @@ class ConvergenceTracker:
         known = self.votes.get(origin)
         if known is None or round_ >= known.round:
             self.votes[origin] = Vote(round_, converged, streak, now)
-            if converged:
-                self.converged_once.add(origin)
 
     def voted(self) -> bool:
         """This peer's own latest vote (False before its first completed round)."""

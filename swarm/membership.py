@@ -221,8 +221,6 @@ class Membership:
         if msg.origin == sender:  # a sign of life; one pushed on by others may be old
             self.view.heard(index, now)
             self.convergence.record_vote(msg.origin, msg.round, msg.converged, msg.streak, now)
-        elif msg.converged:
-            self.convergence.converged_once.add(msg.origin)
         out: list[Action] = []
         if self._mark_round(msg.origin, msg.round, msg):
             # a new top round: push it on at once (a straggler's catch-up waits for it); the
@@ -324,11 +322,6 @@ class Membership:
         """Whether this peer and every live member have voted converged, each by a signed
         record this peer holds."""
         return self.convergence.voted() and not (self.alive(now) & ~self.view.voted)
-
-    def converged_once(self, now: float) -> int:
-        """How many live members (this peer included) have voted converged at least once."""
-        own = self.links.peer_id in self.convergence.converged_once
-        return (self.alive(now) & self.view.once).bit_count() + own
 
     def in_touch(self, now: float) -> bool:
         """Whether this peer may speak for the swarm: not cut off from its neighbours, and not

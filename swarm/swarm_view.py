@@ -103,7 +103,6 @@ class SwarmView:
         self.direct = self.self_bit  # this epoch's own sightings (``heard``), see ``summary``
         self._last_merge = -float("inf")
         self.voted = 0  # members whose held latest signed record says converged
-        self.once = 0  # members whose signed record said converged at least once
         self.records: dict[int, Progress] = {}  # the latest signed record of each member that voted
         self.held = 0  # the members in ``records``
         self._theirs: dict[str, int] = {}  # each neighbour's voted map, as it last said
@@ -179,7 +178,6 @@ class SwarmView:
         before = self.voted
         if msg.converged:
             self.voted |= bit
-            self.once |= bit
         else:
             self.voted &= ~bit
         return self.voted != before or held is None

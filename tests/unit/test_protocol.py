@@ -108,9 +108,11 @@ def stop_decision(stop_round: int, seq: int = 1, origin: str = "x", ttl: int = 5
 
 
 def corroborate(proto: PeerProtocol, now: float = 0.01) -> None:
-    """Signed converged votes of w, x, y and z, a majority of the members known (b's summary
-    says they are alive: liveness travels in summaries; the neighbours, whose messages come over
-    their links, are alive too): this peer's view then backs a stop decision."""
+    """Signed converged votes of the neighbours b and c (alive: their messages come over their
+    links) and of w, x, y and z (b's summary says they are alive: liveness travels in
+    summaries), every other member this peer knows: its view then backs a stop decision."""
+    for neighbour in ("b", "c"):
+        proto.handle(progress(neighbour, 1, converged=True, via=neighbour), now)
     voters = ("w", "x", "y", "z")
     for origin in voters:
         proto.handle(progress(origin, 1, converged=True, via="b"), now)
@@ -859,7 +861,7 @@ def test_exit_waits_for_a_live_neighbour_that_has_not_reached_the_stop_round():
     linger_over = now + proto.config.linger
 
     waiting = proto.handle(TimerFired(), linger_over)
-    proto.handle(progress("b", 1, round_=2, via="b"), linger_over + 0.1)
+    proto.handle(progress("b", 2, round_=2, via="b"), linger_over + 0.1)
     leaving = proto.handle(TimerFired(), proto.next_timer())
 
     assert proto.stopped_at == 2
