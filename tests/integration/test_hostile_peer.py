@@ -111,7 +111,8 @@ def start(tmp_path: Path, name: str, site: int, bootstrap: str | None = None) ->
     peer and the hostile one, before round 0: every phase then has all three."""
     args = ["-v", "peer", "--key", str(tmp_path / f"{name}.key"), "--consortium", str(tmp_path / "consortium.toml"),
             "--site", str(site), "--state-dir", str(tmp_path / f"state-{name}"), *COMMON,
-            "--rounds", str(ROUNDS), "--wait-neighbours", "2", "--deadline-max", "30"]
+            "--rounds", str(ROUNDS), "--wait-neighbours", "2", "--deadline-max", "30",
+            "--final-agreement", "0"]  # the forged records aim at the stop round, the last trained one
     proc = medswarm(*args, *(["--bootstrap", bootstrap] if bootstrap else []))
     line = proc.stdout.readline()
     assert line.startswith("listening "), (line, proc.stderr.read() if proc.poll() is not None else "")

@@ -174,7 +174,7 @@ def test_a_peer_run_from_a_config_file_serves_its_status_until_it_stops(hospital
         'status_port = 0\n')
     # --target-neighbours 1: a starts as soon as b is linked (c never comes), not after deadline_max
     a = medswarm("peer", "--config", str(conf / "a.toml"), "--rounds", "6", "--target-neighbours", "1",
-                 cwd=tmp_path.parent)
+                 "--final-agreement", "0", cwd=tmp_path.parent)
     lines = read_until(a, "listening")
     url = lines["status"]
     assert url.startswith("http://127.0.0.1:")
