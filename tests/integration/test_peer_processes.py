@@ -48,7 +48,8 @@ def test_three_peers_found_by_bootstrap_chain_train_and_stop_together(hospitals)
     tmp_path, ids = hospitals
     # each waits for both others before round 0 (a learns of c by peer exchange), so that
     # peers started one after another train together instead of c catching up at the end
-    together = ("--wait-neighbours", "2", "--deadline-max", "30")
+    # (no final-agreement round: the stop round is the last trained one, 5 of --rounds 6)
+    together = ("--wait-neighbours", "2", "--deadline-max", "30", "--final-agreement", "0")
     a, addr_a = start(tmp_path, "a", 0, extra=together)
     b, addr_b = start(tmp_path, "b", 1, addr_a, extra=together)
     c, _ = start(tmp_path, "c", 2, addr_b, extra=together)  # c knows only b, b only a
