@@ -1,5 +1,9 @@
 """Benchmark: hostile members against plain and robust mixing, on BreastMNIST, small-world.
 
+``--topology``, ``--compress`` and ``--final-agreement`` change the swarm every run uses
+(default: small-world, whole float32 models, no final agreement), e.g. the one-peer
+exponential graph with 8-bit models and one final-agreement round.
+
 For every attack kind (``swarm.attacks``), setup (8 peers with 1 attacker, 16 with 1, 16
 with 2) and aggregator (``clipped``: robust mixing; ``mean``: plain gossip, the positive
 control), the honest peers' AUROC with the attack minus the same seed's run without the
@@ -22,6 +26,8 @@ Writes ``results/bench_attacks.json`` and ``.png`` beside it, and prints a markd
 
     .venv/bin/python scripts/bench_attacks.py [--jobs 2] [--seeds 0,1,2] [--rounds 20]
     .venv/bin/python scripts/bench_attacks.py --smoke --out /tmp/bench_attacks.json  # seconds
+    .venv/bin/python scripts/bench_attacks.py --setups 8:1 --aggregators clipped --topology onepeer-exp \
+        --compress q8 --final-agreement 1 --out results/bench_attacks_onepeer_8_1.json
 """
 
 from __future__ import annotations
@@ -153,15 +159,19 @@ class Job:
     clip_factor: float = LearningConfig.clip_factor
     #: the attackers' hospitals never take part (down from round 0): the run without them
     absent: bool = False
+    topology: str = TOPOLOGY
+    compress: str = LearningConfig.compress
+    final_agreement: int = LearningConfig.final_agreement
 
     def config(self) -> SimConfig:
         """The simulation's config: users' defaults but for what the benchmark varies."""
         attacks = tuple(parse_attack(f"{peer}:{self.kind}") for peer in self.attackers) if self.kind else ()
         crashes = tuple(parse_crash(f"{peer}@0") for peer in self.attackers) if self.absent else ()
-        return SimConfig(setup=SimSetup(peers=self.peers, topology=TOPOLOGY, arms=("swarm",)),
+        return SimConfig(setup=SimSetup(peers=self.peers, topology=self.topology, arms=("swarm",)),
                          learning=LearningConfig(data=self.data, partition=self.partition, rounds=self.rounds,
                                                  seed=self.seed, aggregator=self.aggregator, converge=self.converge,
-                                                 corroboration=self.corroboration, clip_factor=self.clip_factor),
+                                                 corroboration=self.corroboration, clip_factor=self.clip_factor,
+                                                 compress=self.compress, final_agreement=self.final_agreement),
                          faults=FaultConfig(attacks=attacks, crashes=crashes))
 
 
@@ -425,6 +435,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="--corroboration of every peer (F+1 against F colluding attackers)")
     parser.add_argument("--clip-factor", type=float, default=LearningConfig.clip_factor,
                         help="--clip-factor of every peer (clipped)")
+    parser.add_argument("--topology", default=TOPOLOGY, help=f"every run's --topology (default {TOPOLOGY})")
+    parser.add_argument("--compress", default=LearningConfig.compress,
+                        help=f"every run's --compress (default {LearningConfig.compress})")
+    parser.add_argument("--final-agreement", type=int, default=LearningConfig.final_agreement,
+                        help=f"every run's --final-agreement (default {LearningConfig.final_agreement})")
     parser.add_argument("--data", default="breastmnist")
     parser.add_argument("--partition", default=None, help="default: the simulation's for --data")
     parser.add_argument("--jobs", type=int, default=1, help="simulations run in parallel processes (default 1)")
@@ -438,7 +453,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be >= 1")
     try:
-        LearningConfig(clip_factor=args.clip_factor, corroboration=args.corroboration)
+        LearningConfig(clip_factor=args.clip_factor, corroboration=args.corroboration, compress=args.compress,
+                       final_agreement=args.final_agreement)
+        SimSetup(topology=args.topology)
     except ConfigError as err:
         parser.error(str(err))
     return args
@@ -463,7 +480,8 @@ def run_all(jobs: list[Job], workers: int, console: Console, save: Callable[[lis
 def describe(args: argparse.Namespace, runs: int) -> dict:
     """The JSON's ``config``: what ran, what is compared, the targets' rules, how time was taken."""
     return {
-        "data": args.data, "partition": args.partition, "topology": TOPOLOGY, "max_rounds": args.rounds,
+        "data": args.data, "partition": args.partition, "topology": args.topology, "compress": args.compress,
+        "final_agreement": args.final_agreement, "max_rounds": args.rounds,
         "setups": {s.label: {"peers": s.peers, "attacker_peers": list(s.attacker_peers())} for s in args.setups},
         "kinds": list(args.kinds), "aggregators": list(args.aggregators), "seeds": list(args.seeds),
         "corroboration": args.corroboration, "clip_factor": args.clip_factor,
@@ -491,7 +509,8 @@ def main(argv: list[str] | None = None) -> dict:
     console = Console()
     jobs = plan(args.setups, args.kinds, args.aggregators, args.seeds, data=args.data, partition=args.partition,
                 rounds=args.rounds, converge=args.converge, corroboration=args.corroboration,
-                clip_factor=args.clip_factor)
+                clip_factor=args.clip_factor, topology=args.topology, compress=args.compress,
+                final_agreement=args.final_agreement)
     config = describe(args, len(jobs))
     machine = {"cpus": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
                "python": platform.python_version(), "torch": torch.__version__, "torch_threads": 1}
@@ -508,7 +527,9 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"config": config, "machine": machine, "wall_s": time.perf_counter() - start, **summary,
               "runs": sorted(records, key=lambda r: (r["seed"], r["peers"], r["kind"] or "", r["aggregator"]))}
     atomic_write(args.out, json.dumps(report, indent=2) + "\n")
-    title = (f"{args.data}, small-world, {args.rounds} rounds at most, seeds {','.join(map(str, args.seeds))}: "
+    swarm = args.topology + (f" {args.compress}" if args.compress != "none" else "") + \
+        (f" fa{args.final_agreement}" if args.final_agreement else "")
+    title = (f"{args.data}, {swarm}, {args.rounds} rounds at most, seeds {','.join(map(str, args.seeds))}: "
              "AUROC with attack − without, paired by seed")
     plot(summary, args.setups, args.kinds, args.aggregators, args.out.with_suffix(".png"), title)
     print(markdown(summary, args.setups, args.kinds, args.aggregators, args.jobs))

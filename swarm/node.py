@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Protocol
 
@@ -26,7 +26,7 @@ from gossip.validate import validate_weights
 from swarm.choco import Choco, PublicCopies, Replicas, Resync, choco_mix
 from swarm.averaging import Contribution, coordinate_median, mixing_row, weighted_average
 from swarm.mixing import sample_weighted_row
-from swarm.robust import Aggregation, robust_mix
+from swarm.robust import CLIP_HISTORY, Aggregation, robust_mix_measured
 from swarm.datasets import ArrayDataset
 from swarm.errors import AveragingError
 from swarm.flat_weights import FlatWeights
@@ -141,6 +141,12 @@ class SwarmNode:
         self.choco = choco
         self.public = PublicCopies()
         self.replicas = Replicas(self.neighbour_degrees)
+        #: distances of the last accepted neighbours' models (``clipped`` only): the clipping
+        #: radius with one neighbour heard (``swarm.robust.clip_radius``). Bounded; fed only
+        #: by models that passed validation; not checkpointed (a restarted peer catches up to
+        #: another model, so its old distances no longer describe it; it refills in a few
+        #: rounds, validation meanwhile unchanged)
+        self.distance_history: deque[float] = deque(maxlen=CLIP_HISTORY)
 
     @property
     def weights(self) -> dict[str, np.ndarray]:
@@ -268,7 +274,8 @@ class SwarmNode:
             self_degree: int | None = None, audience: str = "") -> float | None:
         """Replace the weights by their Metropolis-Hastings mix with the received models.
 
-        The mix follows ``self.aggregation`` (``swarm.robust.robust_mix``). Only neighbours whose model arrived get a weight; the share of a missing one stays
+        The mix follows ``self.aggregation`` (``swarm.robust.robust_mix``; ``clipped`` with this
+        node's ``distance_history``). Only neighbours whose model arrived get a weight; the share of a missing one stays
         with this node, so the mix is always a convex combination. ``degrees`` overrides
         the neighbours' degrees (a real peer learns them from announcements), ``self_degree``
         this node's (a time-varying graph's degree in this phase; None: its neighbour count);
@@ -292,10 +299,11 @@ class SwarmNode:
         own = Contribution(self.peer_id, self.weights if public is None else public, self_w)
         neighbours = [Contribution(p, received[p].tensors, w) for p, w in neigh_w.items()]
         try:
-            mixed = robust_mix(self.aggregation, own, neighbours)
+            mixed = robust_mix_measured(self.aggregation, own, neighbours, self.distance_history)
             # CHOCO's consensus step: x + gamma * (mix of the public copies - own public copy)
-            self.weights = mixed if public is None or self.choco is None else \
-                choco_mix(self.weights, public, mixed, self.choco.gamma)
+            self.weights = mixed.weights if public is None or self.choco is None else \
+                choco_mix(self.weights, public, mixed.weights, self.choco.gamma)
+            self.distance_history.extend(mixed.distances)
         except AveragingError as err:
             # validation makes this unreachable in practice; keep the local model if not
             self.reject(err.peer or "?", "averaging", str(err), -1)

@@ -210,13 +210,28 @@ class PhaseExchange:
                 and self.membership.member_round(p, behind) >= behind}
         return live, math.ceil(self.config.quorum * len(live) - 1e-9)
 
+    def _other_live(self, now: float) -> set[str]:
+        """On a time-varying graph whose partners of this phase are all suspected (silent for
+        ``suspect_after``), the other live links not more than a round behind: with one of
+        them the peer is not cut off, so it goes on without a mix (a sit-out) rather than hold
+        for ``isolation_wait`` (on the one-peer graph, a member that never started held each
+        of its partners one step in three). A partner merely behind still holds the step, as
+        before (the one-peer graph's pace). Empty on a fixed graph: there the partners are the links."""
+        if self.schedule is None:
+            return set()
+        partners = set(self.partners())
+        if not partners <= set(self.links.suspected(now)):
+            return set()
+        behind = self.phase[0] - 1
+        return {p for p in self.links.live(now) if self.membership.member_round(p, behind) >= behind}
+
     def maybe_advance(self, now: float, timed_out: bool = False) -> list[Action]:
         """Mix if a quorum's models are here (or the deadline passed), unless held."""
         if self.ready_at is None or self.mixing:
             return []
         live, needed = self._needed(now)
         partners = self.partners()
-        if partners and self.hold.check(live, partners, self.skipped, now):
+        if partners and self.hold.check(live or self._other_live(now), partners, self.skipped, now):
             self.deadline_at = self.hold.until()  # wake when the hold runs out
             return []
         have = len(self.fetched & live)

@@ -18,8 +18,11 @@ the swarm, anywhere. The rules here bound that influence:
     least half of the neighbours heard are honest it is set by an honest distance, so a
     hostile one cannot raise it; and with honest neighbours at similar distances nothing
     is clipped, so ``clipped`` equals ``mean`` and the swarm still matches FedAvg. With a
-    single neighbour heard the radius is its own distance: no bound (the receiver's
-    relative norm check in ``gossip.validate`` still applies).
+    single neighbour heard (the one-peer exponential graph, every exchange) the current
+    distances set no bound, so the lower median is taken over a *history* of the distances
+    of recent accepted models too (the caller keeps it: ``SwarmNode``, :data:`CLIP_HISTORY`
+    of them): a hostile partner is one of ``log2 n`` partners, so it fills at most about
+    ``1/log2 n`` of that history and cannot raise its lower median.
 ``trimmed``
     Coordinate-wise trimmed mean over the own and the received models, dropping
     ``floor(trim * m)`` values at each end (one of three with ``trim = 1/3``); unweighted,
@@ -27,7 +30,8 @@ the swarm, anywhere. The rules here bound that influence:
 ``median``
     Coordinate-wise median over the own and the received models; unweighted.
 
-Pure functions, no state: :func:`robust_mix` is what ``SwarmNode.mix`` calls.
+Pure functions, no state (the distance history is an argument): :func:`robust_mix_measured`
+is what ``SwarmNode.mix`` calls.
 """
 
 from __future__ import annotations
@@ -47,10 +51,24 @@ from swarm.averaging import (
 )
 from swarm.errors import AveragingError, ConfigError
 
-__all__ = ["AGGREGATORS", "Aggregation", "clip_radius", "clipped_mix", "robust_mix"]
+__all__ = ["AGGREGATORS", "Aggregation", "CLIP_HISTORY", "Mixed", "clip_radius", "clipped_mix", "robust_mix",
+           "robust_mix_measured"]
 
 #: how much wider the clipping radius is with at most two neighbours heard (see clip_radius)
 FEW_NEIGHBOURS_WIDENING = 2.0
+
+#: how many recent accepted neighbours' distances a peer keeps for the clipping radius (see
+#: clip_radius): about five rounds of the one-peer graph at 8 peers and 3 exchanges a round,
+#: short enough to follow the distances as training converges (README, *Robust mixing*)
+CLIP_HISTORY = 16
+
+#: with at most this many neighbours heard, the history joins the current distances
+HISTORY_UP_TO = 1
+
+#: the fewest distances in the history before it counts: a lower median of one to three
+#: values is no typical distance (in its first exchanges a one-peer graph's partners are at
+#: distances 2^k with models ever closer, and such a radius clipped honest ones)
+HISTORY_MIN = 4
 
 #: the mixing rules a peer can use (``--aggregator``)
 AGGREGATORS = ("mean", "clipped", "trimmed", "median")
@@ -125,51 +143,71 @@ def _distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float
     return math.sqrt(total)
 
 
-def clip_radius(distances: Sequence[float], factor: float) -> float:
+def clip_radius(distances: Sequence[float], factor: float, history: Sequence[float] = ()) -> float:
     """``factor`` times the lower median of ``distances`` (the ``ceil(k/2)``-th smallest).
 
-    The lower median is an honest distance whenever at least half of the values are. With one
-    or two distances it is the smallest, and the radius is :data:`FEW_NEIGHBOURS_WIDENING`
-    times wider (on a ring, 1.5 x the nearer neighbour's distance cost 0.04 AUROC without an
-    attacker; 3 x cost 0.01).
+    The lower median is an honest distance whenever at least half of the values are. With at
+    most :data:`HISTORY_UP_TO` current distance, ``history`` (recent accepted neighbours'
+    distances) joins them once it holds :data:`HISTORY_MIN`: one current distance is no bound
+    on itself. With one or two values
+    in all, the lower median is the smallest, and the radius is
+    :data:`FEW_NEIGHBOURS_WIDENING` times wider (on a ring, 1.5 x the nearer neighbour's
+    distance cost 0.04 AUROC without an attacker; 3 x cost 0.01).
 
     Raises
     ------
     AveragingError
-        For no distances, or a negative or non-finite one.
+        For no distances, or a negative or non-finite one (history included).
     """
     if not distances:
         raise AveragingError("no neighbour distances to set a clipping radius from")
-    for d in distances:
+    use = len(distances) <= HISTORY_UP_TO and len(history) >= HISTORY_MIN
+    values = [*history, *distances] if use else list(distances)
+    for d in values:
         if not (math.isfinite(d) and d >= 0):
             raise AveragingError(f"distance must be finite and >= 0, got {d!r}")
-    ordered = sorted(distances)
-    # with one or two neighbours the lower median is the nearest one: honest neighbours of a
+    ordered = sorted(values)
+    # with one or two values the lower median is the nearest one: honest neighbours of a
     # heterogeneous swarm differ more than that, so the radius is twice as wide
     wide = FEW_NEIGHBOURS_WIDENING if len(ordered) <= 2 else 1.0
     return wide * factor * ordered[(len(ordered) - 1) // 2]
 
 
-def clipped_mix(own: Contribution, neighbours: Sequence[Contribution], factor: float) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Mixed:
+    """A mix's result and, for ``clipped``, each neighbour's distance to the own model (in
+    the neighbours' order; empty for the other rules): what the caller's history keeps."""
+
+    weights: dict[str, np.ndarray]
+    distances: tuple[float, ...] = ()
+
+
+def clipped_mix(own: Contribution, neighbours: Sequence[Contribution], factor: float,
+                history: Sequence[float] = ()) -> dict[str, np.ndarray]:
     """Self-centred clipped gossip: ``x + sum_j w_j clip(x_j - x, tau)`` (module docstring).
 
     ``own.weight`` and the neighbours' weights are the mixing weights (their sum is
     normalised to 1). Each neighbour ``j`` moves the result by at most
-    ``w_j / sum(w) * tau`` with ``tau = clip_radius(distances, factor)``; unclipped, the
-    result is the weighted average. Integer tensors are mixed without clipping (they
-    carry counters, not learnt values). Returns new arrays.
+    ``w_j / sum(w) * tau`` with ``tau = clip_radius(distances, factor, history)``;
+    unclipped, the result is the weighted average. Integer tensors are mixed without
+    clipping (they carry counters, not learnt values). Returns new arrays.
 
     Raises
     ------
     AveragingError
         As ``weighted_average`` (names, shapes, dtypes, weights, NaN or Inf).
     """
+    return _clipped(own, neighbours, factor, history).weights
+
+
+def _clipped(own: Contribution, neighbours: Sequence[Contribution], factor: float,
+             history: Sequence[float]) -> Mixed:
     contributions = [own, *neighbours]
     check_contributions(contributions)
     if not neighbours:
-        return {k: np.array(v, copy=True) for k, v in own.weights.items()}
+        return Mixed({k: np.array(v, copy=True) for k, v in own.weights.items()})
     distances = [_distance(own.weights, c.weights) for c in neighbours]
-    tau = clip_radius(distances, factor)
+    tau = clip_radius(distances, factor, history)
     scaled = [own]
     for c, d in zip(neighbours, distances):
         if d <= tau:
@@ -184,25 +222,32 @@ def clipped_mix(own: Contribution, neighbours: Sequence[Contribution], factor: f
             else:
                 moved[name] = arr
         scaled.append(Contribution(c.peer, moved, c.weight))
-    return weighted_average(scaled)
+    return Mixed(weighted_average(scaled), tuple(distances))
 
 
-def robust_mix(rule: Aggregation, own: Contribution,
-               neighbours: Sequence[Contribution]) -> dict[str, np.ndarray]:
+def robust_mix(rule: Aggregation, own: Contribution, neighbours: Sequence[Contribution],
+               history: Sequence[float] = ()) -> dict[str, np.ndarray]:
     """Mix ``own`` with ``neighbours`` by ``rule``; weights are mixing weights (``mean``, ``clipped``).
 
-    ``trimmed`` and ``median`` count every model once, whatever its weight.
+    ``trimmed`` and ``median`` count every model once, whatever its weight; ``history``
+    matters to ``clipped`` only (:func:`clip_radius`).
 
     Raises
     ------
     AveragingError
         As the chosen aggregate.
     """
+    return robust_mix_measured(rule, own, neighbours, history).weights
+
+
+def robust_mix_measured(rule: Aggregation, own: Contribution, neighbours: Sequence[Contribution],
+                        history: Sequence[float] = ()) -> Mixed:
+    """:func:`robust_mix`, with the neighbours' distances that ``clipped`` measured."""
     everyone = [own, *neighbours]
     if rule.kind == "clipped":
-        return clipped_mix(own, neighbours, rule.clip_factor)
+        return _clipped(own, neighbours, rule.clip_factor, history)
     if rule.kind == "trimmed":
-        return trimmed_mean(everyone, rule.trim)
+        return Mixed(trimmed_mean(everyone, rule.trim))
     if rule.kind == "median":
-        return coordinate_median(everyone)
-    return weighted_average(everyone)
+        return Mixed(coordinate_median(everyone))
+    return Mixed(weighted_average(everyone))

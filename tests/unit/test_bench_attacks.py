@@ -113,3 +113,25 @@ def test_the_smoke_run_writes_paired_figures_for_every_kind_setup_and_aggregator
         assert run["rounds_run"] == 3
         assert honest["mean"] == pytest.approx(run["reported_auroc"])  # as the simulation's report has it
     assert "| signflip |" in capsys.readouterr().out
+
+
+def test_topology_compression_and_final_agreement_reach_every_run_and_the_config():
+    args = bench.parse_args(["--setups", "8:1", "--kinds", "signflip", "--topology", "onepeer-exp",
+                             "--compress", "q8", "--final-agreement", "1"])
+    jobs = bench.plan(args.setups, args.kinds, ("clipped",), (0,), data=args.data, partition=args.partition,
+                      rounds=3, converge=True, topology=args.topology, compress=args.compress,
+                      final_agreement=args.final_agreement)
+    for job in jobs:
+        config = job.config()
+        assert (config.setup.topology, config.learning.compress, config.learning.final_agreement) == \
+            ("onepeer-exp", "q8", 1)
+    described = bench.describe(args, len(jobs))
+    assert (described["topology"], described["compress"], described["final_agreement"]) == ("onepeer-exp", "q8", 1)
+    assert bench.Job("heart", "sites", 3, True, 8, "clipped", 0).config().setup.topology == bench.TOPOLOGY
+
+
+def test_a_bad_topology_or_compression_is_a_usage_error(capsys):
+    for bad in (["--topology", "moebius"], ["--compress", "zip"], ["--final-agreement", "-1"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+    assert "error" in capsys.readouterr().err
