@@ -484,7 +484,7 @@ def _ahead_of_both(now: float = 0.0) -> tuple[PeerProtocol, float]:
     for r in range(2):
         proto.handle(ready(r), now)
         now = proto.next_timer()
-        while not of(actions := proto.handle(TimerFired(), now), Mix):
+        while not of(proto.handle(TimerFired(), now), Mix):
             now = proto.next_timer()
         proto.handle(Mixed(r, 0), now)
     return proto, now
