@@ -205,9 +205,14 @@ class SwarmNode:
     def _encode_choco(self, round_: int, tensors: Mapping[str, np.ndarray], header: ChocoHeader) -> memoryview:
         return encode(WeightsMessage(self.model_id, round_, self.peer_id, len(self.data), dict(tensors), header))
 
-    def check(self, sender: str, payload: Payload, round_: int, *,
-              exact_round: bool = False, whole: bool = False) -> WeightsMessage | Resync | None:
+    def check(self, sender: str, payload: Payload, round_: int, *, exact_round: bool = False,
+              whole: bool = False, catch_up: bool = False) -> WeightsMessage | Resync | None:
         """Decode and validate a model from ``sender``; None (counted, logged) if refused.
+
+        A ``catch_up`` model (fetched to jump ahead) is some rounds ahead of this peer's, and
+        a model's norm grows as the swarm trains (heart, four sites: x2.1 from round 7 to
+        round 37), so its norm is held within the square of ``max_norm_ratio`` instead:
+        still a bound, and one a peer back from a long outage can meet.
 
         A model of another round than ``round_`` is refused: counted as stale when it was
         pushed (it may just be late), or rejected as ``wrong-round`` with ``exact_round``,
@@ -229,7 +234,7 @@ class SwarmNode:
                 msg = rebuilt
             validate_weights(msg, link_peer=sender, model_id=self.model_id,
                              reference=self.weights, max_abs=self.max_abs,
-                             max_norm_ratio=self.aggregation.max_norm_ratio,
+                             max_norm_ratio=_norm_bound(self.aggregation.max_norm_ratio, catch_up),
                              min_cosine=self.aggregation.min_cosine)
         except CodecError as err:
             self.replicas.drop(sender)
@@ -338,6 +343,11 @@ class SwarmNode:
             "event=rejected peer=%s round=%d from=%s reason=%s detail=%s",
             self.peer_id, round_, sender, reason, detail,
         )
+
+
+def _norm_bound(ratio: float | None, catch_up: bool) -> float | None:
+    """The norm-ratio bound a received model is held to (squared for a catch-up model)."""
+    return ratio * ratio if ratio is not None and catch_up else ratio
 
 
 def _relative_distance(own: Mapping[str, np.ndarray], others: list[Mapping[str, np.ndarray]]) -> float | None:

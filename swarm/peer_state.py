@@ -74,6 +74,7 @@ def accept_transfer(node: SwarmNode, fetch: Fetch, payload: Payload,
     if digest(payload) != fetch.digest:
         node.reject(fetch.peer, "digest-mismatch", f"announced {fetch.digest}", fetch.round)
         return None, "digest-mismatch"
-    msg = node.check(fetch.peer, payload, fetch.round, exact_round=True, whole=whole)
+    msg = node.check(fetch.peer, payload, fetch.round, exact_round=True, whole=whole,
+                     catch_up=fetch.catch_up)
     return (msg, "") if msg is not None else (None, "rejected")
 

@@ -212,3 +212,28 @@ def test_adopting_several_final_models_takes_the_coordinate_median_with_the_own(
     hostile = WeightsMessage("m", 6, "h", 10, {"w": np.array([-50.0, 90.0, 1e3], np.float32)})
     node.adopt_median([honest, hostile])
     assert node.weights["w"].tolist() == [0.0, 1.0, 2.0]  # between the honest values, never the hostile
+
+
+def test_a_catch_up_model_may_have_grown_but_stays_bounded():
+    # a peer back from an outage holds an old model; the swarm's has grown as it trained
+    from dataclasses import replace
+
+    from gossip.codec import digest
+    from swarm.peer_state import accept_transfer
+    from swarm.protocol_types import Fetch
+
+    nodes, _ = make_ring(3, [0.3, 0.333, 0.3])
+    nodes[0].aggregation = replace(nodes[0].aggregation, max_norm_ratio=2.0)
+
+    def transfer(factor, catch_up):
+        nodes[1].weights = {k: v * factor for k, v in start_weights(0.333).items()}
+        payload = nodes[1].encode_model(30)
+        fetch = Fetch("p1", 30, 0, digest(payload), len(payload), 5.0, catch_up)
+        return accept_transfer(nodes[0], fetch, payload)[0]
+
+    assert transfer(2.1, catch_up=False) is None  # a running exchange keeps the factor 2
+    grown = transfer(2.1, catch_up=True)
+    assert grown is not None and grown.round == 30
+    assert transfer(4.5, catch_up=True) is None  # a catch-up is bounded too: by 2 x 2
+    assert transfer(1 / 4.5, catch_up=True) is None
+    assert nodes[0].stats.rejected == {"norm-ratio": 3}
