@@ -1,4 +1,4 @@
-"""Benchmark: the swarm under faults, on BreastMNIST, 16 peers, small-world topology.
+"""Benchmark: the swarm under faults, on BreastMNIST, 16 peers, the default topology.
 
 Scenarios (same splits, seeds and initial weights in each):
   a  no faults
@@ -10,9 +10,12 @@ For each: final swarm AUROC (mean of the last 5 evaluated rounds, mean and worst
 AUROC difference to (a), round at which the swarm stopped and why, and simulated time
 per round as a ratio to (a). Targets: (b) time per round within 1.5x of (a), where a
 fixed barrier would pay the full 5x; (c) and (d) complete with AUROC within 0.03 of (a).
-Writes ``results/bench_faults.json`` and ``results/bench_faults.png``.
+Everything else is ``simulate``'s default (the one-peer exponential graph, 8-bit models,
+one final-agreement round); ``--topology smallworld:4:0.2 --compress none --final-agreement 0``
+is the setup of the figures measured before that default. Writes ``results/bench_faults.json``
+and ``results/bench_faults.png``.
 
-    .venv/bin/python scripts/bench_faults.py [--seeds 3] [--rounds 40]
+    .venv/bin/python scripts/bench_faults.py [--seeds 3] [--rounds 40] [--topology T]
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from rich.table import Table  # noqa: E402
 
 from swarm.atomic_file import atomic_write  # noqa: E402
 from swarm.faults import Crash, FaultConfig  # noqa: E402
-from swarm.config import LearningConfig, SimSetup  # noqa: E402
+from swarm.config import DEFAULT_TOPOLOGY, LearningConfig, SimSetup  # noqa: E402
 from swarm.arm_results import summarize  # noqa: E402
 from swarm.simulate import Simulation, SimConfig, config_dict  # noqa: E402
 
@@ -47,10 +50,12 @@ SCENARIOS = {
 }
 
 
-def run(name: str, faults: FaultConfig, seed: int, rounds: int, progress: Progress, task) -> dict:
+def run(name: str, faults: FaultConfig, seed: int, rounds: int, progress: Progress, task,
+        learning: dict, topology: str) -> dict:
     """One scenario, one seed: the swarm arm only."""
-    config = SimConfig(setup=SimSetup(peers=16, topology="smallworld:4:0.2", arms=("swarm",)),
-                       learning=LearningConfig(data="breastmnist", rounds=rounds, seed=seed), faults=faults)
+    config = SimConfig(setup=SimSetup(peers=16, topology=topology, arms=("swarm",)),
+                       learning=LearningConfig(data="breastmnist", rounds=rounds, seed=seed, **learning),
+                       faults=faults)
     start = time.perf_counter()
     (result,) = Simulation(config).run(lambda arm, done, total: progress.update(task, description=f"{name} s{seed} r{done}"))
     summary = summarize([result])["swarm"]
@@ -83,8 +88,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--topology", default=DEFAULT_TOPOLOGY)
+    parser.add_argument("--compress", default=LearningConfig.compress)
+    parser.add_argument("--final-agreement", type=int, default=LearningConfig.final_agreement)
     parser.add_argument("--out", type=Path, default=Path("results/bench_faults.json"))
     args = parser.parse_args()
+    learning = {"compress": args.compress, "final_agreement": args.final_agreement}
     torch.set_num_threads(1)
     console = Console()
     seeds = list(range(args.seeds))
@@ -94,7 +103,7 @@ def main() -> None:
         for name, faults in SCENARIOS.items():
             raw[name] = []
             for seed in seeds:
-                raw[name].append(run(name, faults, seed, args.rounds, progress, task))
+                raw[name].append(run(name, faults, seed, args.rounds, progress, task, learning, args.topology))
                 progress.advance(task)
 
     base = {r["seed"]: r for r in raw["a_no_faults"]}
@@ -120,7 +129,8 @@ def main() -> None:
         "d: AUROC within 0.03 of a": scenarios["d_10pct_drop"]["auroc_minus_no_faults"]["mean"] >= -0.03,
     }
     report = {
-        "config": {"data": "breastmnist", "peers": 16, "topology": "smallworld:4:0.2", "partition": "dirichlet:0.5",
+        "config": {"data": "breastmnist", "peers": 16, "topology": args.topology, **learning,
+                   "partition": "dirichlet:0.5",
                    "max_rounds": args.rounds, "seeds": seeds, "cpus": os.cpu_count(),
                    "simulation_defaults": {k: v for k, v in config_dict(SimConfig()).items()
                                            if k in ("gossip_steps", "converge_window", "metric_tol",

@@ -1,7 +1,7 @@
 """Benchmark: real peer processes (``medswarm launch``) vs the simulation (``medswarm simulate``).
 
-Both run the swarm on the same data, split, seed, topology (a 4-peer ring) and learning
-settings, through the commands a user types, for all ``--rounds`` (``--converge`` lets both
+Both run the swarm on the same data, split, seed, topology (``--topology``, default the
+commands' own: the one-peer exponential graph) and learning settings, through the commands a user types, for all ``--rounds`` (``--converge`` lets both
 stop by convergence instead). For each seed: final swarm AUROC (mean of the
 last 5 rounds; mean and worst peer) in both, their difference (target: within 0.02), and the
 wall-clock time per round of the real swarm next to the simulation's (the simulation runs
@@ -9,7 +9,7 @@ all peers one after another in one process, on a virtual clock; the launch runs 
 as its own process with Noise-encrypted libp2p on loopback, with real deadlines and
 heartbeats). Writes ``results/bench_launch.json`` and ``results/bench_launch.png``.
 
-    .venv/bin/python scripts/bench_launch.py [--seeds 3] [--rounds 30] [--peers 4]
+    .venv/bin/python scripts/bench_launch.py [--seeds 3] [--rounds 30] [--peers 4] [--topology ring]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from swarm.atomic_file import atomic_write  # noqa: E402
+from swarm.config import DEFAULT_TOPOLOGY  # noqa: E402
 
 
 def medswarm(*args: str) -> float:
@@ -44,15 +45,16 @@ def medswarm(*args: str) -> float:
     return time.perf_counter() - start
 
 
-def one_seed(seed: int, peers: int, rounds: int, data: str, work: Path, converge: bool) -> dict:
+def one_seed(seed: int, peers: int, rounds: int, data: str, work: Path, converge: bool, topology: str) -> dict:
     """Launch and simulate with one seed; both reports' headline figures."""
-    common = ["--peers", str(peers), "--rounds", str(rounds), "--seed", str(seed), "--data", data]
+    common = ["--peers", str(peers), "--rounds", str(rounds), "--seed", str(seed), "--data", data,
+              "--topology", topology]
     if not converge:
         common.append("--no-converge")
     sim_out, launch_out = work / f"sim-{seed}", work / f"launch-{seed}"
-    sim_wall = medswarm("simulate", *common, "--arms", "swarm", "--topology", "ring", "--quiet",
+    sim_wall = medswarm("simulate", *common, "--arms", "swarm", "--quiet",
                         "--out", str(sim_out))
-    launch_wall = medswarm("launch", *common, "--topology", "ring", "--quiet", "--out", str(launch_out))
+    launch_wall = medswarm("launch", *common, "--quiet", "--out", str(launch_out))
     sim = json.loads((sim_out / "report.json").read_text())["arms"]["swarm"]
     real = json.loads((launch_out / "report.json").read_text())["arms"]["swarm"]
     sim_rounds = max(sim["decision"]["stop_rounds"]) + 1
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--peers", type=int, default=4)
     parser.add_argument("--data", default="breastmnist")
+    parser.add_argument("--topology", default=DEFAULT_TOPOLOGY)
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--converge", action="store_true",
                         help="let both stop by convergence (default: both run all --rounds, so the "
@@ -110,12 +113,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, Progress(console=console) as progress:
         task = progress.add_task("seeds", total=args.seeds)
         for seed in range(args.seeds):
-            runs.append(one_seed(seed, args.peers, args.rounds, args.data, Path(tmp), args.converge))
+            runs.append(one_seed(seed, args.peers, args.rounds, args.data, Path(tmp), args.converge,
+                                 args.topology))
             progress.advance(task)
     diffs = [r["auroc_launch_minus_simulate"] for r in runs]
     ratios = [r["time_per_round_launch_vs_simulate"] for r in runs]
     result = {
-        "config": {"peers": args.peers, "rounds": args.rounds, "data": args.data, "topology": "ring",
+        "config": {"peers": args.peers, "rounds": args.rounds, "data": args.data, "topology": args.topology,
                    "converge": args.converge,
                    "partition": "dirichlet:0.5", "seeds": list(range(args.seeds)), "cpus": os.cpu_count()},
         "auroc_launch_minus_simulate": {"mean": float(np.mean(diffs)), "max_abs": float(np.max(np.abs(diffs))),
@@ -127,7 +131,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "bench_launch.json", json.dumps(result, indent=2) + "\n")
     plot(args.out / "bench_launch.png", runs)
-    table = Table(title="medswarm launch vs simulate (same data, split, seed, ring)")
+    table = Table(title=f"medswarm launch vs simulate (same data, split, seed, {args.topology})")
     for col in ("seed", "AUROC sim", "AUROC launch", "diff", "worst sim", "worst launch", "s/round sim",
                 "s/round launch"):
         table.add_column(col, justify="right")
