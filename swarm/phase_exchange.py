@@ -6,12 +6,15 @@ when its adaptive deadline passes. Losses are recovered, not waited out: a fetch
 out after the learnt transfer time (doubling per retry, as TCP backs off), and the
 announcement is repeated to silent neighbours with exponential backoff. A deadline passing
 while a transfer is under way is extended once, within bounds. A phase that times out on
-most neighbours is marked so their late announcements teach the deadline (see ``Answers``).
+most neighbours is marked so their late announcements teach the deadline (see ``Answers``);
+on a time-varying graph, most of the partners of the last :data:`RECENT_PHASES` phases, so
+that one slow partner is not taken for a deadline too short.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 
 from gossip.control import Announce
@@ -21,6 +24,10 @@ from swarm.membership import Membership
 from swarm.neighbourhood import Neighbourhood
 from swarm.protocol_types import Action, Fetch, FetchDone, Mix, ModelReady, ProtocolConfig, ProtocolStats
 from swarm.round_counter import AdaptiveDeadline, Phase
+
+
+#: phases over which a time-varying graph judges whether most partners missed the deadline
+RECENT_PHASES = 8
 
 
 class PhaseExchange:
@@ -51,6 +58,8 @@ class PhaseExchange:
         self.deadline, self.transfer = deadline, transfer
         self.phase: Phase = start
         self._skips: dict[str, set[Phase]] = {}  # skips of phases not reached yet, max_pending each
+        # (partners missed at the deadline, partners waited for) of the last phases mixed
+        self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_PHASES)
         self.reset()
 
     def reset(self) -> None:
@@ -237,9 +246,11 @@ class PhaseExchange:
         have = len(self.fetched & live)
         if have < needed and not timed_out:
             return []
-        if timed_out and have < needed:
+        missed = needed - have if timed_out and have < needed else 0
+        self._recent.append((missed, needed))
+        if missed:
             self.stats.phases_timed_out += 1
-            if 2 * have < needed:
+            if self._most_missed(have, needed):
                 # most neighbours missed it: the deadline, not a slow neighbour, is the likely
                 # cause; a timeout on a minority teaches nothing
                 self.answers.mark_late(self.phase, self.ready_at, live - self.fetched)
@@ -248,6 +259,19 @@ class PhaseExchange:
         round_, step = self.phase
         degree = None if self.schedule is None else len(partners)
         return [Mix(round_, step, tuple(sorted(self.fetched)), step == self.config.gossip_steps - 1, degree)]
+
+    def _most_missed(self, have: int, needed: int) -> bool:
+        """Whether most neighbours missed the deadline: of this phase's on a fixed graph; on a
+        time-varying one, where a phase has one partner, of the last :data:`RECENT_PHASES`
+        phases' partners taken together (a straggler partner one step in ``log2 n`` is a
+        minority there)."""
+        if self.schedule is None:
+            return 2 * have < needed
+        if len(self._recent) < RECENT_PHASES:
+            return False  # too few phases yet to tell a slow partner from a short deadline
+        missed = sum(m for m, _ in self._recent)
+        waited = sum(n for _, n in self._recent)
+        return 2 * missed > waited
 
     def on_timer(self, now: float) -> list[Action]:
         """Re-announce to silent neighbours with backoff; at the deadline, extend once for a

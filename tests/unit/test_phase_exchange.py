@@ -11,7 +11,7 @@ from swarm.convergence import ConvergenceConfig, ConvergenceTracker
 from swarm.hold import Hold
 from swarm.membership import Membership
 from swarm.neighbourhood import Neighbourhood
-from swarm.phase_exchange import PhaseExchange
+from swarm.phase_exchange import RECENT_PHASES, PhaseExchange
 from swarm.protocol_types import (
     Fetch, FetchDone, Mix, ModelReady, ProtocolConfig, ProtocolStats, SendControl,
 )
@@ -165,3 +165,54 @@ def test_a_large_model_gets_a_try_as_long_as_its_transfer_at_the_slowest_allowed
     # never beyond the phase's longest wait, whatever the size
     assert config.transfer_floor(10**12) == CONFIG.deadline.maximum
     assert CONFIG.transfer_floor(10**12) == 0.0  # off without a rate
+
+
+def onepeer_exchange() -> PhaseExchange:
+    """Like ``exchange`` but on a time-varying graph: partner b at even steps, c at odd ones."""
+    part = exchange()
+    part.schedule = lambda phase: frozenset({"b" if (phase[0] * CONFIG.gossip_steps + phase[1]) % 2 == 0 else "c"})
+    return part
+
+
+def run_phases(part: PhaseExchange, late: set[str], phases: int) -> int:
+    """Run ``phases`` phases from the current one; partners in ``late`` miss every deadline.
+    Returns how many of the timed-out phases were marked so their late model teaches."""
+    marked, now = 0, 0.0
+    for _ in range(phases):
+        ready(part, now)
+        part.reannounce_at = float("inf")
+        (partner,) = part.partners()
+        if partner in late:
+            now = part.deadline_at
+            assert part.on_timer(now)[-1] == Mix(*part.phase, (), part.phase[1] == CONFIG.gossip_steps - 1, 1)
+            before = len(part.deadline.history())
+            part.answers.observe_late(partner, part.phase, now + 1.0)
+            marked += len(part.deadline.history()) > before
+        else:
+            part.consider(partner, ann(partner, *part.phase), now + 0.1)
+            assert isinstance(part.on_fetch(FetchDone(partner, *part.phase, True), now + 0.2)[-1], Mix)
+        now += 1.0
+        round_, step = part.phase
+        part.enter((round_ + 1, 0) if step + 1 == CONFIG.gossip_steps else (round_, step + 1))
+        part.links.heard("b", now)
+        part.links.heard("c", now)
+    return marked
+
+
+def test_on_a_time_varying_graph_one_slow_partner_does_not_teach_the_deadline():
+    # b misses every one of its phases, c never: half the partners of the recent phases, not most
+    part = onepeer_exchange()
+    assert run_phases(part, late={"b"}, phases=12) == 0
+    assert part.stats.phases_timed_out == 6
+    # both partners late: most of them, once the window of recent phases is full
+    both = onepeer_exchange()
+    assert run_phases(both, late={"b", "c"}, phases=12) == 12 - RECENT_PHASES + 1
+    # on a fixed graph a phase's own neighbours decide, as before: b alone late is a minority
+    fixed = exchange()
+    ready(fixed)
+    fixed.reannounce_at = float("inf")
+    fixed.consider("c", ann("c"), 0.1)
+    fixed.on_fetch(FetchDone("c", 0, 0, True), 0.2)
+    assert fixed.on_timer(fixed.deadline_at) == [Mix(0, 0, ("c",), True)]
+    fixed.answers.observe_late("b", (0, 0), 3.0)
+    assert fixed.deadline.history() == [pytest.approx(0.2)]  # the on-time arrival only
