@@ -70,7 +70,8 @@ def learning(dataset: str, seeds: list[int], rounds: int, progress: Progress) ->
     gap = stat([s["arms"]["fedavg"]["auroc"] - s["arms"]["swarm"]["auroc"] for s in per_seed])
     over_local = stat([s["arms"]["swarm"]["auroc"] - s["arms"]["local"]["auroc"] for s in per_seed])
     return {
-        "config": {"data": dataset, "peers": 8, "partition": "dirichlet:0.5", "topology": "ring",
+        "config": {"data": dataset, "peers": 8, "partition": "dirichlet:0.5", "topology": SimSetup().topology,
+                   "compress": LearningConfig().compress, "final_agreement": LearningConfig().final_agreement,
                    "rounds": rounds, "gossip_steps": LearningConfig().gossip_steps, "seeds": seeds},
         "arms": arms,
         "fedavg_minus_swarm_auroc": gap,
