@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 ARMS = ("swarm", "fedavg", "local", "central", "cwt")
 #: simulated hospitals when ``--peers`` is not given (and the split is not the data's own sites)
 DEFAULT_PEERS = 8
-#: ``--topology`` of ``simulate`` and ``launch``: the one-peer exponential graph, with 8-bit
-#: models and one final-agreement round the configuration that meets issue 14's target
-#: (README, *Efficiency*)
+#: ``--topology`` of ``simulate`` and ``launch``: the one-peer exponential graph; with 8-bit
+#: models and one final-agreement round (the ``LearningConfig`` defaults) it is the
+#: configuration that meets issue 14's target (README, *Efficiency*)
 DEFAULT_TOPOLOGY = "onepeer-exp"
 #: ``--model`` names: ``auto`` is the small CNN for images and the MLP for feature vectors
 MODEL_NAMES = ("auto", "small-cnn", "mlp", "densenet121", "resnet18", "efficientnet-b0")
