@@ -58,7 +58,8 @@ class PhaseExchange:
         self.deadline, self.transfer = deadline, transfer
         self.phase: Phase = start
         self._skips: dict[str, set[Phase]] = {}  # skips of phases not reached yet, max_pending each
-        # (partners missed at the deadline, partners waited for) of the last phases mixed
+        # (partners missed at the deadline, partners waited for) of the last phases mixed,
+        # on a time-varying graph
         self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_PHASES)
         self.reset()
 
@@ -247,7 +248,8 @@ class PhaseExchange:
         if have < needed and not timed_out:
             return []
         missed = needed - have if timed_out and have < needed else 0
-        self._recent.append((missed, needed))
+        if self.schedule is not None:  # only a time-varying graph judges over recent phases
+            self._recent.append((missed, needed))
         if missed:
             self.stats.phases_timed_out += 1
             if self._most_missed(have, needed):
